@@ -1,0 +1,90 @@
+"""Prefect entry point ``ingest-file``: one file in, Parquet or quarantine out.
+
+Thin on purpose: retries, logging and artifacts live here; the work is in ``hopper.ingest``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
+
+from hopper import events
+from hopper.config import HopperConfig
+from hopper.errors import is_transient
+from hopper.ingest import Home, failed_outcome, ingest
+from hopper.models import IngestOutcome, IngestRequest
+
+
+def _run_name() -> str:
+    request: Any = flow_run.parameters.get("request", {})
+    ref = request.ref if isinstance(request, IngestRequest) else IngestRequest(**request).ref
+    return f"{ref.dataset or 'unrouted'}/{ref.name}"
+
+
+def _retry_if_transient(_task: Any, _task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except Exception as exc:
+        return is_transient(exc)
+    return False
+
+
+@task(
+    name="ingest",
+    retries=4,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_retry_if_transient,
+    cache_policy=NO_CACHE,
+)
+def ingest_task(request: IngestRequest, config: HopperConfig, flow_run_id: str) -> IngestOutcome:
+    """Read, validate, transform and write one file (terminal faults end in quarantine)."""
+    return ingest(request, config, flow_run_id=flow_run_id)
+
+
+def _report(outcome: IngestOutcome) -> None:
+    rows: list[dict[str, Any]] = [
+        {"item": "state", "value": outcome.state.value},
+        {"item": "rows in", "value": outcome.rows_in},
+        {"item": "rows out", "value": outcome.rows_out},
+        {"item": "rows rejected", "value": outcome.rows_rejected},
+        {"item": "seconds", "value": outcome.seconds},
+    ]
+    if outcome.reason:
+        rows.append({"item": "reason", "value": outcome.reason})
+    rows += [{"item": f"column {name}", "value": kind} for name, kind in outcome.schema_.items()]
+    rows += [{"item": "output", "value": path} for path in outcome.outputs]
+    create_table_artifact(table=rows, description=f"Ingestion of `{outcome.uri}`")
+
+
+@flow(name="ingest-file", flow_run_name=_run_name, log_prints=False)
+def ingest_file(request: IngestRequest) -> dict[str, Any]:
+    """Ingest one file version into its dataset's lake folder, or quarantine it."""
+    logger = get_run_logger()
+    ref = request.ref
+    run_id = str(flow_run.id)
+    home = Home.open(request.config_path)
+    try:
+        if not home.ledger.claim(ref, run_id, replay=request.replay):
+            logger.info("%s (%s) is already handled by another run; skipping", ref.uri, ref.fingerprint)
+            return {"uri": ref.uri, "skipped": True}
+        try:
+            outcome = ingest_task(request, home.config, run_id)
+        except Exception as exc:
+            outcome = failed_outcome(ref, exc)
+            home.ledger.finish(outcome, run_id)
+            events.emit(events.outcome_event(ref, outcome, run_id))
+            logger.error("%s failed after retries: %s", ref.uri, outcome.reason)
+            raise
+        home.ledger.finish(outcome, run_id)
+        events.emit(events.outcome_event(ref, outcome, run_id))
+        _report(outcome)
+        logger.info("%s: %s (%d rows out)", ref.uri, outcome.state.value, outcome.rows_out)
+        return outcome.model_dump(mode="json", by_alias=True)
+    finally:
+        home.ledger.close()

@@ -1,0 +1,222 @@
+"""``hopper status`` and ``hopper replay``: every file's fate, and re-running any of them."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from cyclopts import App, Parameter
+from rich.console import Console
+from rich.table import Table
+
+from hopper.cli.run import ConfigOption, _default_api_url
+from hopper.errors import HopperError
+from hopper.ingest import Home
+from hopper.ledger import FileRecord, Ledger
+from hopper.models import FileState
+from hopper.settings import HopperSettings
+
+console = Console()
+
+PENDING = (FileState.DETECTED, FileState.DISPATCHED, FileState.QUEUED, FileState.RUNNING)
+
+
+def _ui_base() -> str:
+    settings = HopperSettings()
+    api = os.environ.get("PREFECT_API_URL", f"http://{settings.host}:{settings.port}/api")
+    return api.rstrip("/").removesuffix("/api")
+
+
+def run_url(flow_run_id: str | None) -> str | None:
+    """Link to a flow run in the Prefect UI."""
+    return f"{_ui_base()}/runs/flow-run/{flow_run_id}" if flow_run_id else None
+
+
+def summary(ledger: Ledger, failures: int = 10) -> dict[str, Any]:
+    """The ``hopper status --json`` document: per-dataset counts and the latest failures."""
+    now = time.time()
+    datasets: dict[str, dict[str, Any]] = {}
+    bad: list[FileRecord] = []
+    for rec in ledger.records():
+        row = datasets.setdefault(
+            rec.dataset or "(unrouted)",
+            {"ingested": 0, "quarantined": 0, "failed": 0, "pending": 0, "oldest_pending_seconds": None},
+        )
+        if rec.state in PENDING:
+            row["pending"] += 1
+            age = round(now - rec.detected_at, 1)
+            row["oldest_pending_seconds"] = max(row["oldest_pending_seconds"] or 0, age)
+        else:
+            row[rec.state.value] += 1
+        if rec.state in (FileState.QUARANTINED, FileState.FAILED):
+            bad.append(rec)
+    bad.sort(key=lambda r: r.updated_at, reverse=True)
+    return {
+        "datasets": datasets,
+        "failures": [
+            {
+                "uri": r.uri,
+                "dataset": r.dataset,
+                "state": r.state.value,
+                "reason": r.reason,
+                "flow_run_id": r.flow_run_id,
+                "run_url": run_url(r.flow_run_id),
+                "updated_at": r.updated_at,
+            }
+            for r in bad[:failures]
+        ],
+    }
+
+
+def file_report(ledger: Ledger, target: str) -> dict[str, Any]:
+    """The ``hopper status FILE --json`` document: versions and history of one file."""
+    from hopper.replay import to_uri
+
+    uri = to_uri(target)
+    versions = ledger.versions(uri)
+    if not versions:
+        raise HopperError(f"{target}: Hopper has no record of this file")
+    latest = versions[-1]
+    return {
+        "uri": uri,
+        "state": latest.state.value,
+        "dataset": latest.dataset,
+        "reason": latest.reason,
+        "run_url": run_url(latest.flow_run_id),
+        "versions": [v.to_dict() for v in versions],
+        "history": ledger.history(uri),
+    }
+
+
+def status(
+    file: str | None = None,
+    /,
+    *,
+    json_output: Annotated[bool, Parameter(name="--json")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Show what happened to the files: counts per dataset and the latest failures, or one file's history.
+
+    Args:
+        file: A file path or URI to show in full (every version, run and outcome).
+        json_output: Print JSON (stable keys, documented in README) instead of tables.
+        config: hopper.yaml of the Hopper home.
+    """
+    home = Home.open(config or HopperSettings().config)
+    try:
+        doc = file_report(home.ledger, file) if file else summary(home.ledger)
+    finally:
+        home.ledger.close()
+    if json_output:
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        return
+    if file:
+        console.print(f"[bold]{doc['uri']}[/]: {doc['state']}  {doc['reason'] or ''}")
+        if doc["run_url"]:
+            console.print(f"  run: {doc['run_url']}")
+        table = Table("time", "event", "version", "detail")
+        for h in doc["history"]:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["at"]))
+            detail = ", ".join(f"{k}={v}" for k, v in h["detail"].items() if v not in (None, [], ""))
+            table.add_row(stamp, h["event"], h["fingerprint"][:22], detail)
+        console.print(table)
+        return
+    table = Table("dataset", "ingested", "quarantined", "failed", "pending", "oldest pending")
+    for name, row in sorted(doc["datasets"].items()):
+        age = row["oldest_pending_seconds"]
+        table.add_row(
+            name, *(str(row[k]) for k in ("ingested", "quarantined", "failed", "pending")),
+            f"{age:.0f}s" if age is not None else "-",
+        )
+    console.print(table)
+    for f in doc["failures"]:
+        console.print(f"[red]{f['state']}[/] {f['uri']}: {f['reason']}")
+        if f["run_url"]:
+            console.print(f"    {f['run_url']}")
+
+
+def replay(
+    *targets: str,
+    failed: bool = False,
+    quarantined: bool = False,
+    dataset: str | None = None,
+    since: str | None = None,
+    dry_run: bool = False,
+    wait: bool = False,
+    timeout: float = 600.0,
+    config: ConfigOption = None,
+) -> None:
+    """Re-run files through their Prefect deployment; outputs are replaced, never duplicated.
+
+    Name files by path, URI or glob, or select them with --failed, --quarantined,
+    --dataset and --since (combined with AND).
+
+    Args:
+        targets: File paths, URIs or globs (e.g. './inbox/sales/*.csv').
+        failed: Replay files whose ingestion failed.
+        quarantined: Replay quarantined files (e.g. after fixing their contract).
+        dataset: Only files of this dataset.
+        since: Only files updated within this duration (e.g. 30m, 2h, 7d).
+        dry_run: List what would be replayed; change nothing.
+        wait: Wait for the runs, show progress, end with a summary; exit 1 if any did not land.
+        timeout: Seconds --wait waits at most.
+        config: hopper.yaml of the Hopper home.
+    """
+    _default_api_url()
+    from hopper.replay import Selection, dispatch_replay, parse_since, select
+
+    if not (targets or failed or quarantined or dataset or since):
+        raise HopperError("name files to replay, or select them with --failed, --quarantined, --dataset or --since")
+    home = Home.open(config or HopperSettings().config)
+    sel = Selection(list(targets), failed, quarantined, dataset, parse_since(since) if since else None)
+    records = select(home.ledger, sel)
+    if not records:
+        console.print("nothing to replay")
+        return
+    if dry_run:
+        for rec in records:
+            console.print(f"would replay {rec.uri}  ({rec.state.value})")
+        return
+    from hopper.prefect_api import PrefectAPI
+
+    api = PrefectAPI()
+    if not api.healthy():
+        raise HopperError(f"the Prefect server at {api.api_url} does not answer; start it with `hopper up`")
+    started = [dispatch_replay(rec, home.config, home.ledger, api) for rec in records]
+    for ref, run_id in started:
+        console.print(f"replaying {ref.uri} → {run_url(run_id)}")
+    if wait:
+        _wait(home.ledger, started, timeout)
+
+
+def _wait(ledger: Ledger, started: list[Any], timeout: float) -> None:
+    from rich.progress import Progress
+
+    deadline = time.monotonic() + timeout
+    final: dict[str, FileRecord] = {}
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task("replaying", total=len(started))
+        while len(final) < len(started) and time.monotonic() < deadline:
+            for ref, run_id in started:
+                rec = ledger.get(ref.uri, ref.fingerprint)
+                if rec and rec.state.is_final and rec.flow_run_id == run_id:
+                    final[ref.uri] = rec
+            progress.update(bar, completed=len(final))
+            time.sleep(0.5)
+    table = Table("file", "outcome", "reason")
+    for ref, _ in started:
+        rec = final.get(ref.uri)
+        table.add_row(ref.name, rec.state.value if rec else "timed out", (rec.reason or "") if rec else "")
+    console.print(table)
+    if any(r.state != FileState.INGESTED for r in final.values()) or len(final) < len(started):
+        raise SystemExit(1)
+
+
+def register(app: App) -> None:
+    """Add this module's commands to the CLI."""
+    app.command(status)
+    app.command(replay)

@@ -1,0 +1,144 @@
+"""``hopper up``, ``hopper watch``, ``hopper deploy``: the long-running side of Hopper."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+from cyclopts import App, Parameter
+from rich.console import Console
+
+from hopper.config import HopperConfig, load_config
+from hopper.settings import HopperSettings
+
+console = Console()
+log = logging.getLogger(__name__)
+
+ConfigOption = Annotated[
+    Path | None,
+    Parameter(
+        name=["--config", "-c"],
+        help="hopper.yaml of the Hopper home (default: $HOPPER_CONFIG, else config/hopper.yaml).",
+    ),
+]
+
+
+def resolve_config(config: Path | None) -> HopperConfig:
+    """Load the config named on the command line, else the one the settings point to."""
+    return load_config(config or HopperSettings().config)
+
+
+def prepare_home(cfg: HopperConfig) -> None:
+    """Create the folders a home needs (inbox, lake, quarantine, state)."""
+    for folder in [s.path for s in cfg.sources] + [cfg.lake, cfg.quarantine, cfg.state_dir]:
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+def _default_api_url() -> None:
+    """Point Prefect at the local server unless PREFECT_API_URL says otherwise."""
+    settings = HopperSettings()
+    os.environ.setdefault("PREFECT_API_URL", f"http://{settings.host}:{settings.port}/api")
+
+
+def _on_signals(stop: object) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stop()  # type: ignore[operator]
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def up(*, config: ConfigOption = None, port: int | None = None) -> None:
+    """Run everything on embedded defaults: Prefect server, work pool, deployments, worker, watcher.
+
+    Reuses a Prefect server that already answers at $PREFECT_API_URL (or on --port);
+    otherwise starts one on SQLite inside the home's state folder. Ctrl-C or SIGTERM stops
+    every process it started.
+
+    Args:
+        config: hopper.yaml of the Hopper home.
+        port: Port of the Prefect server to start or reuse (default $HOPPER_PORT or 4200).
+    """
+    from hopper.up import Supervisor
+
+    settings = HopperSettings()
+    cfg = resolve_config(config)
+    prepare_home(cfg)
+    supervisor = Supervisor(cfg, settings, port or settings.port)
+    _on_signals(supervisor.stop)
+
+    def ready(sup: Supervisor) -> None:
+        ui = sup.api_url.rstrip("/").removesuffix("/api")
+        console.print("[bold green]Hopper is up.[/]")
+        console.print(f"  Prefect UI  {ui}")
+        for source in cfg.sources:
+            console.print(f"  inbox       {source.path}  (drop files into <inbox>/<dataset>/)")
+        console.print(f"  contracts   {cfg.datasets_dir}")
+        console.print(f"  lake        {cfg.lake}")
+        console.print(f"  quarantine  {cfg.quarantine}")
+        console.print(f"  logs        {sup.logs}")
+        console.print("Press Ctrl-C to stop.", highlight=False)
+
+    code = supervisor.run(ready)
+    console.print("Hopper stopped.")
+    if code:
+        raise SystemExit(code)
+
+
+def watch(*, config: ConfigOption = None) -> None:
+    """Watch the configured sources and dispatch each complete file to Prefect.
+
+    Needs a Prefect server ($PREFECT_API_URL, default http://127.0.0.1:4200/api) with the
+    Hopper deployments (`hopper deploy`). While the server is down, files stay pending in
+    the ledger and are dispatched once it is back.
+
+    Args:
+        config: hopper.yaml of the Hopper home.
+    """
+    _default_api_url()
+    from hopper.ingest import Home
+    from hopper.prefect_api import PrefectAPI
+    from hopper.watch.daemon import Watcher
+
+    home = Home.open(config or HopperSettings().config)
+    prepare_home(home.config)
+    api = PrefectAPI()
+    watcher = Watcher(home.config, home.ledger, api)
+    _on_signals(watcher.stop)
+    log.info("watcher dispatching to %s", api.api_url)
+    try:
+        watcher.run()
+    finally:
+        api.close()
+        home.ledger.close()
+
+
+def deploy(*, config: ConfigOption = None) -> None:
+    """Create the work pool and apply prefect.yaml (deployments and triggers), idempotently.
+
+    Also deletes automations left behind by deleted deployments (Prefect keeps them firing).
+
+    Args:
+        config: hopper.yaml of the Hopper home (its work_pool is used).
+    """
+    _default_api_url()
+    from hopper.deploy import deploy as apply
+
+    settings = HopperSettings()
+    cfg = resolve_config(config)
+    removed = apply(settings.project_dir, cfg.work_pool)
+    console.print(f"Deployed {settings.project_dir / 'prefect.yaml'} to {os.environ['PREFECT_API_URL']}")
+    for name in removed:
+        console.print(f"  removed stale automation {name!r}")
+
+
+def register(app: App) -> None:
+    """Add this module's commands to the CLI."""
+    app.command(up)
+    app.command(watch)
+    app.command(deploy)

@@ -1,0 +1,183 @@
+"""``hopper.yaml``: sources, routing, lake, quarantine, alerts — validated, with line numbers.
+
+Relative paths in the file are resolved against the file's own folder, so a Hopper home can
+be moved or scaffolded anywhere (``hopper init DIR``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hopper.errors import ConfigError
+
+DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class FolderSource(BaseModel):
+    """A local folder watched for new files; its first sub-folder names the dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["folder"] = "folder"
+    path: Path = Field(description="Folder to watch (relative to hopper.yaml).")
+    recursive: bool = Field(default=True, description="Watch sub-folders too.")
+
+
+class RoutingRule(BaseModel):
+    """An explicit glob → dataset rule; rules are tried in order before the default routing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    glob: str = Field(description="Glob on the path relative to the source root, e.g. 'x/*.csv'.")
+    dataset: str = Field(description="Dataset for files matching the glob.")
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, value: str) -> str:
+        if not DATASET_NAME.match(value):
+            raise ValueError(f"dataset name {value!r} must match {DATASET_NAME.pattern}")
+        return value
+
+
+class WatchOptions(BaseModel):
+    """How the watcher decides a file is complete and how often it reconciles."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stable_seconds: float = Field(
+        default=0.5, ge=0, description="A file must keep its size and mtime this long."
+    )
+    rescan_seconds: float = Field(
+        default=30.0, gt=0, description="Period of the full rescan that catches missed events."
+    )
+    confirm_seconds: float = Field(
+        default=20.0, gt=0, description="Re-dispatch a file if no flow run exists after this."
+    )
+    ignore: list[str] = Field(
+        default_factory=lambda: [".*", "*.tmp", "*.part", "*.crdownload", "~*", "*.swp"],
+        description="File-name globs that are never ingested (temporary and hidden files).",
+    )
+
+
+class AlertTarget(BaseModel):
+    """A notification target; secrets come from the environment variable it names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["webhook", "slack", "teams", "email"] = Field(description="Kind of target.")
+    url_env: str | None = Field(
+        default=None, description="Environment variable holding the webhook URL (never the URL)."
+    )
+    to: list[str] = Field(default_factory=list, description="E-mail recipients.")
+
+
+class HopperConfig(BaseModel):
+    """The whole of ``hopper.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[FolderSource] = Field(
+        default_factory=lambda: [FolderSource(path=Path("inbox"))],
+        description="Where files arrive.",
+    )
+    routing: list[RoutingRule] = Field(
+        default_factory=list, description="Explicit glob rules; they override default routing."
+    )
+    lake: Path = Field(default=Path("lake"), description="Where Parquet is written.")
+    quarantine: Path = Field(default=Path("quarantine"), description="Where rejects go.")
+    datasets_dir: Path = Field(default=Path("datasets"), description="Dataset contracts.")
+    state_dir: Path = Field(default=Path(".hopper"), description="Ledger and local state.")
+    work_pool: str = Field(default="hopper", description="Prefect work pool that runs flows.")
+    alerts: list[AlertTarget] = Field(default_factory=list, description="Notification targets.")
+    watch: WatchOptions = Field(default_factory=WatchOptions, description="Watcher tuning.")
+
+    path: Path | None = Field(default=None, exclude=True, description="Where it was loaded from.")
+
+    def resolved(self, base: Path) -> HopperConfig:
+        """A copy with every relative path made absolute against ``base``."""
+
+        def absolute(p: Path) -> Path:
+            return p if p.is_absolute() else (base / p).resolve()
+
+        return self.model_copy(
+            update={
+                "sources": [s.model_copy(update={"path": absolute(s.path)}) for s in self.sources],
+                "lake": absolute(self.lake),
+                "quarantine": absolute(self.quarantine),
+                "datasets_dir": absolute(self.datasets_dir),
+                "state_dir": absolute(self.state_dir),
+            }
+        )
+
+    def contract_path(self, dataset: str) -> Path:
+        """Where the contract of ``dataset`` lives."""
+        return self.datasets_dir / f"{dataset}.yaml"
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Line (1-based) of the YAML node at ``loc``, or of its closest existing parent."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [v for k, v in node.value if getattr(k, "value", None) == part]
+            if not match:
+                break
+            key_node = next(k for k, v in node.value if v is match[0])
+            node, line = match[0], key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def describe_validation_error(path: Path, node: yaml.Node | None, exc: ValidationError) -> str:
+    """One line per problem: ``file:line: key.path: message``."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+        line = _line_of(node, loc)
+        where = f"{path}:{line}" if line else str(path)
+        lines.append(f"{where}: {key or '(top level)'}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    """Parse a YAML file, returning its data and its node tree (for line numbers)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    try:
+        return yaml.safe_load(text), yaml.compose(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def load_config(path: Path) -> HopperConfig:
+    """Load and validate ``hopper.yaml``, resolving relative paths against its folder.
+
+    Raises:
+        ConfigError: naming the file, line and key of every problem.
+    """
+    path = path.resolve()
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: no such config. Create one with `hopper init DIR` and pass "
+            "--config DIR/hopper.yaml (or set HOPPER_CONFIG)."
+        )
+    data, node = load_yaml(path)
+    try:
+        cfg = HopperConfig.model_validate(data or {})
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(path, node, exc)) from None
+    return cfg.resolved(path.parent).model_copy(update={"path": path})

@@ -1,0 +1,74 @@
+"""Hopper's exception hierarchy: one root, two markers that decide what happens next.
+
+::
+
+    HopperError                     every error Hopper raises on purpose
+    ├── ConfigError                 hopper.yaml / contract files that do not parse or validate
+    ├── TerminalError               retrying cannot help: quarantine the file, alert, no retry
+    │   ├── UnknownDatasetError     no routing rule or contract matches the file
+    │   ├── UnreadableFileError     the bytes cannot be decoded in the declared format
+    │   ├── ContractViolation       the data breaks the dataset's contract
+    │   └── SourceGoneError         the source file vanished before it could be read
+    └── TransientError              network, throttling, server unavailable: retry with backoff
+
+The flow's task retry policy asks :func:`is_transient` whether to retry; anything else that
+escapes is treated as a bug and fails the run (and alerts) after retries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HopperError(Exception):
+    """Root of every error Hopper raises on purpose."""
+
+
+class ConfigError(HopperError):
+    """A configuration or contract file is missing, malformed or inconsistent."""
+
+
+class TerminalError(HopperError):
+    """A fault that retrying cannot fix: the file is quarantined with this error's reason.
+
+    Attributes:
+        violations: structured details (column, rows, samples) written to the reason file.
+    """
+
+    def __init__(self, message: str, *, violations: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.violations: list[dict[str, Any]] = violations or []
+
+
+class UnknownDatasetError(TerminalError):
+    """No dataset (routing rule or contract) could be found for a file."""
+
+
+class UnreadableFileError(TerminalError):
+    """The file cannot be decoded in its declared or sniffed format."""
+
+
+class ContractViolation(TerminalError):
+    """The file's data violates its dataset contract."""
+
+
+class SourceGoneError(TerminalError):
+    """The source file no longer exists."""
+
+
+class TransientError(HopperError):
+    """A fault that may go away by itself (network, throttling, locked database): retry."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an exception is worth retrying.
+
+    Args:
+        exc: the exception raised by an ingestion step.
+
+    Returns:
+        True for :class:`TransientError` and for OS-level connection faults.
+    """
+    if isinstance(exc, TerminalError):
+        return False
+    return isinstance(exc, TransientError | ConnectionError | TimeoutError)

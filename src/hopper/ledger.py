@@ -1,0 +1,401 @@
+"""The ledger: the source of truth for "what happened to this file".
+
+Every file version is a row keyed by ``(uri, fingerprint)`` with an explicit state
+(:class:`~hopper.models.FileState`); every transition is appended to a history table so
+``hopper status FILE`` can tell the whole story. SQLAlchemy Core keeps one code path for
+SQLite (WAL, the embedded default) and PostgreSQL (scale-out).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from hopper.errors import TransientError
+from hopper.models import FileRef, FileState, IngestOutcome
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("uri", sa.Text, nullable=False),
+    sa.Column("fingerprint", sa.String(200), nullable=False),
+    sa.Column("dataset", sa.String(80)),
+    sa.Column("ref", sa.Text, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("dispatch_id", sa.String(64)),
+    sa.Column("dispatched_at", sa.Float),
+    sa.Column("dispatch_count", sa.Integer, nullable=False, default=0),
+    sa.Column("flow_run_id", sa.String(64)),
+    sa.Column("reason", sa.Text),
+    sa.Column("outcome", sa.Text),
+    sa.Column("detected_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("uri", "fingerprint", name="uq_files_uri_fingerprint"),
+    sa.Index("ix_files_state", "state"),
+)
+
+history = sa.Table(
+    "history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("uri", sa.Text, nullable=False),
+    sa.Column("fingerprint", sa.String(200), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("event", sa.String(20), nullable=False),
+    sa.Column("flow_run_id", sa.String(64)),
+    sa.Column("detail", sa.Text),
+    sa.Index("ix_history_uri", "uri"),
+)
+
+# States a new dispatch must not disturb unless it is an explicit replay.
+_SETTLED = (FileState.RUNNING, FileState.INGESTED, FileState.QUARANTINED)
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One file version as the ledger knows it."""
+
+    uri: str
+    fingerprint: str
+    dataset: str | None
+    state: FileState
+    ref: FileRef
+    dispatch_id: str | None
+    dispatched_at: float | None
+    dispatch_count: int
+    flow_run_id: str | None
+    reason: str | None
+    outcome: dict[str, Any] | None
+    detected_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: sa.Row[Any]) -> FileRecord:
+        m = row._mapping
+        return cls(
+            uri=m["uri"],
+            fingerprint=m["fingerprint"],
+            dataset=m["dataset"],
+            state=FileState(m["state"]),
+            ref=FileRef.model_validate_json(m["ref"]),
+            dispatch_id=m["dispatch_id"],
+            dispatched_at=m["dispatched_at"],
+            dispatch_count=m["dispatch_count"] or 0,
+            flow_run_id=m["flow_run_id"],
+            reason=m["reason"],
+            outcome=json.loads(m["outcome"]) if m["outcome"] else None,
+            detected_at=m["detected_at"],
+            updated_at=m["updated_at"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view, as printed by ``hopper status --json``."""
+        return {
+            "uri": self.uri,
+            "fingerprint": self.fingerprint,
+            "dataset": self.dataset,
+            "state": self.state.value,
+            "dispatch_count": self.dispatch_count,
+            "flow_run_id": self.flow_run_id,
+            "reason": self.reason,
+            "outcome": self.outcome,
+            "detected_at": self.detected_at,
+            "updated_at": self.updated_at,
+        }
+
+
+def sqlite_url(state_dir: Path) -> str:
+    """The default ledger URL: a SQLite file in the Hopper home's state folder."""
+    return f"sqlite:///{state_dir / 'ledger.db'}"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+class Ledger:
+    """File versions and their states, shared by the watcher and the flows."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = sa.create_engine(url, connect_args={"timeout": 30})
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = sa.create_engine(url, pool_pre_ping=True)
+        with self._begin():
+            metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise TransientError(f"ledger database unavailable ({self.url}): {exc.orig}") from exc
+
+    @staticmethod
+    def _log(conn: Connection, uri: str, fp: str, event: str, **detail: Any) -> None:
+        run = detail.pop("flow_run_id", None)
+        conn.execute(
+            history.insert().values(
+                uri=uri,
+                fingerprint=fp,
+                at=time.time(),
+                event=event,
+                flow_run_id=run,
+                detail=json.dumps(detail, default=str) if detail else None,
+            )
+        )
+
+    # -- watcher side -------------------------------------------------------------------
+
+    def record_detected(self, ref: FileRef) -> bool:
+        """Record a complete file version; True if it is new (and so must be dispatched)."""
+        now = time.time()
+        try:
+            with self._begin() as conn:
+                conn.execute(
+                    files.insert().values(
+                        uri=ref.uri,
+                        fingerprint=ref.fingerprint,
+                        dataset=ref.dataset,
+                        ref=ref.model_dump_json(),
+                        state=FileState.DETECTED.value,
+                        dispatch_count=0,
+                        detected_at=now,
+                        updated_at=now,
+                    )
+                )
+                self._log(conn, ref.uri, ref.fingerprint, "detected", size=ref.size)
+        except IntegrityError:
+            return False
+        return True
+
+    def due_for_dispatch(self, confirm_seconds: float, limit: int = 500) -> list[FileRecord]:
+        """Versions to (re)dispatch: never dispatched, or dispatched with no run confirmed."""
+        cutoff = time.time() - confirm_seconds
+        query = (
+            sa.select(files)
+            .where(
+                sa.or_(
+                    files.c.state == FileState.DETECTED.value,
+                    sa.and_(
+                        files.c.state == FileState.DISPATCHED.value,
+                        files.c.dispatched_at < cutoff,
+                    ),
+                )
+            )
+            .order_by(files.c.detected_at)
+            .limit(limit)
+        )
+        with self._begin() as conn:
+            return [FileRecord.from_row(r) for r in conn.execute(query)]
+
+    def unconfirmed(self, limit: int = 500) -> list[FileRecord]:
+        """Dispatched versions whose flow run has not been seen yet."""
+        query = (
+            sa.select(files)
+            .where(files.c.state == FileState.DISPATCHED.value)
+            .order_by(files.c.dispatched_at)
+            .limit(limit)
+        )
+        with self._begin() as conn:
+            return [FileRecord.from_row(r) for r in conn.execute(query)]
+
+    def mark_dispatched(
+        self, uri: str, fp: str, dispatch_id: str, *, replay_of: str | None = None
+    ) -> None:
+        """Note that a run was asked for this version (``replay_of``: the run it replays)."""
+        now = time.time()
+        with self._begin() as conn:
+            conn.execute(
+                files.update()
+                .where(files.c.uri == uri, files.c.fingerprint == fp)
+                .values(
+                    state=FileState.DISPATCHED.value,
+                    dispatch_id=dispatch_id,
+                    dispatched_at=now,
+                    dispatch_count=files.c.dispatch_count + 1,
+                    updated_at=now,
+                )
+            )
+            if replay_of is not None:
+                self._log(conn, uri, fp, "replayed", dispatch_id=dispatch_id, replay_of=replay_of)
+            else:
+                self._log(conn, uri, fp, "dispatched", dispatch_id=dispatch_id)
+
+    def mark_queued(self, uri: str, fp: str, flow_run_id: str) -> None:
+        """A flow run exists for this version's dispatch: stop re-dispatching it."""
+        with self._begin() as conn:
+            result = conn.execute(
+                files.update()
+                .where(
+                    files.c.uri == uri,
+                    files.c.fingerprint == fp,
+                    files.c.state == FileState.DISPATCHED.value,
+                )
+                .values(state=FileState.QUEUED.value, flow_run_id=flow_run_id, updated_at=time.time())
+            )
+            if result.rowcount:
+                self._log(conn, uri, fp, "queued", flow_run_id=flow_run_id)
+
+    # -- flow side ----------------------------------------------------------------------
+
+    def claim(self, ref: FileRef, flow_run_id: str, *, replay: bool = False) -> bool:
+        """Mark a version running for ``flow_run_id``; False if another run owns or settled it.
+
+        A replay always claims. The update is one conditional statement, so two runs racing
+        for the same version cannot both win.
+        """
+        self.record_detected(ref)  # a replay or a foreign dispatch may precede detection
+        now = time.time()
+        cond = [files.c.uri == ref.uri, files.c.fingerprint == ref.fingerprint]
+        if not replay:
+            cond.append(
+                sa.or_(
+                    files.c.state.notin_([s.value for s in _SETTLED]),
+                    files.c.flow_run_id == flow_run_id,
+                )
+            )
+        with self._begin() as conn:
+            result = conn.execute(
+                files.update()
+                .where(*cond)
+                .values(state=FileState.RUNNING.value, flow_run_id=flow_run_id, updated_at=now)
+            )
+            if result.rowcount:
+                self._log(conn, ref.uri, ref.fingerprint, "running", flow_run_id=flow_run_id)
+            else:
+                self._log(conn, ref.uri, ref.fingerprint, "skipped", flow_run_id=flow_run_id)
+            return bool(result.rowcount)
+
+    def finish(self, outcome: IngestOutcome, flow_run_id: str | None) -> None:
+        """Record a version's final state and outcome."""
+        now = time.time()
+        body = outcome.model_dump(mode="json", by_alias=True)
+        with self._begin() as conn:
+            conn.execute(
+                files.update()
+                .where(files.c.uri == outcome.uri, files.c.fingerprint == outcome.fingerprint)
+                .values(
+                    state=outcome.state.value,
+                    dataset=outcome.dataset,
+                    reason=outcome.reason,
+                    outcome=json.dumps(body),
+                    flow_run_id=flow_run_id,
+                    updated_at=now,
+                )
+            )
+            self._log(
+                conn,
+                outcome.uri,
+                outcome.fingerprint,
+                outcome.state.value,
+                flow_run_id=flow_run_id,
+                reason=outcome.reason,
+                rows_out=outcome.rows_out,
+                outputs=outcome.outputs,
+            )
+
+    # -- queries ------------------------------------------------------------------------
+
+    def get(self, uri: str, fingerprint: str) -> FileRecord | None:
+        """One version, or None."""
+        query = sa.select(files).where(files.c.uri == uri, files.c.fingerprint == fingerprint)
+        with self._begin() as conn:
+            row = conn.execute(query).first()
+        return FileRecord.from_row(row) if row else None
+
+    def versions(self, uri: str) -> list[FileRecord]:
+        """Every version of a file, oldest first."""
+        query = sa.select(files).where(files.c.uri == uri).order_by(files.c.detected_at)
+        with self._begin() as conn:
+            return [FileRecord.from_row(r) for r in conn.execute(query)]
+
+    def latest(self, uri: str) -> FileRecord | None:
+        """The newest version of a file, or None if never seen."""
+        found = self.versions(uri)
+        return found[-1] if found else None
+
+    def history(self, uri: str) -> list[dict[str, Any]]:
+        """Every recorded transition of a file, oldest first."""
+        query = sa.select(history).where(history.c.uri == uri).order_by(history.c.id)
+        with self._begin() as conn:
+            rows = conn.execute(query).all()
+        return [
+            {
+                "at": r.at,
+                "fingerprint": r.fingerprint,
+                "event": r.event,
+                "flow_run_id": r.flow_run_id,
+                "detail": json.loads(r.detail) if r.detail else {},
+            }
+            for r in rows
+        ]
+
+    def records(
+        self,
+        *,
+        states: list[FileState] | None = None,
+        dataset: str | None = None,
+        since: float | None = None,
+        latest_only: bool = True,
+    ) -> list[FileRecord]:
+        """File versions filtered by state, dataset and last update time."""
+        query = sa.select(files).order_by(files.c.detected_at)
+        if states:
+            query = query.where(files.c.state.in_([s.value for s in states]))
+        if dataset:
+            query = query.where(files.c.dataset == dataset)
+        if since is not None:
+            query = query.where(files.c.updated_at >= since)
+        with self._begin() as conn:
+            found = [FileRecord.from_row(r) for r in conn.execute(query)]
+        if not latest_only:
+            return found
+        newest = self._newest_fingerprints({r.uri for r in found})
+        return [r for r in found if newest.get(r.uri) == r.fingerprint]
+
+    def _newest_fingerprints(self, uris: set[str]) -> dict[str, str]:
+        if not uris:
+            return {}
+        query = (
+            sa.select(files.c.uri, files.c.fingerprint)
+            .where(files.c.uri.in_(sorted(uris)))
+            .order_by(files.c.detected_at)
+        )
+        with self._begin() as conn:
+            return {r.uri: r.fingerprint for r in conn.execute(query)}
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Number of latest file versions per dataset and state."""
+        out: dict[str, dict[str, int]] = {}
+        for rec in self.records():
+            per = out.setdefault(rec.dataset or "(unrouted)", {})
+            per[rec.state.value] = per.get(rec.state.value, 0) + 1
+        return out

@@ -1,0 +1,105 @@
+"""The pydantic models that cross Hopper's boundaries: watcher → event → flow → ledger.
+
+One :class:`FileRef` describes a file whether it lives on disk or in S3; the watcher produces
+it, the ``hopper.file.detected`` event carries it, the flow receives it inside an
+:class:`IngestRequest`, and the ledger keys on ``(uri, fingerprint)``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlparse
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FileRef(BaseModel):
+    """A complete file, seen by a watcher, identified by URI and fingerprint."""
+
+    model_config = ConfigDict(frozen=True)
+
+    uri: str = Field(description="file:///abs/path for local files, s3://bucket/key for S3.")
+    size: int = Field(ge=0, description="Size in bytes when the file was seen complete.")
+    mtime: float = Field(description="Last modification time, seconds since the epoch (UTC).")
+    dataset: str | None = Field(
+        default=None, description="Dataset the routing rules chose, or None if none matched."
+    )
+    sha256: str | None = Field(default=None, description="Content hash, where cheap to compute.")
+    etag: str | None = Field(default=None, description="S3 ETag of the object.")
+    version_id: str | None = Field(default=None, description="S3 version id, if versioned.")
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of this version of the file: ETag(+version) on S3, hash or size+mtime locally."""
+        if self.etag:
+            etag = self.etag.strip('"')
+            return f"etag:{etag}:{self.version_id}" if self.version_id else f"etag:{etag}"
+        if self.sha256:
+            return f"sha256:{self.sha256}"
+        return f"stat:{self.size}:{int(self.mtime * 1_000_000)}"
+
+    @property
+    def name(self) -> str:
+        """The file's base name (last path segment of the URI)."""
+        return PurePosixPath(urlparse(self.uri).path).name
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the file lives on a local filesystem."""
+        return self.uri.startswith("file://")
+
+    def local_path(self) -> Path:
+        """The filesystem path of a ``file://`` URI."""
+        if not self.is_local:
+            raise ValueError(f"{self.uri} is not a local file URI")
+        return Path(unquote(urlparse(self.uri).path))
+
+
+class FileState(StrEnum):
+    """Where a file version stands in its life; the ledger stores one per version."""
+
+    DETECTED = "detected"  # seen complete, not yet handed to Prefect
+    DISPATCHED = "dispatched"  # event emitted, flow run not yet confirmed
+    QUEUED = "queued"  # a flow run exists for it
+    RUNNING = "running"  # a flow run is working on it
+    INGESTED = "ingested"  # written to the lake
+    QUARANTINED = "quarantined"  # rejected with a reason
+    FAILED = "failed"  # gave up after retries (transient faults or a bug)
+
+    @property
+    def is_final(self) -> bool:
+        """Whether no further work is expected without a replay."""
+        return self in (FileState.INGESTED, FileState.QUARANTINED, FileState.FAILED)
+
+
+class IngestRequest(BaseModel):
+    """The ``ingest-file`` flow's parameter: which file, and which dispatch asked for it."""
+
+    ref: FileRef = Field(description="The file to ingest.")
+    dispatch_id: str = Field(description="Unique id of this dispatch attempt (watcher or replay).")
+    config_path: str | None = Field(
+        default=None, description="hopper.yaml to use; None means the worker's HOPPER_CONFIG."
+    )
+    replay: bool = Field(default=False, description="True when `hopper replay` asked for it.")
+
+
+class IngestOutcome(BaseModel):
+    """What happened to one file version; stored in the ledger and shown in artifacts."""
+
+    uri: str = Field(description="The source file's URI.")
+    fingerprint: str = Field(description="The source version's fingerprint.")
+    dataset: str | None = Field(default=None, description="Dataset the file was routed to.")
+    state: FileState = Field(description="Final state: ingested, quarantined or failed.")
+    rows_in: int = Field(default=0, description="Rows read from the source.")
+    rows_out: int = Field(default=0, description="Rows written to the lake.")
+    rows_rejected: int = Field(default=0, description="Rows sent to quarantine.")
+    outputs: list[str] = Field(default_factory=list, description="Lake files written.")
+    quarantine_path: str | None = Field(default=None, description="Quarantined copy, if any.")
+    reason: str | None = Field(default=None, description="One-line reason when not ingested.")
+    schema_: dict[str, str] = Field(
+        default_factory=dict, alias="schema", description="Output column → Arrow type."
+    )
+    seconds: float = Field(default=0.0, description="Wall time spent ingesting.")
+
+    model_config = ConfigDict(populate_by_name=True)

@@ -1,0 +1,110 @@
+"""The few Prefect API calls Hopper makes, behind one small class that is passed in.
+
+Created once per process (CLI command, watcher) and handed to whoever needs it, so that the
+deciding code never builds clients of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from hopper.errors import TransientError
+from hopper.events import INGEST_DEPLOYMENT
+
+log = logging.getLogger(__name__)
+
+
+class PrefectAPI:
+    """Synchronous access to the Prefect server named by ``PREFECT_API_URL``."""
+
+    def __init__(self) -> None:
+        from prefect.client.orchestration import get_client
+
+        self._client = get_client(sync_client=True)
+        self._client.__enter__()
+        self._deployment_id: UUID | None = None
+
+    def close(self) -> None:
+        """Close the underlying HTTP client."""
+        self._client.__exit__(None, None, None)
+
+    @property
+    def api_url(self) -> str:
+        """The API URL this client talks to."""
+        return str(self._client.api_url)
+
+    @property
+    def ui_url(self) -> str:
+        """The Prefect UI's base URL (the API URL without its ``/api`` suffix)."""
+        return self.api_url.rstrip("/").removesuffix("/api")
+
+    def healthy(self) -> bool:
+        """Whether the server answers its health check right now."""
+        try:
+            return self._client.api_healthcheck() is None
+        except Exception:
+            return False
+
+    def ingest_deployment_id(self) -> UUID:
+        """Id of the ``ingest-file`` deployment (cached once found)."""
+        if self._deployment_id is None:
+            try:
+                deployment = self._client.read_deployment_by_name(INGEST_DEPLOYMENT)
+            except Exception as exc:
+                raise TransientError(
+                    f"deployment {INGEST_DEPLOYMENT} not found on {self.api_url} ({exc}); "
+                    "run `hopper deploy`"
+                ) from exc
+            self._deployment_id = deployment.id
+        return self._deployment_id
+
+    def runs_for_dispatches(self, dispatch_ids: set[str], since: datetime) -> dict[str, str]:
+        """Map dispatch ids to the ids of the ``ingest-file`` flow runs that carry them.
+
+        Prefect cannot filter on parameters, so this reads the deployment's runs expected to
+        start after ``since`` and matches ``request.dispatch_id`` client-side.
+        """
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterDeploymentId,
+            FlowRunFilterExpectedStartTime,
+        )
+        from prefect.client.schemas.sorting import FlowRunSort
+
+        flt = FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[self.ingest_deployment_id()]),
+            expected_start_time=FlowRunFilterExpectedStartTime(after_=since),
+        )
+        found: dict[str, str] = {}
+        offset, page = 0, 200
+        while len(found) < len(dispatch_ids):
+            runs = self._client.read_flow_runs(
+                flow_run_filter=flt, sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=page, offset=offset
+            )
+            for run in runs:
+                request: Any = (run.parameters or {}).get("request") or {}
+                dispatch = request.get("dispatch_id") if isinstance(request, dict) else None
+                if dispatch in dispatch_ids:
+                    found[dispatch] = str(run.id)
+            if len(runs) < page:
+                break
+            offset += page
+        return found
+
+    def create_ingest_run(self, parameters: dict[str, Any], idempotency_key: str) -> str:
+        """Start an ``ingest-file`` run directly (used by replay); returns its id."""
+        run = self._client.create_flow_run_from_deployment(
+            self.ingest_deployment_id(), parameters=parameters, idempotency_key=idempotency_key
+        )
+        return str(run.id)
+
+    def flow_run_state(self, flow_run_id: str) -> str | None:
+        """The state type name of a flow run (e.g. COMPLETED), or None if unknown."""
+        try:
+            run = self._client.read_flow_run(UUID(flow_run_id))
+        except Exception:
+            return None
+        return run.state.type.value if run.state else None

@@ -1,0 +1,48 @@
+"""Process-level settings, read from the environment (prefix ``HOPPER_``) and nowhere else.
+
+These say *where things are* (which hopper.yaml, which ledger, which Prefect port) and how
+the processes behave; *what to ingest and how* lives in ``hopper.yaml`` (see :mod:`hopper.config`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_project_dir() -> Path:
+    """The folder holding ``prefect.yaml`` and ``flows/``: the source checkout, else the cwd."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "prefect.yaml").is_file() and (checkout / "flows").is_dir():
+        return checkout
+    return Path.cwd()
+
+
+class HopperSettings(BaseSettings):
+    """Environment settings shared by the CLI, the watcher and the flows."""
+
+    model_config = SettingsConfigDict(env_prefix="HOPPER_", extra="ignore")
+
+    config: Path = Field(
+        default=Path("config/hopper.yaml"),
+        description="hopper.yaml to use when --config is not given.",
+    )
+    project_dir: Path = Field(
+        default_factory=_default_project_dir,
+        description="Folder with prefect.yaml and flows/ (deployments are made from here).",
+    )
+    ledger_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the ledger; default: SQLite in the config's state_dir.",
+    )
+    host: str = Field(default="127.0.0.1", description="Interface the Prefect server binds to.")
+    port: int = Field(default=4200, description="Port of the Prefect server `hopper up` starts.")
+    worker_poll_seconds: float = Field(
+        default=1.0, description="How often the worker started by `hopper up` polls for runs."
+    )
+    log_level: str = Field(default="INFO", description="Log level of Hopper's processes.")
+    server_start_timeout: float = Field(
+        default=120.0, description="Seconds to wait for a Prefect server to answer /api/health."
+    )

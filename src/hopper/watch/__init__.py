@@ -1,0 +1,1 @@
+"""Detection: sources that notice complete files, and the daemon that records and dispatches them."""

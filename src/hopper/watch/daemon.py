@@ -1,0 +1,163 @@
+"""The watcher daemon: detect → record in the ledger → emit an event → confirm the flow run.
+
+A file counts as dispatched only once Prefect shows a flow run for it. Prefect's event client
+drops events silently while the server is unreachable, and an automation can fail to create a
+run under load; so every dispatched-but-unconfirmed file is re-emitted after
+``confirm_seconds`` until a run exists. The flow's claim in the ledger makes a duplicate run
+harmless (it sees the file settled and skips), and output paths are deterministic.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from hopper import events
+from hopper.config import HopperConfig
+from hopper.ledger import FileRecord, Ledger
+from hopper.models import FileRef, IngestRequest
+from hopper.watch.local import LocalFolder
+
+log = logging.getLogger(__name__)
+
+
+class Orchestrator(Protocol):
+    """What the daemon needs from Prefect (a real :class:`~hopper.prefect_api.PrefectAPI`)."""
+
+    def healthy(self) -> bool: ...
+
+    def runs_for_dispatches(self, dispatch_ids: set[str], since: datetime) -> dict[str, str]: ...
+
+
+class Emitter(Protocol):
+    """Sends one event (``hopper.events.emit`` in production)."""
+
+    def __call__(self, spec: dict[str, object]) -> bool: ...
+
+
+class Watcher:
+    """Runs the detect/record/dispatch/confirm loop until stopped."""
+
+    def __init__(
+        self,
+        config: HopperConfig,
+        ledger: Ledger,
+        orchestrator: Orchestrator,
+        emit: Emitter = events.emit,
+        *,
+        poll_seconds: float = 0.2,
+        confirm_poll_seconds: float = 2.0,
+    ) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.orchestrator = orchestrator
+        self.emit = emit
+        self.poll_seconds = poll_seconds
+        self.confirm_poll_seconds = confirm_poll_seconds
+        self.sources = [
+            LocalFolder(
+                source,
+                config.routing,
+                ignore=config.watch.ignore,
+                stable_seconds=config.watch.stable_seconds,
+            )
+            for source in config.sources
+        ]
+        self.stopping = threading.Event()
+        self._server_up: bool | None = None
+
+    def stop(self) -> None:
+        """Ask the loop to end (safe from a signal handler)."""
+        self.stopping.set()
+
+    def run(self) -> None:
+        """Watch until :meth:`stop` is called."""
+        for source in self.sources:
+            source.start()
+            log.info("startup scan of %s: %d files", source.root, source.scan())
+        next_scan = time.monotonic() + self.config.watch.rescan_seconds
+        next_confirm = 0.0
+        try:
+            while not self.stopping.is_set():
+                self.detect()
+                now = time.monotonic()
+                if now >= next_scan:
+                    for source in self.sources:
+                        source.scan()
+                    next_scan = now + self.config.watch.rescan_seconds
+                self.dispatch()
+                if now >= next_confirm:
+                    self.confirm()
+                    next_confirm = now + self.confirm_poll_seconds
+                self.stopping.wait(self.poll_seconds)
+        finally:
+            for source in self.sources:
+                source.stop()
+            log.info("watcher stopped")
+
+    def detect(self) -> list[FileRef]:
+        """Record every newly complete file version; return the new ones."""
+        new: list[FileRef] = []
+        for source in self.sources:
+            for ref in source.poll():
+                if self.ledger.record_detected(ref):
+                    log.info("detected %s (dataset %s)", ref.uri, ref.dataset or "?")
+                    new.append(ref)
+        return new
+
+    def server_up(self) -> bool:
+        """Check the Prefect server, logging only when its reachability changes."""
+        up = self.orchestrator.healthy()
+        if up != self._server_up:
+            if up:
+                log.info("Prefect server reachable: dispatching")
+            else:
+                log.warning("Prefect server unreachable: files stay pending in the ledger")
+            self._server_up = up
+        return up
+
+    def dispatch(self) -> int:
+        """Emit events for versions due for (re)dispatch, if the server is up."""
+        due = self.ledger.due_for_dispatch(self.config.watch.confirm_seconds)
+        if not due or not self.server_up():
+            return 0
+        for record in due:
+            self._dispatch(record)
+        return len(due)
+
+    def _dispatch(self, record: FileRecord) -> None:
+        request = IngestRequest(
+            ref=record.ref,
+            dispatch_id=uuid.uuid4().hex,
+            config_path=str(self.config.path) if self.config.path else None,
+        )
+        if record.dispatch_count:
+            log.warning(
+                "no flow run seen for %s after %d dispatch(es); emitting again",
+                record.uri,
+                record.dispatch_count,
+            )
+        if self.emit(events.detected_event(request)):
+            self.ledger.mark_dispatched(record.uri, record.fingerprint, request.dispatch_id)
+
+    def confirm(self) -> int:
+        """Look up flow runs for dispatched versions; mark the found ones queued."""
+        pending = self.ledger.unconfirmed()
+        if not pending:
+            return 0
+        oldest = min(r.dispatched_at or time.time() for r in pending)
+        since = datetime.fromtimestamp(oldest, UTC) - timedelta(seconds=60)
+        by_dispatch = {r.dispatch_id: r for r in pending if r.dispatch_id}
+        try:
+            found = self.orchestrator.runs_for_dispatches(set(by_dispatch), since)
+        except Exception as exc:  # server hiccup: try again on the next round
+            log.warning("could not confirm flow runs yet: %s", exc)
+            return 0
+        for dispatch_id, run_id in found.items():
+            record = by_dispatch[dispatch_id]
+            self.ledger.mark_queued(record.uri, record.fingerprint, run_id)
+        return len(found)

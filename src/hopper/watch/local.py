@@ -1,0 +1,225 @@
+"""Local folders: watchdog events for speed, periodic scans for certainty.
+
+watchdog's inotify backend reports close-write (``FileClosedEvent``) and move-in
+(``FileMovedEvent``); the observer is told to deliver only those (plus creations, for
+platforms without close-write), which keeps a large burst from overflowing the kernel queue.
+Events only nominate *candidates*: a file is complete once its size and mtime have stayed
+the same for ``stable_seconds``. A full scan at start and every ``rescan_seconds`` catches
+whatever the events missed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from hopper.config import FolderSource, RoutingRule
+from hopper.models import FileRef
+from hopper.routing import is_ignored, route
+
+log = logging.getLogger(__name__)
+
+HASH_LIMIT = 64 * 1024 * 1024  # hash contents up to this size; larger files use size+mtime
+
+
+@dataclass(frozen=True)
+class Stat:
+    """What the stability check compares between two looks at a file."""
+
+    size: int
+    mtime_ns: int
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file's contents."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_stable(first: Stat | None, second: Stat, mtime_age: float, stable_seconds: float) -> bool:
+    """Pure completeness rule: unchanged between two looks and untouched for a while."""
+    return first is not None and first == second and mtime_age >= stable_seconds
+
+
+def describe_file(path: Path, relative: str, rules: list[RoutingRule]) -> FileRef | None:
+    """A ``FileRef`` for a local file, or None if it changed while being hashed.
+
+    Args:
+        path: the file.
+        relative: its path relative to the watched root (for routing).
+        rules: explicit routing rules.
+    """
+    before = path.stat()
+    digest = sha256_of(path) if before.st_size <= HASH_LIMIT else None
+    after = path.stat()
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        return None
+    return FileRef(
+        uri=path.resolve().as_uri(),
+        size=after.st_size,
+        mtime=after.st_mtime,
+        dataset=route(relative, rules),
+        sha256=digest,
+    )
+
+
+def relative_to_source(path: Path, sources: list[FolderSource]) -> str | None:
+    """``path`` relative to the first configured folder that contains it, or None."""
+    resolved = path.resolve()
+    for source in sources:
+        try:
+            return resolved.relative_to(source.path.resolve()).as_posix()
+        except ValueError:
+            continue
+    return None
+
+
+class _Nominator(FileSystemEventHandler):
+    """Turns watchdog events into candidate paths (thread-safe set)."""
+
+    def __init__(self, candidates: set[Path], lock: threading.Lock) -> None:
+        self._candidates = candidates
+        self._lock = lock
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            return
+        raw = event.dest_path if isinstance(event, FileMovedEvent) else event.src_path
+        path = Path(os.fsdecode(raw))
+        with self._lock:
+            self._candidates.add(path)
+
+
+class LocalFolder:
+    """One watched folder: nominates candidates and turns stable ones into ``FileRef``s."""
+
+    def __init__(
+        self,
+        source: FolderSource,
+        rules: list[RoutingRule],
+        *,
+        ignore: list[str],
+        stable_seconds: float,
+    ) -> None:
+        self.root = source.path
+        self.recursive = source.recursive
+        self.rules = rules
+        self.ignore = ignore
+        self.stable_seconds = stable_seconds
+        self._lock = threading.Lock()
+        self._candidates: set[Path] = set()
+        self._first_look: dict[Path, Stat] = {}
+        self._known: dict[Path, Stat] = {}  # last version handed out, to skip re-hashing
+        self._observer: Observer | None = None  # type: ignore[valid-type]
+
+    def start(self) -> None:
+        """Create the folder if needed and start the watchdog observer."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        observer = Observer()
+        observer.schedule(
+            _Nominator(self._candidates, self._lock),
+            str(self.root),
+            recursive=self.recursive,
+            event_filter=[FileClosedEvent, FileMovedEvent, FileCreatedEvent],
+        )
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+        log.info("watching %s", self.root)
+
+    def stop(self) -> None:
+        """Stop the observer."""
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+
+    def scan(self) -> int:
+        """Nominate every file under the root (startup and periodic reconciliation)."""
+        found = list(self._walk())
+        with self._lock:
+            self._candidates.update(found)
+        return len(found)
+
+    def _walk(self) -> Iterator[Path]:
+        if not self.root.is_dir():
+            return
+        pattern = "**/*" if self.recursive else "*"
+        for path in self.root.glob(pattern):
+            if not path.is_symlink() and path.is_file():
+                yield path
+
+    def _relative(self, path: Path) -> str | None:
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return None
+
+    def poll(self) -> list[FileRef]:
+        """Check the candidates; return references to the files that are now complete."""
+        with self._lock:
+            candidates, self._candidates = self._candidates, set()
+        ready: list[FileRef] = []
+        now = time.time()
+        for path in candidates:
+            rel = self._relative(path)
+            if rel is None or any(is_ignored(part, self.ignore) for part in Path(rel).parts):
+                continue
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                self._first_look.pop(path, None)
+                continue
+            if not path.is_file() or path.is_symlink():
+                continue
+            stat = Stat(st.st_size, st.st_mtime_ns)
+            if self._known.get(path) == stat:
+                continue  # already handed out this exact version
+            first = self._first_look.get(path)
+            self._first_look[path] = stat
+            if self.stable_seconds > 0 and not is_stable(
+                first, stat, now - st.st_mtime, self.stable_seconds
+            ):
+                with self._lock:
+                    self._candidates.add(path)  # look again on a later poll
+                continue
+            ref = self._ref(path, rel, st.st_size, st.st_mtime)
+            if ref is not None:
+                self._first_look.pop(path, None)
+                self._known[path] = stat
+                ready.append(ref)
+        return ready
+
+    def _ref(self, path: Path, rel: str, size: int, mtime: float) -> FileRef | None:
+        try:
+            ref = describe_file(path, rel, self.rules)
+        except OSError as exc:
+            log.warning("cannot read %s yet (%s); will retry", path, exc)
+            ref = None
+        if ref is None or ref.size != size or ref.mtime != mtime:
+            with self._lock:
+                self._candidates.add(path)  # unreadable or changed while hashing: look again
+            return None
+        return ref
+
+    def pending(self) -> int:
+        """How many candidates wait for their stability check."""
+        with self._lock:
+            return len(self._candidates)
