@@ -71,7 +71,9 @@ def ingest_file(request: IngestRequest) -> dict[str, Any]:
     home = Home.open(request.config_path)
     try:
         if not home.ledger.claim(ref, run_id, replay=request.replay):
-            logger.info("%s (%s) is already handled by another run; skipping", ref.uri, ref.fingerprint)
+            logger.info(
+                "%s (%s) is already handled by another run; skipping", ref.uri, ref.fingerprint
+            )
             return {"uri": ref.uri, "skipped": True}
         try:
             outcome = ingest_task(request, home.config, run_id)

@@ -61,7 +61,10 @@ def outcome_event(ref: FileRef, outcome: IngestOutcome, flow_run_id: str | None)
     related = []
     if flow_run_id:
         related.append(
-            {"prefect.resource.id": f"prefect.flow-run.{flow_run_id}", "prefect.resource.role": "flow-run"}
+            {
+                "prefect.resource.id": f"prefect.flow-run.{flow_run_id}",
+                "prefect.resource.role": "flow-run",
+            }
         )
     return {
         "event": OUTCOME_EVENTS[outcome.state.value],

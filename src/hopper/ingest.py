@@ -106,9 +106,7 @@ def ingest(
         outcome.schema_ = {f.name: str(f.type) for f in table.schema}
         if result.rejected is not None and result.rejected.num_rows:
             outcome.rows_rejected = result.rejected.num_rows
-            outcome.quarantine_path = str(
-                _write_rejected_rows(config, ref, result.rejected, now)
-            )
+            outcome.quarantine_path = str(_write_rejected_rows(config, ref, result.rejected, now))
             outcome.reason = f"{outcome.rows_rejected} bad rows quarantined"
     except TerminalError as exc:
         outcome = _quarantine(config, ref, exc, contract, flow_run_id, now)

@@ -259,7 +259,9 @@ class Ledger:
                     files.c.fingerprint == fp,
                     files.c.state == FileState.DISPATCHED.value,
                 )
-                .values(state=FileState.QUEUED.value, flow_run_id=flow_run_id, updated_at=time.time())
+                .values(
+                    state=FileState.QUEUED.value, flow_run_id=flow_run_id, updated_at=time.time()
+                )
             )
             if result.rowcount:
                 self._log(conn, uri, fp, "queued", flow_run_id=flow_run_id)

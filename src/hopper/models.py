@@ -31,7 +31,7 @@ class FileRef(BaseModel):
 
     @property
     def fingerprint(self) -> str:
-        """Identity of this version of the file: ETag(+version) on S3, hash or size+mtime locally."""
+        """Identity of this version: ETag(+version) on S3, content hash or size+mtime locally."""
         if self.etag:
             etag = self.etag.strip('"')
             return f"etag:{etag}:{self.version_id}" if self.version_id else f"etag:{etag}"
@@ -42,7 +42,8 @@ class FileRef(BaseModel):
     @property
     def name(self) -> str:
         """The file's base name (last path segment of the URI)."""
-        return PurePosixPath(urlparse(self.uri).path).name
+        path = urlparse(self.uri).path
+        return PurePosixPath(unquote(path) if self.is_local else path).name
 
     @property
     def is_local(self) -> bool:

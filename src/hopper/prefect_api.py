@@ -76,13 +76,16 @@ class PrefectAPI:
 
         flt = FlowRunFilter(
             deployment_id=FlowRunFilterDeploymentId(any_=[self.ingest_deployment_id()]),
-            expected_start_time=FlowRunFilterExpectedStartTime(after_=since),
+            expected_start_time=FlowRunFilterExpectedStartTime(after_=since),  # type: ignore[arg-type]
         )
         found: dict[str, str] = {}
         offset, page = 0, 200
         while len(found) < len(dispatch_ids):
             runs = self._client.read_flow_runs(
-                flow_run_filter=flt, sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=page, offset=offset
+                flow_run_filter=flt,
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                limit=page,
+                offset=offset,
             )
             for run in runs:
                 request: Any = (run.parameters or {}).get("request") or {}

@@ -64,7 +64,11 @@ def select(ledger: Ledger, sel: Selection) -> list[FileRecord]:
     Raises:
         HopperError: if a named file was never seen by Hopper.
     """
-    states = [s for s, on in ((FileState.FAILED, sel.failed), (FileState.QUARANTINED, sel.quarantined)) if on]
+    states = [
+        s
+        for s, on in ((FileState.FAILED, sel.failed), (FileState.QUARANTINED, sel.quarantined))
+        if on
+    ]
     since = time.time() - sel.since_seconds if sel.since_seconds is not None else None
     chosen: dict[str, FileRecord] = {}
     if states or sel.dataset or since is not None or not sel.targets:
@@ -76,10 +80,13 @@ def select(ledger: Ledger, sel: Selection) -> list[FileRecord]:
             matched = [r for r in ledger.records() if fnmatch.fnmatchcase(r.uri, uri)]
             chosen.update({r.uri: r for r in matched})
             continue
-        rec = ledger.latest(uri)
-        if rec is None:
-            raise HopperError(f"{target}: Hopper has no record of this file (check the path, or drop it in an inbox)")
-        chosen[uri] = rec
+        latest = ledger.latest(uri)
+        if latest is None:
+            raise HopperError(
+                f"{target}: Hopper has no record of this file "
+                "(check the path, or drop it into an inbox)"
+            )
+        chosen[uri] = latest
     return list(chosen.values())
 
 
@@ -102,7 +109,9 @@ def current_ref(record: FileRecord, config: HopperConfig) -> FileRef:
     return fresh if fresh.dataset else fresh.model_copy(update={"dataset": ref.dataset})
 
 
-def dispatch_replay(record: FileRecord, config: HopperConfig, ledger: Ledger, api: PrefectAPI) -> tuple[FileRef, str]:
+def dispatch_replay(
+    record: FileRecord, config: HopperConfig, ledger: Ledger, api: PrefectAPI
+) -> tuple[FileRef, str]:
     """Start an ``ingest-file`` run for a record's current version; return it and the run id."""
     ref = current_ref(record, config)
     ledger.record_detected(ref)
@@ -112,7 +121,9 @@ def dispatch_replay(record: FileRecord, config: HopperConfig, ledger: Ledger, ap
         config_path=str(config.path) if config.path else None,
         replay=True,
     )
-    run_id = api.create_ingest_run({"request": request.model_dump(mode="json")}, request.dispatch_id)
+    run_id = api.create_ingest_run(
+        {"request": request.model_dump(mode="json")}, request.dispatch_id
+    )
     ledger.mark_dispatched(
         ref.uri, ref.fingerprint, request.dispatch_id, replay_of=record.flow_run_id or ""
     )

@@ -9,7 +9,9 @@ stopped with SIGINT, then SIGKILL after a grace period.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -34,10 +36,8 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
-    except OSError:
-        pass
 
 
 def prefect_executable() -> str:
@@ -91,10 +91,8 @@ class Child:
         """Send ``sig`` to the child's whole process group."""
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def close_log(self) -> None:
         """Close the child's log file."""
@@ -156,7 +154,11 @@ class Supervisor:
             self.base_env(),
             self.logs / "server.log",
         )
-        log.info("starting a Prefect server on %s (SQLite in %s)", self.api_url, server.env["PREFECT_HOME"])
+        log.info(
+            "starting a Prefect server on %s (SQLite in %s)",
+            self.api_url,
+            server.env["PREFECT_HOME"],
+        )
         server.start(self.settings.project_dir)
         self.children.append(server)
         self.started_server = True
@@ -195,7 +197,15 @@ class Supervisor:
         }
         worker = Child(
             "worker",
-            [prefect_executable(), "worker", "start", "--pool", self.config.work_pool, "--type", "process"],
+            [
+                prefect_executable(),
+                "worker",
+                "start",
+                "--pool",
+                self.config.work_pool,
+                "--type",
+                "process",
+            ],
             worker_env,
             self.logs / "worker.log",
         )
@@ -220,10 +230,25 @@ class Supervisor:
                 return 0
             self.deploy()
             self.start_workers()
+            self.write_state()
             on_ready(self)
             return self._supervise()
         finally:
             self.shutdown()
+
+    @property
+    def state_file(self) -> Path:
+        """``<state_dir>/up.json``: the API URL and the PIDs of the running processes."""
+        return self.config.state_dir / "up.json"
+
+    def write_state(self) -> None:
+        """Record what runs, for `hopper status` and for people who need to find a PID."""
+        state = {
+            "pid": os.getpid(),
+            "api_url": self.api_url,
+            "children": {c.name: c.proc.pid for c in self.children if c.proc is not None},
+        }
+        self.state_file.write_text(json.dumps(state, indent=2), encoding="utf-8")
 
     def _supervise(self) -> int:
         while not self.stopping.wait(0.5):
@@ -234,11 +259,14 @@ class Supervisor:
                 now = time.monotonic()
                 child.restarts = [t for t in child.restarts if now - t < 60] + [now]
                 if len(child.restarts) > 5:
-                    log.error("%s keeps dying (exit %s); giving up:\n%s", child.name, code, child.tail())
+                    log.error(
+                        "%s keeps dying (exit %s); giving up:\n%s", child.name, code, child.tail()
+                    )
                     return 1
                 log.warning("%s exited (code %s); restarting it", child.name, code)
                 child.close_log()
                 child.start(self.settings.project_dir)
+                self.write_state()
         return 0
 
     def stop(self) -> None:
@@ -264,3 +292,4 @@ class Supervisor:
             child.signal(signal.SIGKILL)
             child.close_log()
         self.children.clear()
+        self.state_file.unlink(missing_ok=True)

@@ -21,7 +21,7 @@ app = App(
         "Hopper turns files dropped into watched folders into validated, typed Parquet, "
         "orchestrated by Prefect.\n\n"
         "Start with `hopper init DIR`, write a contract with `hopper contract infer`, then "
-        "`hopper up --config DIR/hopper.yaml` and drop files into DIR/inbox/<dataset>/."
+        "`hopper up --config DIR/hopper.yaml` and drop files into DIR/inbox/DATASET/."
     ),
     version=__version__,
 )

@@ -9,7 +9,13 @@ from cyclopts import App
 from rich.console import Console
 
 from hopper.cli.run import ConfigOption, resolve_config
-from hopper.contracts import dump_contract, format_violations, infer_contract, load_contract, validate_file
+from hopper.contracts import (
+    dump_contract,
+    format_violations,
+    infer_contract,
+    load_contract,
+    validate_file,
+)
 from hopper.errors import ConfigError, HopperError
 
 console = Console()

@@ -6,7 +6,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 from cyclopts import App, Parameter
@@ -44,7 +43,13 @@ def summary(ledger: Ledger, failures: int = 10) -> dict[str, Any]:
     for rec in ledger.records():
         row = datasets.setdefault(
             rec.dataset or "(unrouted)",
-            {"ingested": 0, "quarantined": 0, "failed": 0, "pending": 0, "oldest_pending_seconds": None},
+            {
+                "ingested": 0,
+                "quarantined": 0,
+                "failed": 0,
+                "pending": 0,
+                "oldest_pending_seconds": None,
+            },
         )
         if rec.state in PENDING:
             row["pending"] += 1
@@ -99,7 +104,7 @@ def status(
     json_output: Annotated[bool, Parameter(name="--json")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Show what happened to the files: counts per dataset and the latest failures, or one file's history.
+    """Show what happened to files: counts per dataset and latest failures, or one file's history.
 
     Args:
         file: A file path or URI to show in full (every version, run and outcome).
@@ -121,7 +126,9 @@ def status(
         table = Table("time", "event", "version", "detail")
         for h in doc["history"]:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["at"]))
-            detail = ", ".join(f"{k}={v}" for k, v in h["detail"].items() if v not in (None, [], ""))
+            detail = ", ".join(
+                f"{k}={v}" for k, v in h["detail"].items() if v not in (None, [], "")
+            )
             table.add_row(stamp, h["event"], h["fingerprint"][:22], detail)
         console.print(table)
         return
@@ -129,7 +136,8 @@ def status(
     for name, row in sorted(doc["datasets"].items()):
         age = row["oldest_pending_seconds"]
         table.add_row(
-            name, *(str(row[k]) for k in ("ingested", "quarantined", "failed", "pending")),
+            name,
+            *(str(row[k]) for k in ("ingested", "quarantined", "failed", "pending")),
             f"{age:.0f}s" if age is not None else "-",
         )
     console.print(table)
@@ -170,9 +178,14 @@ def replay(
     from hopper.replay import Selection, dispatch_replay, parse_since, select
 
     if not (targets or failed or quarantined or dataset or since):
-        raise HopperError("name files to replay, or select them with --failed, --quarantined, --dataset or --since")
+        raise HopperError(
+            "name files to replay, or select them with "
+            "--failed, --quarantined, --dataset or --since"
+        )
     home = Home.open(config or HopperSettings().config)
-    sel = Selection(list(targets), failed, quarantined, dataset, parse_since(since) if since else None)
+    sel = Selection(
+        list(targets), failed, quarantined, dataset, parse_since(since) if since else None
+    )
     records = select(home.ledger, sel)
     if not records:
         console.print("nothing to replay")
@@ -185,7 +198,9 @@ def replay(
 
     api = PrefectAPI()
     if not api.healthy():
-        raise HopperError(f"the Prefect server at {api.api_url} does not answer; start it with `hopper up`")
+        raise HopperError(
+            f"the Prefect server at {api.api_url} does not answer; start it with `hopper up`"
+        )
     started = [dispatch_replay(rec, home.config, home.ledger, api) for rec in records]
     for ref, run_id in started:
         console.print(f"replaying {ref.uri} → {run_url(run_id)}")
@@ -210,7 +225,9 @@ def _wait(ledger: Ledger, started: list[Any], timeout: float) -> None:
     table = Table("file", "outcome", "reason")
     for ref, _ in started:
         rec = final.get(ref.uri)
-        table.add_row(ref.name, rec.state.value if rec else "timed out", (rec.reason or "") if rec else "")
+        table.add_row(
+            ref.name, rec.state.value if rec else "timed out", (rec.reason or "") if rec else ""
+        )
     console.print(table)
     if any(r.state != FileState.INGESTED for r in final.values()) or len(final) < len(started):
         raise SystemExit(1)

@@ -132,7 +132,9 @@ def deploy(*, config: ConfigOption = None) -> None:
     settings = HopperSettings()
     cfg = resolve_config(config)
     removed = apply(settings.project_dir, cfg.work_pool)
-    console.print(f"Deployed {settings.project_dir / 'prefect.yaml'} to {os.environ['PREFECT_API_URL']}")
+    console.print(
+        f"Deployed {settings.project_dir / 'prefect.yaml'} to {os.environ['PREFECT_API_URL']}"
+    )
     for name in removed:
         console.print(f"  removed stale automation {name!r}")
 

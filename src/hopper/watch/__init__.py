@@ -1,1 +1,1 @@
-"""Detection: sources that notice complete files, and the daemon that records and dispatches them."""
+"""Detection: sources that notice complete files; the daemon records and dispatches them."""

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileMovedEvent,
@@ -100,10 +102,14 @@ class _Nominator(FileSystemEventHandler):
         self._lock = lock
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        moved = isinstance(event, FileMovedEvent | DirMovedEvent)
+        path = Path(os.fsdecode(event.dest_path if moved else event.src_path))
         if event.is_directory:
+            # Files written into a new folder before its watch existed send no events.
+            files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+            with self._lock:
+                self._candidates.update(files)
             return
-        raw = event.dest_path if isinstance(event, FileMovedEvent) else event.src_path
-        path = Path(os.fsdecode(raw))
         with self._lock:
             self._candidates.add(path)
 
@@ -138,7 +144,13 @@ class LocalFolder:
             _Nominator(self._candidates, self._lock),
             str(self.root),
             recursive=self.recursive,
-            event_filter=[FileClosedEvent, FileMovedEvent, FileCreatedEvent],
+            event_filter=[
+                FileClosedEvent,
+                FileMovedEvent,
+                FileCreatedEvent,
+                DirCreatedEvent,
+                DirMovedEvent,
+            ],
         )
         observer.daemon = True
         observer.start()
@@ -175,7 +187,8 @@ class LocalFolder:
     def poll(self) -> list[FileRef]:
         """Check the candidates; return references to the files that are now complete."""
         with self._lock:
-            candidates, self._candidates = self._candidates, set()
+            candidates = set(self._candidates)  # the handler holds this very set: copy, clear
+            self._candidates.clear()
         ready: list[FileRef] = []
         now = time.time()
         for path in candidates:

@@ -1,0 +1,485 @@
+"""Dataset contracts: the typed promise a ``datasets/<name>.yaml`` file makes about its data.
+
+A contract says how to read a dataset's files (format, delimiter, encoding, null markers),
+which columns must be there with which Arrow types, which row-level checks apply, and what to
+do with rows or columns that do not fit. It is loaded from YAML written by people, so every
+error names the file, the key path and its line, and says what was expected.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from hopper.errors import ConfigError
+
+DEFAULT_NULL_VALUES = ["", "NA", "N/A", "NULL", "null", "NaN", "nan", "None"]
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+_SIMPLE_TYPES: dict[str, pa.DataType] = {
+    "int8": pa.int8(),
+    "int16": pa.int16(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "uint8": pa.uint8(),
+    "uint16": pa.uint16(),
+    "uint32": pa.uint32(),
+    "uint64": pa.uint64(),
+    "float16": pa.float16(),
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+    "string": pa.string(),
+    "large_string": pa.large_string(),
+    "bool": pa.bool_(),
+    "date32": pa.date32(),
+    "date64": pa.date64(),
+}
+_ALIASES = {
+    "int": "int64",
+    "integer": "int64",
+    "long": "int64",
+    "float": "float64",
+    "double": "float64",
+    "halffloat": "float16",
+    "str": "string",
+    "text": "string",
+    "utf8": "string",
+    "large_utf8": "large_string",
+    "boolean": "bool",
+    "date": "date32",
+    "date32[day]": "date32",
+    "date64[ms]": "date64",
+    "timestamp": "timestamp[us]",
+    "datetime": "timestamp[us]",
+    "time": "time64[us]",
+    "decimal": "decimal128(38, 9)",
+}
+# str(pa.float32()) is "float", which contracts read as float64: spell types unambiguously.
+_ARROW_SPELLINGS = {
+    "halffloat": "float16",
+    "float": "float32",
+    "double": "float64",
+    "date32[day]": "date32",
+    "date64[ms]": "date64",
+}
+_TIMESTAMP_RE = re.compile(r"^timestamp\[(s|ms|us|ns)(?:,\s*tz=([^\]]+))?\]$")
+_TIME_RE = re.compile(r"^time(32|64)\[(s|ms|us|ns)\]$")
+_DECIMAL_RE = re.compile(r"^decimal(128|256)?\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
+SUPPORTED_TYPES_HINT = (
+    "an Arrow type such as int64, float64, string, bool, date32, timestamp[us], "
+    "timestamp[us, tz=UTC], decimal128(12, 2) or time64[us]"
+)
+
+
+def parse_arrow_type(text: str) -> pa.DataType:
+    """Parse a contract type string into an Arrow data type.
+
+    Args:
+        text: e.g. ``"int64"``, ``"integer"``, ``"timestamp[us, tz=Europe/Paris]"``,
+            ``"decimal128(12, 2)"``.
+
+    Returns:
+        The corresponding ``pyarrow.DataType``.
+
+    Raises:
+        ValueError: the string names no supported type.
+    """
+    key = text.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key in _SIMPLE_TYPES:
+        return _SIMPLE_TYPES[key]
+    if match := _TIMESTAMP_RE.match(text.strip()):
+        unit, tz = match.group(1), match.group(2)
+        return pa.timestamp(unit, tz=tz.strip() if tz else None)  # type: ignore[arg-type]
+    if match := _TIME_RE.match(key):
+        bits, unit = match.groups()
+        return pa.time32(unit) if bits == "32" else pa.time64(unit)  # type: ignore[arg-type]
+    if match := _DECIMAL_RE.match(key):
+        bits, precision, scale = match.group(1), int(match.group(2)), int(match.group(3))
+        if bits == "256":
+            return pa.decimal256(precision, scale)
+        return pa.decimal128(precision, scale)
+    raise ValueError(f"unknown type {text!r}: expected {SUPPORTED_TYPES_HINT}")
+
+
+def type_to_string(data_type: pa.DataType) -> str:
+    """The contract spelling of an Arrow type (the inverse of :func:`parse_arrow_type`)."""
+    text = str(data_type)
+    return _ARROW_SPELLINGS.get(text, text)
+
+
+def to_arrow_scalar(value: Any, data_type: pa.DataType) -> pa.Scalar:
+    """Convert a YAML value (number, date, string) to an Arrow scalar of a column's type.
+
+    Raises:
+        ValueError: the value cannot be represented in ``data_type``.
+    """
+    for candidate in (value, str(value), _as_utc_datetime(value)):
+        if candidate is None:
+            continue
+        try:
+            return pa.array([candidate]).cast(data_type)[0]
+        except (pa.ArrowException, ValueError, TypeError, OverflowError):
+            continue
+    raise ValueError(f"{value!r} is not a valid {type_to_string(data_type)}")
+
+
+def _as_utc_datetime(value: Any) -> dt.datetime | None:
+    """A naive date/timestamp bound read as UTC, so it compares with tz-aware columns."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime.combine(value, dt.time())
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return None
+
+
+class ReaderOptions(BaseModel):
+    """How to decode a dataset's files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    delimiter: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1,
+        description='Field separator; None sniffs it (CSV) or uses the format default ("\\t" '
+        "for TSV).",
+    )
+    quote_char: str = Field(default='"', min_length=1, max_length=1, description="Quote char.")
+    header: bool = Field(
+        default=True,
+        description="Whether the first row holds column names. Without one, declared columns "
+        "are matched by position and undeclared ones are named f<index>.",
+    )
+    skip_rows: int = Field(default=0, ge=0, description="Lines to skip before the header.")
+    encoding: str = Field(
+        default="utf-8", description='Text encoding, e.g. "utf-8" (a BOM is fine) or "latin-1".'
+    )
+    null_values: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_NULL_VALUES),
+        description="Cell values read as null.",
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError as exc:
+            raise ValueError(f"unknown encoding {value!r}: use e.g. utf-8 or latin-1") from exc
+        return value
+
+
+class ColumnSpec(BaseModel):
+    """One declared column: its name in the file, its Arrow type and its checks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="Exact column name in the file.")
+    type: str = Field(description=f"Column type: {SUPPORTED_TYPES_HINT}.")
+    format: str | None = Field(
+        default=None, description='strptime format for dates/timestamps, e.g. "%d/%m/%Y".'
+    )
+    nullable: bool = Field(default=True, description="Whether nulls are allowed.")
+    rename: str | None = Field(default=None, min_length=1, description="Output column name.")
+    description: str | None = Field(default=None, description="What the column means.")
+    min: float | int | dt.datetime | dt.date | str | None = Field(
+        default=None, description="Smallest allowed value (number or ISO date/timestamp)."
+    )
+    max: float | int | dt.datetime | dt.date | str | None = Field(
+        default=None, description="Largest allowed value (number or ISO date/timestamp)."
+    )
+    allowed: list[Any] | None = Field(default=None, description="The only values allowed.")
+    pattern: str | None = Field(default=None, description="Regex every value must fully match.")
+    unique: bool = Field(default=False, description="Whether values must be unique.")
+
+    @field_validator("type")
+    @classmethod
+    def _type_parses(cls, value: str) -> str:
+        parse_arrow_type(value)
+        return value
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {value!r}: {exc}") from exc
+        return value
+
+    @field_validator("format")
+    @classmethod
+    def _format_needs_temporal(cls, value: str | None, info: ValidationInfo) -> str | None:
+        data_type = _declared_type(info)
+        if value is not None and data_type is not None and not pa.types.is_temporal(data_type):
+            raise ValueError(
+                f"format only applies to date, timestamp and time types, not {data_type}"
+            )
+        return value
+
+    @field_validator("min", "max")
+    @classmethod
+    def _bound_fits_type(cls, value: Any, info: ValidationInfo) -> Any:
+        data_type = _declared_type(info)
+        if value is not None and data_type is not None:
+            to_arrow_scalar(value, data_type)
+        return value
+
+    @field_validator("allowed")
+    @classmethod
+    def _allowed_fit_type(cls, value: list[Any] | None, info: ValidationInfo) -> list[Any] | None:
+        data_type = _declared_type(info)
+        for item in value or []:
+            if data_type is not None:
+                to_arrow_scalar(item, data_type)
+        return value
+
+    @property
+    def output_name(self) -> str:
+        """The column's name in the output (``rename`` if set, else ``name``)."""
+        return self.rename or self.name
+
+    def arrow_type(self) -> pa.DataType:
+        """The column's ``pyarrow.DataType``."""
+        return parse_arrow_type(self.type)
+
+
+def _declared_type(info: ValidationInfo) -> pa.DataType | None:
+    """The column's type, when it validated (checks are then judged against it)."""
+    text = info.data.get("type")
+    return parse_arrow_type(text) if text else None
+
+
+class Contract(BaseModel):
+    """A dataset contract, as written in ``datasets/<name>.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="Dataset name (lowercase, -, _).")
+    version: int = Field(default=1, ge=1, description="Contract version; bump on changes.")
+    description: str | None = Field(default=None, description="What the dataset holds.")
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = Field(
+        default="auto", description="File format; auto detects it from extension and content."
+    )
+    reader: ReaderOptions = Field(default_factory=ReaderOptions, description="Decoding options.")
+    columns: list[ColumnSpec] = Field(min_length=1, description="Declared columns, in order.")
+    extra_columns: Literal["evolve", "freeze"] = Field(
+        default="evolve",
+        description="evolve keeps undeclared columns with inferred types; freeze rejects them.",
+    )
+    bad_rows: Literal["reject", "quarantine"] = Field(
+        default="reject",
+        description="reject fails the whole file; quarantine keeps good rows, sets bad aside.",
+    )
+    partition_by: list[str] = Field(default_factory=list, description="Output partition columns.")
+    compression: Literal["zstd", "snappy", "gzip", "none"] = Field(
+        default="zstd", description="Parquet compression codec."
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _unique_names(cls, columns: list[ColumnSpec]) -> list[ColumnSpec]:
+        _require_unique([c.name for c in columns], "column name")
+        _require_unique([c.output_name for c in columns], "output column name (after rename)")
+        return columns
+
+    @field_validator("partition_by")
+    @classmethod
+    def _known_partitions(cls, partition_by: list[str], info: ValidationInfo) -> list[str]:
+        outputs = [c.output_name for c in info.data.get("columns", [])]
+        unknown = [p for p in partition_by if p not in outputs]
+        if unknown and outputs:
+            raise ValueError(f"unknown output columns {unknown}: choose from {outputs}")
+        return partition_by
+
+    def column(self, name: str) -> ColumnSpec:
+        """The declared column with this file name.
+
+        Raises:
+            KeyError: no such column.
+        """
+        for spec in self.columns:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+def _require_unique(names: list[str], what: str) -> None:
+    duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
+    if duplicates:
+        raise ValueError(f"duplicate {what}s {duplicates}: each must appear once")
+
+
+# --------------------------------------------------------------------------- YAML I/O
+
+
+def load_contract(path: Path) -> Contract:
+    """Load and validate a contract file.
+
+    Args:
+        path: a ``datasets/<name>.yaml`` file.
+
+    Returns:
+        The validated contract.
+
+    Raises:
+        ConfigError: the file is missing, is not valid YAML, or does not validate; the message
+            names the file, the key path (e.g. ``columns[2].type``), its line and what is
+            expected.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read contract file: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a contract must be a YAML mapping with name and columns")
+    try:
+        return Contract.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe_errors(path, exc, data, root)) from exc
+
+
+def _describe_errors(path: Path, exc: ValidationError, data: Any, root: Any) -> str:
+    lines = [f"{path}: invalid contract ({exc.error_count()} problem(s)):"]
+    for error in exc.errors():
+        loc = _clean_loc(error["loc"], data)
+        key_path = _format_loc(loc) or "(top level)"
+        line = _line_of(root, loc)
+        where = f"{key_path} (line {line})" if line else key_path
+        column = _column_name(data, loc)
+        about = f" [column {column!r}]" if column else ""
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (typo?); remove it or check the spelling"
+        lines.append(f"  - {where}{about}: {message}")
+    return "\n".join(lines)
+
+
+def _clean_loc(loc: tuple[Any, ...], data: Any) -> list[str | int]:
+    """Keep the leading part of a pydantic error location that exists in the YAML data.
+
+    pydantic appends union-member tags (e.g. ``int``, ``function-after[...]``) that are not
+    YAML keys; a missing key is kept as the last element so the message names it.
+    """
+    clean: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str):
+            clean.append(part)
+            if part not in node:
+                break
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            clean.append(part)
+            node = node[part]
+        else:
+            break
+    return clean
+
+
+def _format_loc(loc: list[str | int]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def _line_of(root: Any, loc: list[str | int]) -> int | None:
+    """1-based line of the deepest YAML node on ``loc`` (the key itself for mappings)."""
+    if root is None:
+        return None
+    line = int(root.start_mark.line) + 1
+    node = root
+    for part in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            match = next((kv for kv in node.value if kv[0].value == part), None)
+            if match is None:
+                break
+            line, node = int(match[0].start_mark.line) + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            node = node.value[part]
+            line = int(node.start_mark.line) + 1
+        else:
+            break
+    return line
+
+
+def _column_name(data: Any, loc: list[str | int]) -> str | None:
+    if len(loc) >= 2 and loc[0] == "columns" and isinstance(loc[1], int):
+        column = data["columns"][loc[1]]
+        if isinstance(column, dict) and isinstance(column.get("name"), str):
+            return str(column["name"])
+    return None
+
+
+_KEY_ORDER = [
+    "name",
+    "version",
+    "description",
+    "format",
+    "reader",
+    "columns",
+    "extra_columns",
+    "bad_rows",
+    "partition_by",
+    "compression",
+]
+
+
+def dump_contract(contract: Contract) -> str:
+    """Render a contract as readable YAML that :func:`load_contract` reads back identically.
+
+    Defaults and unset options are left out, except ``name``, ``version``, ``format`` and each
+    column's ``name`` and ``type``.
+
+    Args:
+        contract: the contract to render.
+
+    Returns:
+        YAML text.
+    """
+    data = contract.model_dump(mode="python", exclude_defaults=True, exclude_none=True)
+    data["name"] = contract.name
+    data["version"] = contract.version
+    data["format"] = contract.format
+    data["columns"] = [_dump_column(c) for c in contract.columns]
+    if not data.get("reader"):
+        data.pop("reader", None)
+    ordered = {key: data[key] for key in _KEY_ORDER if key in data}
+    return str(yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, width=100))
+
+
+def _dump_column(column: ColumnSpec) -> dict[str, Any]:
+    data = column.model_dump(mode="python", exclude_defaults=True, exclude_none=True)
+    return {"name": column.name, "type": column.type, **data}

@@ -1,0 +1,412 @@
+"""Turn a dropped file's bytes into an Arrow table, whatever its format and compression.
+
+Detection looks at the extension first and the content second. CSV is read with the
+contract's types whenever possible so Arrow parses typed values directly (the fast path);
+only when a value does not parse is the file re-read with the declared columns as strings so
+:mod:`hopper.contracts.validate` can say which rows and values are wrong. Anything that cannot
+be decoded becomes an :class:`~hopper.errors.UnreadableFileError` with a reason and a hint.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import json
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from hopper.contracts.model import ColumnSpec, Contract, ReaderOptions
+from hopper.errors import UnreadableFileError
+
+logger = logging.getLogger(__name__)
+
+Format = Literal["csv", "tsv", "jsonl", "parquet"]
+T = TypeVar("T")
+
+_COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}
+_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\x28\xb5\x2f\xfd": "zstd"}
+_EXTENSIONS: dict[str, Format] = {
+    ".csv": "csv",
+    ".txt": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+_DELIMITERS = [",", ";", "\t", "|"]
+_QUOTED = re.compile(r'"[^"]*"')
+_HEAD_BYTES = 64 * 1024
+_READ_ERRORS = (pa.ArrowException, OSError, EOFError, ValueError, UnicodeError)
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def compression_of(path: Path) -> str | None:
+    """The compression codec of a file (by suffix, else by magic bytes), or None."""
+    codec = _COMPRESSIONS.get(Path(path).suffix.lower())
+    if codec:
+        return codec
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    return next((codec for sig, codec in _MAGIC.items() if magic.startswith(sig)), None)
+
+
+def open_stream(path: Path) -> pa.NativeFile:
+    """Open a file for reading, decompressing it on the fly when needed."""
+    return pa.input_stream(str(path), compression=compression_of(path))
+
+
+def read_head(path: Path, size: int = _HEAD_BYTES) -> bytes:
+    """The first ``size`` decompressed bytes of a file.
+
+    Raises:
+        UnreadableFileError: the file cannot be opened or decompressed.
+    """
+    try:
+        with open_stream(path) as stream:
+            return bytes(stream.read(size))
+    except _READ_ERRORS as exc:
+        raise UnreadableFileError(f"{path}: cannot read the file: {_reason(exc)}") from exc
+
+
+def detect_format(path: Path, contract_format: str = "auto") -> Format:
+    """Decide how to read a file.
+
+    Args:
+        path: the file; a ``.gz``/``.zst``/``.zstd``/``.bz2`` suffix after the real
+            extension is ignored.
+        contract_format: the contract's ``format``; anything but ``auto`` wins.
+
+    Returns:
+        ``"csv"``, ``"tsv"``, ``"jsonl"`` (JSON lines, or a JSON array) or ``"parquet"``.
+    """
+    if contract_format != "auto":
+        return contract_format  # type: ignore[return-value]
+    path = Path(path)
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSIONS:
+        suffixes.pop()
+    if suffixes and suffixes[-1] in _EXTENSIONS:
+        return _EXTENSIONS[suffixes[-1]]
+    return _format_from_content(read_head(path))
+
+
+def _format_from_content(head: bytes) -> Format:
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    first = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    return "jsonl" if first in (b"{", b"[") else "csv"
+
+
+def sniff_delimiter(text: str) -> str:
+    """Pick the delimiter among ``,`` ``;`` tab ``|`` that splits the first lines evenly.
+
+    A candidate that gives the same non-zero count on every complete line wins, the highest
+    count first; otherwise the one most frequent in the header line; otherwise a comma.
+    """
+    lines = [_QUOTED.sub("", line) for line in text.splitlines()[:21]]
+    if len(lines) > 1 and not text.endswith(("\n", "\r")):
+        lines = lines[:-1]  # the last line of a head sample is usually cut short
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        return ","
+    counts = {d: [line.count(d) for line in lines] for d in _DELIMITERS}
+    steady = [d for d, c in counts.items() if c[0] > 0 and len(set(c)) == 1]
+    if steady:
+        return max(steady, key=lambda d: counts[d][0])
+    best = max(_DELIMITERS, key=lambda d: counts[d][0])
+    return best if counts[best][0] > 0 else ","
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_table(
+    path: Path,
+    reader: ReaderOptions | None = None,
+    fmt: str = "auto",
+    *,
+    column_types: dict[str, pa.DataType] | None = None,
+    source: str | None = None,
+    max_rows: int | None = None,
+) -> pa.Table:
+    """Read a file into an Arrow table.
+
+    Args:
+        path: the file, possibly compressed.
+        reader: decoding options; defaults apply when None.
+        fmt: a contract format (``auto`` detects it).
+        column_types: CSV only: Arrow types for some columns, parsed directly.
+        source: the name used in error messages (defaults to the path).
+        max_rows: stop after about this many rows (CSV streams only what it needs).
+
+    Returns:
+        The table; columns the reader was not told about have Arrow-inferred types.
+
+    Raises:
+        UnreadableFileError: the file is empty, corrupt, truncated or not decodable.
+        pyarrow.ArrowInvalid: CSV only, a value does not parse as its ``column_types`` type.
+    """
+    reader = reader or ReaderOptions()
+    source = source or str(path)
+    head = read_head(path)
+    if not head.strip(b" \t\r\n\xef\xbb\xbf"):
+        raise UnreadableFileError(f"{source}: the file is empty; re-send it with data")
+    kind = detect_format(path, fmt)
+    logger.debug("reading %s as %s", source, kind)
+    if kind in ("csv", "tsv"):
+        delimiter = csv_delimiter(head, reader, kind)
+        return _read_csv(path, reader, delimiter, column_types or {}, source, max_rows)
+    if kind == "jsonl":
+        table = _unreadable_on_error(source, kind, lambda: _read_json(path, reader, head))
+    else:
+        table = _unreadable_on_error(source, kind, lambda: _read_parquet(path))
+    return table if max_rows is None else table.slice(0, max_rows)
+
+
+def csv_delimiter(head: bytes, reader: ReaderOptions, kind: str = "csv") -> str:
+    """The delimiter to use: the contract's, else a tab for TSV, else sniffed from ``head``."""
+    if reader.delimiter:
+        return reader.delimiter
+    if kind == "tsv":
+        return "\t"
+    text = head.decode(reader.encoding, errors="replace")
+    lines = text.splitlines(keepends=True)[reader.skip_rows :]
+    return sniff_delimiter("".join(lines))
+
+
+def read_for_contract(path: Path, contract: Contract, *, source: str | None = None) -> pa.Table:
+    """Read a file for a contract, parsing declared CSV columns into their types if possible.
+
+    Declared columns come back either already typed or as strings (when some value does not
+    parse, or when the type needs a strptime ``format`` or a time zone); the caller converts
+    and diagnoses the string ones. Without a header, declared columns are taken by position.
+
+    Raises:
+        UnreadableFileError: see :func:`read_table`.
+    """
+    source = source or str(path)
+    reader = contract.reader
+    names = _file_names(contract)
+    fast_types = {
+        name: _fast_type(spec) for name, spec in zip(names, contract.columns, strict=True)
+    }
+    try:
+        table = read_table(path, reader, contract.format, column_types=fast_types, source=source)
+    except pa.ArrowInvalid as exc:
+        logger.info("%s: typed read failed (%s); re-reading declared columns as text", source, exc)
+        text_types = dict.fromkeys(names, pa.string())
+        table = read_table(path, reader, contract.format, column_types=text_types, source=source)
+    if not reader.header:
+        declared = [spec.name for spec in contract.columns]
+        table = table.rename_columns(
+            [declared[i] if i < len(declared) else n for i, n in enumerate(table.column_names)]
+        )
+    return table
+
+
+def _file_names(contract: Contract) -> list[str]:
+    if contract.reader.header:
+        return [spec.name for spec in contract.columns]
+    return [f"f{i}" for i in range(len(contract.columns))]
+
+
+def _fast_type(spec: ColumnSpec) -> pa.DataType:
+    data_type = spec.arrow_type()
+    needs_text = spec.format is not None or (
+        pa.types.is_timestamp(data_type) and data_type.tz is not None
+    )
+    return pa.string() if needs_text else data_type
+
+
+def _arrow_encoding(encoding: str) -> str:
+    # Arrow decodes UTF-8 natively (and skips a BOM); Python codecs would keep the BOM.
+    name = codecs.lookup(encoding).name
+    return "utf8" if name in ("utf-8", "utf-8-sig") else name
+
+
+def _read_csv(
+    path: Path,
+    reader: ReaderOptions,
+    delimiter: str,
+    column_types: dict[str, pa.DataType],
+    source: str,
+    max_rows: int | None,
+) -> pa.Table:
+    read_options = pacsv.ReadOptions(
+        encoding=_arrow_encoding(reader.encoding),
+        skip_rows=reader.skip_rows,
+        autogenerate_column_names=not reader.header,
+        block_size=16 << 20,
+    )
+    parse_options = pacsv.ParseOptions(
+        delimiter=delimiter, quote_char=reader.quote_char, newlines_in_values=True
+    )
+    convert_options = pacsv.ConvertOptions(
+        column_types=column_types,
+        null_values=reader.null_values,
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=True,
+    )
+    options = (read_options, parse_options, convert_options)
+    try:
+        table = _csv_sample(path, options, max_rows) if max_rows else None
+        if table is None:
+            with open_stream(path) as stream:
+                table = pacsv.read_csv(stream, *options)
+    except pa.ArrowInvalid as exc:
+        if str(exc).startswith("In CSV column") and "UTF8" not in str(exc):
+            raise  # a value that does not parse as its declared type: the caller diagnoses
+        raise UnreadableFileError(_csv_message(source, exc, delimiter)) from exc
+    except _READ_ERRORS as exc:
+        raise UnreadableFileError(_csv_message(source, exc, delimiter)) from exc
+    _reject_binary_columns(table, source)
+    return table
+
+
+def _csv_sample(path: Path, options: tuple[Any, Any, Any], max_rows: int) -> pa.Table | None:
+    """Stream the first ``max_rows`` rows.
+
+    Returns None when a later block contradicts the types Arrow inferred from the first one;
+    the caller then reads the whole file so inference sees every value.
+    """
+    kept: list[pa.RecordBatch] = []
+    rows = 0
+    with open_stream(path) as stream:
+        batches = pacsv.open_csv(stream, *options)
+        try:
+            for batch in batches:
+                kept.append(batch)
+                rows += batch.num_rows
+                if rows >= max_rows:
+                    break
+        except pa.ArrowInvalid as exc:
+            if not str(exc).startswith("In CSV column"):
+                raise
+            return None
+        return pa.Table.from_batches(kept, schema=batches.schema).slice(0, max_rows)
+
+
+def _csv_message(source: str, exc: BaseException, delimiter: str) -> str:
+    reason = _reason(exc)
+    if "UTF8" in reason or isinstance(exc, UnicodeError):
+        hint = "set reader.encoding in the contract (e.g. latin-1) or re-send the file as UTF-8"
+    elif "Expected" in reason and "columns" in reason:
+        hint = (
+            f"rows have different field counts with delimiter {delimiter!r}: check "
+            "reader.delimiter and reader.quote_char, or fix the file"
+        )
+    else:
+        hint = "the file looks truncated or corrupt: re-send it"
+    return f"{source}: cannot read as CSV: {reason}. Fix: {hint}"
+
+
+def _reject_binary_columns(table: pa.Table, source: str) -> None:
+    """Arrow infers ``binary`` for undeclared CSV columns whose bytes are not valid text."""
+    binary = [f.name for f in table.schema if pa.types.is_binary(f.type)]
+    if binary:
+        raise UnreadableFileError(
+            f"{source}: column(s) {binary} are not valid UTF-8 text. Fix: set reader.encoding "
+            "in the contract (e.g. latin-1) or re-send the file as UTF-8"
+        )
+
+
+def _read_json(path: Path, reader: ReaderOptions, head: bytes) -> pa.Table:
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+        return _table_from_rows(_load_json_array(path, reader))
+    data = _utf8_bytes(path, reader)
+    try:
+        table = pajson.read_json(io.BytesIO(data), pajson.ReadOptions(block_size=16 << 20))
+        return _nested_as_text(table)
+    except pa.ArrowInvalid as exc:
+        if "changed from" not in str(exc):
+            raise
+        # A column mixes JSON types: fall back to Python so the values can be diagnosed.
+        text = data.decode("utf-8")
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return _table_from_rows(rows)
+
+
+def _utf8_bytes(path: Path, reader: ReaderOptions) -> bytes:
+    with open_stream(path) as stream:
+        data = bytes(stream.read())
+    if _arrow_encoding(reader.encoding) == "utf8":
+        return data.removeprefix(codecs.BOM_UTF8)
+    return data.decode(reader.encoding).encode("utf-8")
+
+
+def _load_json_array(path: Path, reader: ReaderOptions) -> list[Any]:
+    rows = json.loads(_utf8_bytes(path, reader))
+    if not isinstance(rows, list):
+        raise ValueError("expected a JSON array of objects")
+    return rows
+
+
+def _table_from_rows(rows: list[Any]) -> pa.Table:
+    """Build a table from JSON objects; keys missing from a row become nulls."""
+    if not all(isinstance(row, dict) for row in rows):
+        raise ValueError("every JSON record must be an object ({...})")
+    names = list(dict.fromkeys(key for row in rows for key in row))
+    return pa.table({name: _json_column([row.get(name) for row in rows]) for name in names})
+
+
+def _nested_as_text(table: pa.Table) -> pa.Table:
+    """Contracts type flat columns only: nested values (objects, lists) become JSON text."""
+    for i, column in enumerate(table.schema):
+        if pa.types.is_nested(column.type):
+            text = pa.array([_json_text(v) for v in table.column(i).to_pylist()], pa.string())
+            table = table.set_column(i, column.name, text)
+    return table
+
+
+def _json_column(values: list[Any]) -> pa.Array:
+    if any(isinstance(v, dict | list) for v in values):
+        return pa.array([_json_text(v) for v in values], pa.string())
+    try:
+        return pa.array(values)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        # Mixed JSON types in one column: keep the text so the contract can judge each value.
+        return pa.array([_json_text(v) for v in values], pa.string())
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    if compression_of(path) is None:
+        return _nested_as_text(pq.read_table(str(path)))
+    with open_stream(path) as stream:
+        return _nested_as_text(pq.read_table(pa.BufferReader(stream.read())))
+
+
+def _unreadable_on_error(source: str, kind: str, read: Callable[[], T]) -> T:
+    try:
+        return read()
+    except _READ_ERRORS as exc:
+        if isinstance(exc, UnicodeError):
+            hint = "set reader.encoding in the contract or re-send the file as UTF-8"
+        else:
+            hint = f"check that it is valid {kind} and complete, then re-send it"
+        raise UnreadableFileError(
+            f"{source}: cannot read as {kind}: {_reason(exc)}. Fix: {hint}"
+        ) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,46 @@
+"""Fixtures shared by unit and integration tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hopper.config import HopperConfig, load_config
+
+CONTRACT = """\
+name: people
+version: 1
+format: csv
+columns:
+  - name: id
+    type: int64
+    nullable: false
+  - name: full name
+    type: string
+    rename: full_name
+  - name: score
+    type: float64
+"""
+
+
+def make_home(root: Path, contracts: dict[str, str] | None = None, extra: str = "") -> Path:
+    """Write a small Hopper home (hopper.yaml + contracts) and return its config path."""
+    (root / "datasets").mkdir(parents=True, exist_ok=True)
+    (root / "inbox").mkdir(exist_ok=True)
+    for name, text in (contracts or {"people": CONTRACT}).items():
+        (root / "datasets" / f"{name}.yaml").write_text(text, encoding="utf-8")
+    config = root / "hopper.yaml"
+    config.write_text(
+        "sources:\n  - path: inbox\n"
+        "lake: lake\nquarantine: quarantine\ndatasets_dir: datasets\nstate_dir: .hopper\n"
+        "watch:\n  stable_seconds: 0.2\n  rescan_seconds: 2\n  confirm_seconds: 5\n" + extra,
+        encoding="utf-8",
+    )
+    return config
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> HopperConfig:
+    """A loaded Hopper home in a temporary folder, with the `people` contract."""
+    return load_config(make_home(tmp_path))

@@ -1,0 +1,131 @@
+"""Contract inference: names kept verbatim, Arrow types, nullability, cautious checks."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hopper.contracts import dump_contract, infer_contract, load_contract, validate_file
+from hopper.errors import ConfigError, UnreadableFileError
+
+
+def messy_csv(rows: int = 60) -> str:
+    lines = ["Order ID,Customer Name,amount (€),status,placed on,flag"]
+    for i in range(rows):
+        amount = "NA" if i % 7 == 0 else f"{i * 1.5}"
+        status = ["open", "paid", "shipped"][i % 3]
+        lines.append(f"{i},Customer {i},{amount},{status},2024-01-{i % 28 + 1:02d},{i % 2 == 0}")
+    return "\n".join(lines) + "\n"
+
+
+def test_infer_messy_csv(tmp_path: Path) -> None:
+    path = tmp_path / "orders.csv"
+    path.write_text(messy_csv(), encoding="utf-8")
+    contract = infer_contract(path, "orders")
+    columns = {c.name: c for c in contract.columns}
+    assert list(columns) == [
+        "Order ID",
+        "Customer Name",
+        "amount (€)",
+        "status",
+        "placed on",
+        "flag",
+    ]
+    assert {name: c.type for name, c in columns.items()} == {
+        "Order ID": "int64",
+        "Customer Name": "string",
+        "amount (€)": "float64",
+        "status": "string",
+        "placed on": "date32",
+        "flag": "bool",
+    }
+    assert columns["Order ID"].nullable is False
+    assert columns["amount (€)"].nullable is True
+    assert columns["status"].allowed == ["open", "paid", "shipped"]
+    assert columns["Customer Name"].allowed is None  # every value distinct
+    assert all(c.min is None and c.max is None for c in contract.columns)
+    assert contract.format == "csv" and contract.reader.delimiter is None
+    assert validate_file(path, contract) == []
+
+
+def test_inferred_contract_round_trips_through_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "orders.csv"
+    path.write_text(messy_csv(), encoding="utf-8")
+    contract = infer_contract(path, "orders")
+    yaml_path = tmp_path / "orders.yaml"
+    yaml_path.write_text(dump_contract(contract), encoding="utf-8")
+    assert load_contract(yaml_path) == contract
+
+
+def test_allowed_needs_enough_rows(tmp_path: Path) -> None:
+    path = tmp_path / "small.csv"
+    path.write_text(messy_csv(rows=20), encoding="utf-8")
+    assert infer_contract(path, "orders").column("status").allowed is None
+
+
+def test_infer_bom_semicolon_and_latin1(tmp_path: Path) -> None:
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("\ufeffname;value\nx;1\n".encode())
+    contract = infer_contract(bom, "bom")
+    assert [c.name for c in contract.columns] == ["name", "value"]
+    assert contract.reader.delimiter == ";"
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("ville,code\nMérignac,33700\nSète,34200\n".encode("latin-1"))
+    contract = infer_contract(latin, "latin")
+    assert contract.reader.encoding == "latin-1"
+    assert validate_file(latin, contract) == []
+
+
+def test_infer_empty_and_header_only(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(UnreadableFileError, match="empty"):
+        infer_contract(empty, "empty")
+    header = tmp_path / "header.csv"
+    header.write_text("a,b\n")
+    contract = infer_contract(header, "header")
+    assert [(c.name, c.type, c.nullable) for c in contract.columns] == [
+        ("a", "string", True),
+        ("b", "string", True),
+    ]
+
+
+def test_infer_gzipped_json_lines_and_parquet(tmp_path: Path) -> None:
+    rows = [{"id": i, "at": "2024-01-01T10:00:00Z", "tags": ["a"]} for i in range(3)]
+    path = tmp_path / "events.jsonl.gz"
+    path.write_bytes(gzip.compress("\n".join(json.dumps(r) for r in rows).encode()))
+    contract = infer_contract(path, "events")
+    assert contract.format == "jsonl"
+    assert [(c.name, c.type) for c in contract.columns] == [
+        ("id", "int64"),
+        ("at", "timestamp[s]"),  # Arrow JSON normalises "Z" times to naive UTC
+        ("tags", "string"),
+    ]
+    assert validate_file(path, contract) == []
+    parquet = tmp_path / "p.parquet"
+    table = pa.table({"d": pa.array([1.5, None]), "n": pa.array([1, 2], pa.int16())})
+    pq.write_table(table, parquet)
+    contract = infer_contract(parquet, "p")
+    assert [(c.name, c.type, c.nullable) for c in contract.columns] == [
+        ("d", "float64", True),
+        ("n", "int16", False),
+    ]
+
+
+def test_infer_sample_rows_limits_the_sample(tmp_path: Path) -> None:
+    path = tmp_path / "orders.csv"
+    path.write_text("id,note\n1,a\n2,b\n3,\n", encoding="utf-8")
+    assert infer_contract(path, "orders", sample_rows=2).column("note").nullable is False
+    assert infer_contract(path, "orders").column("note").nullable is True
+
+
+def test_infer_rejects_bad_dataset_name(tmp_path: Path) -> None:
+    path = tmp_path / "orders.csv"
+    path.write_text("id\n1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="Bad Name"):
+        infer_contract(path, "Bad Name")

@@ -1,0 +1,81 @@
+from pathlib import Path
+
+from hopper.ledger import Ledger, sqlite_url
+from hopper.models import FileRef, FileState, IngestOutcome
+
+
+def _ledger(tmp_path: Path) -> Ledger:
+    return Ledger(sqlite_url(tmp_path / "state"))
+
+
+def _ref(name: str = "a.csv", sha: str = "01") -> FileRef:
+    return FileRef(uri=f"file:///in/sales/{name}", size=3, mtime=1.0, dataset="sales", sha256=sha)
+
+
+def test_same_version_is_recorded_once_and_new_version_is_new(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    assert ledger.record_detected(_ref()) is True
+    assert ledger.record_detected(_ref()) is False
+    assert ledger.record_detected(_ref(sha="02")) is True
+    assert [v.fingerprint for v in ledger.versions(_ref().uri)] == ["sha256:01", "sha256:02"]
+
+
+def test_dispatch_until_confirmed(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    ref = _ref()
+    ledger.record_detected(ref)
+    assert [r.uri for r in ledger.due_for_dispatch(confirm_seconds=60)] == [ref.uri]
+    ledger.mark_dispatched(ref.uri, ref.fingerprint, "d1")
+    assert ledger.due_for_dispatch(confirm_seconds=60) == []
+    # unconfirmed for longer than confirm_seconds: due again
+    assert [r.dispatch_id for r in ledger.due_for_dispatch(confirm_seconds=0)] == ["d1"]
+    ledger.mark_queued(ref.uri, ref.fingerprint, "run-1")
+    assert ledger.due_for_dispatch(confirm_seconds=0) == []
+    assert ledger.get(ref.uri, ref.fingerprint).state == FileState.QUEUED  # type: ignore[union-attr]
+
+
+def test_claim_is_exclusive_unless_replay(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    ref = _ref()
+    ledger.record_detected(ref)
+    assert ledger.claim(ref, "run-1") is True
+    assert ledger.claim(ref, "run-2") is False  # another run owns it
+    assert ledger.claim(ref, "run-1") is True  # the same run may retry
+    ledger.finish(
+        IngestOutcome(
+            uri=ref.uri, fingerprint=ref.fingerprint, dataset="sales", state=FileState.INGESTED
+        ),
+        "run-1",
+    )
+    assert ledger.claim(ref, "run-3") is False  # settled
+    assert ledger.claim(ref, "run-4", replay=True) is True
+    events = [h["event"] for h in ledger.history(ref.uri)]
+    assert events == ["detected", "running", "skipped", "running", "ingested", "skipped", "running"]
+
+
+def test_claim_records_unknown_versions(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    ref = _ref()
+    assert ledger.claim(ref, "run-1") is True
+    assert ledger.latest(ref.uri).state == FileState.RUNNING  # type: ignore[union-attr]
+
+
+def test_records_filters_latest_versions(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    old, new, other = _ref(sha="01"), _ref(sha="02"), _ref("b.csv")
+    for ref in (old, new, other):
+        ledger.record_detected(ref)
+    ledger.finish(
+        IngestOutcome(
+            uri=other.uri,
+            fingerprint=other.fingerprint,
+            dataset="sales",
+            state=FileState.QUARANTINED,
+            reason="bad",
+        ),
+        "run-9",
+    )
+    latest = {r.uri: r.fingerprint for r in ledger.records()}
+    assert latest == {old.uri: "sha256:02", other.uri: other.fingerprint}
+    assert [r.uri for r in ledger.records(states=[FileState.QUARANTINED])] == [other.uri]
+    assert ledger.counts() == {"sales": {"detected": 1, "quarantined": 1}}

@@ -1,0 +1,64 @@
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hopper.sink import output_path, partition_dir, quarantine_copy, safe_stem, write_outputs
+
+
+def test_output_path_is_pure_and_source_specific(tmp_path: Path) -> None:
+    a = output_path(tmp_path, "sales", "", "jan.csv", "file:///in/sales/jan.csv")
+    assert a == output_path(tmp_path, "sales", "", "jan.csv", "file:///in/sales/jan.csv")
+    b = output_path(tmp_path, "sales", "", "jan.csv", "file:///in/sales/eu/jan.csv")
+    assert a != b and a.parent == tmp_path / "sales" and a.name.startswith("jan-")
+
+
+def test_partition_dir_and_safe_names() -> None:
+    assert (
+        partition_dir([("region", "EU"), ("day", None)])
+        == "region=EU/day=__HIVE_DEFAULT_PARTITION__"
+    )
+    assert partition_dir([("k", "a/b")]) == "k=a%2Fb"
+    assert safe_stem("../../etc/passwd") == "passwd" or "/" not in safe_stem("../../etc/passwd")
+    assert safe_stem(".hidden") == "hidden"
+    assert safe_stem("my report (v2).csv") == "my_report_v2"
+
+
+def test_rewrite_replaces_and_removes_stale_partitions(tmp_path: Path) -> None:
+    uri = "file:///in/sales/jan.csv"
+    first = pa.table({"region": ["EU", "US", "US"], "n": [1, 2, 3]})
+    written = write_outputs(
+        first,
+        lake=tmp_path,
+        dataset="sales",
+        partition_by=["region"],
+        source_name="jan.csv",
+        uri=uri,
+    )
+    assert sorted(p.parent.name for p in written) == ["region=EU", "region=US"]
+    second = pa.table({"region": ["US"], "n": [9]})
+    written2 = write_outputs(
+        second,
+        lake=tmp_path,
+        dataset="sales",
+        partition_by=["region"],
+        source_name="jan.csv",
+        uri=uri,
+    )
+    files = sorted(tmp_path.rglob("*.parquet"))
+    assert files == written2
+    assert pq.read_table(files[0]).to_pydict() == {"n": [9]}
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_quarantine_copy_writes_reason(tmp_path: Path) -> None:
+    src = tmp_path / "bad.csv"
+    src.write_text("x\n1\n")
+    when = datetime(2024, 5, 6, tzinfo=UTC)
+    copy = quarantine_copy(
+        src, quarantine=tmp_path / "q", dataset="sales", when=when, reason={"reason": "broken"}
+    )
+    assert copy == tmp_path / "q" / "sales" / "2024-05-06" / "bad.csv"
+    assert copy.read_text() == "x\n1\n"
+    assert '"broken"' in (copy.parent / "bad.csv.error.json").read_text()

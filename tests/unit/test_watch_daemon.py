@@ -1,0 +1,97 @@
+"""The watcher's dispatch logic, with a scripted stand-in for the Prefect server.
+
+The real server path is covered by tests/integration; here the stand-in lets a test switch
+the server off and on and decide when a flow run "exists".
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from hopper.config import HopperConfig
+from hopper.ingest import Home
+from hopper.ledger import Ledger, sqlite_url
+from hopper.models import FileState
+from hopper.watch.daemon import Watcher
+
+
+class ScriptedServer:
+    def __init__(self) -> None:
+        self.up = False
+        self.runs: dict[str, str] = {}
+        self.emitted: list[dict[str, object]] = []
+
+    def healthy(self) -> bool:
+        return self.up
+
+    def runs_for_dispatches(self, dispatch_ids: set[str], since: datetime) -> dict[str, str]:
+        return {d: r for d, r in self.runs.items() if d in dispatch_ids}
+
+    def emit(self, spec: dict[str, object]) -> bool:
+        self.emitted.append(spec)
+        return True
+
+
+def _dispatch_id(spec: dict[str, object]) -> str:
+    return spec["payload"]["request"]["dispatch_id"]  # type: ignore[index,no-any-return]
+
+
+def test_outage_keeps_files_pending_then_dispatches_and_confirms(home: HopperConfig) -> None:
+    ledger = Ledger(sqlite_url(home.state_dir))
+    server = ScriptedServer()
+    watcher = Watcher(home, ledger, server, server.emit)
+    config = home.model_copy(
+        update={"watch": home.watch.model_copy(update={"confirm_seconds": 0.0})}
+    )
+    watcher.config = config
+    inbox = home.sources[0].path
+    (inbox / "people").mkdir(parents=True)
+    (inbox / "people" / "a.csv").write_text("id\n1\n")
+    for source in watcher.sources:
+        source.stable_seconds = 0
+        source.scan()
+    assert len(watcher.detect()) == 1
+
+    assert watcher.dispatch() == 0  # server down: nothing emitted, nothing lost
+    assert server.emitted == []
+    (record,) = ledger.records()
+    assert record.state == FileState.DETECTED
+
+    server.up = True
+    assert watcher.dispatch() == 1
+    first = _dispatch_id(server.emitted[-1])
+    assert watcher.confirm() == 0  # no run yet (the event was lost)
+    assert watcher.dispatch() == 1  # so it is emitted again
+    second = _dispatch_id(server.emitted[-1])
+    assert second != first
+
+    server.runs[second] = "run-42"
+    assert watcher.confirm() == 1
+    (record,) = ledger.records()
+    assert record.state == FileState.QUEUED and record.flow_run_id == "run-42"
+    assert watcher.dispatch() == 0
+    assert [h["event"] for h in ledger.history(record.uri)] == [
+        "detected",
+        "dispatched",
+        "dispatched",
+        "queued",
+    ]
+
+
+def test_restart_does_not_dispatch_known_files_again(tmp_path: Path, home: HopperConfig) -> None:
+    inbox = home.sources[0].path
+    (inbox / "people").mkdir(parents=True)
+    (inbox / "people" / "a.csv").write_text("id\n1\n")
+    server = ScriptedServer()
+    server.up = True
+    for _ in range(2):  # two watcher lifetimes over the same ledger
+        h = Home(config=home, ledger=Ledger(sqlite_url(home.state_dir)))
+        watcher = Watcher(h.config, h.ledger, server, server.emit)
+        for source in watcher.sources:
+            source.stable_seconds = 0
+            source.scan()
+        watcher.detect()
+        watcher.dispatch()
+        h.ledger.close()
+    assert len(server.emitted) == 1

@@ -1,0 +1,107 @@
+"""The local folder source, on a real folder with a real watchdog observer."""
+
+import os
+import time
+from pathlib import Path
+
+from hopper.config import FolderSource
+from hopper.models import FileRef
+from hopper.watch.local import LocalFolder, Stat, is_stable
+
+IGNORE = [".*", "*.tmp", "*.part", "~*"]
+
+
+def _poll_until(folder: LocalFolder, want: int, timeout: float = 10.0) -> list[FileRef]:
+    found: list[FileRef] = []
+    deadline = time.monotonic() + timeout
+    while len(found) < want and time.monotonic() < deadline:
+        found += folder.poll()
+        time.sleep(0.05)
+    return found
+
+
+def test_is_stable_rule() -> None:
+    a = Stat(10, 1)
+    assert is_stable(a, Stat(10, 1), mtime_age=1.0, stable_seconds=0.5)
+    assert not is_stable(None, a, 1.0, 0.5)
+    assert not is_stable(a, Stat(11, 2), 1.0, 0.5)
+    assert not is_stable(a, a, 0.1, 0.5)
+
+
+def test_detects_closed_and_moved_in_files_once(tmp_path: Path) -> None:
+    root = tmp_path / "inbox"
+    folder = LocalFolder(FolderSource(path=root), [], ignore=IGNORE, stable_seconds=0.2)
+    folder.start()
+    try:
+        (root / "sales").mkdir(parents=True)
+        (root / "sales" / "a.csv").write_text("x\n1\n")
+        staged = tmp_path / "b.csv"
+        staged.write_text("x\n2\n")
+        os.rename(staged, root / "sales" / "b.csv")
+        (root / "sales" / "c.csv.part").write_text("partial")
+        (root / "sales" / ".hidden.csv").write_text("hidden")
+        refs = _poll_until(folder, 2)
+        assert sorted(r.name for r in refs) == ["a.csv", "b.csv"]
+        assert {r.dataset for r in refs} == {"sales"}
+        assert all(r.sha256 and r.uri.startswith("file://") for r in refs)
+        time.sleep(0.5)
+        assert folder.poll() == []  # nothing handed out twice
+    finally:
+        folder.stop()
+
+
+def test_scan_finds_files_that_existed_before_start(tmp_path: Path) -> None:
+    root = tmp_path / "inbox"
+    (root / "orders").mkdir(parents=True)
+    (root / "orders" / "old.csv").write_text("x\n1\n")
+    past = time.time() - 60
+    os.utime(root / "orders" / "old.csv", (past, past))
+    folder = LocalFolder(FolderSource(path=root), [], ignore=IGNORE, stable_seconds=0.2)
+    assert folder.scan() == 1
+    refs = _poll_until(folder, 1)
+    assert [r.name for r in refs] == ["old.csv"]
+
+
+def test_growing_file_is_not_complete_until_it_stops(tmp_path: Path) -> None:
+    root = tmp_path / "inbox"
+    (root / "logs").mkdir(parents=True)
+    path = root / "logs" / "grow.csv"
+    folder = LocalFolder(FolderSource(path=root), [], ignore=IGNORE, stable_seconds=0.5)
+    with path.open("w") as fh:
+        for i in range(6):
+            fh.write(f"{i}\n")
+            fh.flush()
+            folder.scan()
+            assert folder.poll() == []
+            time.sleep(0.1)
+    refs = _poll_until(folder, 1)
+    assert len(refs) == 1 and refs[0].size == path.stat().st_size
+
+
+def test_changed_file_is_a_new_version(tmp_path: Path) -> None:
+    root = tmp_path / "inbox"
+    (root / "d").mkdir(parents=True)
+    path = root / "d" / "f.csv"
+    path.write_text("x\n1\n")
+    folder = LocalFolder(FolderSource(path=root), [], ignore=IGNORE, stable_seconds=0.1)
+    folder.scan()
+    (first,) = _poll_until(folder, 1)
+    path.write_text("x\n1\n2\n")
+    folder.scan()
+    (second,) = _poll_until(folder, 1)
+    assert first.uri == second.uri and first.fingerprint != second.fingerprint
+
+
+def test_files_in_a_new_folder_are_found_without_a_rescan(tmp_path: Path) -> None:
+    root = tmp_path / "inbox"
+    root.mkdir()
+    folder = LocalFolder(FolderSource(path=root), [], ignore=IGNORE, stable_seconds=0.1)
+    folder.start()
+    try:
+        for i in range(3):
+            (root / f"ds{i}").mkdir()
+            (root / f"ds{i}" / "f.csv").write_text("x\n1\n")
+        refs = _poll_until(folder, 3, timeout=5)
+        assert sorted(r.dataset for r in refs) == ["ds0", "ds1", "ds2"]  # type: ignore[type-var]
+    finally:
+        folder.stop()
