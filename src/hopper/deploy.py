@@ -65,24 +65,37 @@ def apply_prefect_yaml(project_dir: Path, work_pool: str, env: dict[str, str] | 
 
 
 def remove_stale_automations() -> list[str]:
-    """Delete automations owned by deployments that no longer exist; return their names."""
-    from uuid import UUID
+    """Delete automations that would run a deployment that no longer exists.
 
+    Returns:
+        The names of the deleted automations.
+    """
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
     removed: list[str] = []
     with get_client(sync_client=True) as client:
         for automation in client.read_automations():
-            owner = getattr(automation, "owner_resource", None) or ""
-            if not owner.startswith("prefect.deployment."):
-                continue
-            try:
-                client.read_deployment(UUID(owner.removeprefix("prefect.deployment.")))
-            except (ObjectNotFound, ValueError):
+            targets = [
+                action.deployment_id
+                for action in automation.actions
+                if getattr(action, "type", None) == "run-deployment"
+                and getattr(action, "deployment_id", None) is not None
+            ]
+            missing = []
+            for deployment_id in targets:
+                try:
+                    client.read_deployment(deployment_id)
+                except ObjectNotFound:
+                    missing.append(deployment_id)
+            if missing:
                 client.delete_automation(automation.id)
                 removed.append(automation.name)
-                log.info("deleted stale automation %r (owner %s is gone)", automation.name, owner)
+                log.info(
+                    "deleted stale automation %r (deployment %s is gone)",
+                    automation.name,
+                    missing[0],
+                )
     return removed
 
 
