@@ -71,6 +71,7 @@ def remove_stale_automations() -> list[str]:
         The names of the deleted automations.
     """
     from prefect.client.orchestration import get_client
+    from prefect.events.actions import RunDeployment
     from prefect.exceptions import ObjectNotFound
 
     removed: list[str] = []
@@ -79,8 +80,7 @@ def remove_stale_automations() -> list[str]:
             targets = [
                 action.deployment_id
                 for action in automation.actions
-                if getattr(action, "type", None) == "run-deployment"
-                and getattr(action, "deployment_id", None) is not None
+                if isinstance(action, RunDeployment) and action.deployment_id is not None
             ]
             missing = []
             for deployment_id in targets:

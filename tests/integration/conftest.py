@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.conftest import CONTRACT, make_home
 
 EVENTS_CONTRACT = """\
