@@ -58,6 +58,16 @@ class Selection:
     since_seconds: float | None = None
 
 
+def _glob_matches(record: FileRecord, pattern: str) -> bool:
+    """Whether a record's file matches a glob given as a path or as a URI."""
+    if "://" in pattern:
+        return fnmatch.fnmatchcase(record.uri, pattern)
+    if not record.ref.is_local:
+        return False
+    full = str(Path(pattern).expanduser().absolute())
+    return fnmatch.fnmatchcase(str(record.ref.local_path()), full)
+
+
 def select(ledger: Ledger, sel: Selection) -> list[FileRecord]:
     """The latest version of every file the selection names.
 
@@ -75,11 +85,10 @@ def select(ledger: Ledger, sel: Selection) -> list[FileRecord]:
         for rec in ledger.records(states=states or None, dataset=sel.dataset, since=since):
             chosen[rec.uri] = rec
     for target in sel.targets:
-        uri = to_uri(target)
         if any(ch in target for ch in "*?["):
-            matched = [r for r in ledger.records() if fnmatch.fnmatchcase(r.uri, uri)]
-            chosen.update({r.uri: r for r in matched})
+            chosen.update({r.uri: r for r in ledger.records() if _glob_matches(r, target)})
             continue
+        uri = to_uri(target)
         latest = ledger.latest(uri)
         if latest is None:
             raise HopperError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from cyclopts import App
+from cyclopts import App, Parameter
 
 from hopper import __version__
 from hopper.errors import ConfigError, HopperError
@@ -24,6 +24,7 @@ app = App(
         "`hopper up --config DIR/hopper.yaml` and drop files into DIR/inbox/DATASET/."
     ),
     version=__version__,
+    default_parameter=Parameter(negative=()),
 )
 
 

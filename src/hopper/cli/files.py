@@ -160,8 +160,8 @@ def replay(
 ) -> None:
     """Re-run files through their Prefect deployment; outputs are replaced, never duplicated.
 
-    Name files by path, URI or glob, or select them with --failed, --quarantined,
-    --dataset and --since (combined with AND).
+    Name files by path, URI or glob, and/or select them from the ledger with --failed,
+    --quarantined, --dataset and --since (these filters combine with AND).
 
     Args:
         targets: File paths, URIs or globs (e.g. './inbox/sales/*.csv').
