@@ -17,7 +17,9 @@ def _ledger(tmp_path: Path) -> tuple[Ledger, list[FileRef]]:
     for ref, state in zip(refs, [FileState.INGESTED, FileState.QUARANTINED, FileState.FAILED]):
         ledger.record_detected(ref)
         ledger.finish(
-            IngestOutcome(uri=ref.uri, fingerprint=ref.fingerprint, dataset=ref.dataset, state=state),
+            IngestOutcome(
+                uri=ref.uri, fingerprint=ref.fingerprint, dataset=ref.dataset, state=state
+            ),
             "run",
         )
     return ledger, refs
@@ -33,7 +35,10 @@ def test_select_by_state_dataset_and_glob(tmp_path: Path) -> None:
     ledger, refs = _ledger(tmp_path)
     names = lambda recs: sorted(r.ref.name for r in recs)  # noqa: E731
     assert names(select(ledger, Selection([], failed=True))) == ["c.csv"]
-    assert names(select(ledger, Selection([], failed=True, quarantined=True))) == ["b.json", "c.csv"]
+    assert names(select(ledger, Selection([], failed=True, quarantined=True))) == [
+        "b.json",
+        "c.csv",
+    ]
     assert names(select(ledger, Selection([], dataset="sales"))) == ["a.csv", "b.json"]
     assert names(select(ledger, Selection([str(tmp_path / "in" / "*" / "*.csv")]))) == [
         "a.csv",

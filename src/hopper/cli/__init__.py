@@ -28,11 +28,19 @@ app = App(
 )
 
 
+_registered = False
+
+
 def _register() -> None:
+    """Attach the command modules (imported lazily, so `--help` stays fast)."""
+    global _registered
+    if _registered:
+        return
     from hopper.cli import contract, files, home, run
 
     for module in (home, run, contract, files):
         module.register(app)
+    _registered = True
 
 
 def configure_logging() -> None:

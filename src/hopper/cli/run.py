@@ -36,6 +36,11 @@ def prepare_home(cfg: HopperConfig) -> None:
     """Create the folders a home needs (inbox, lake, quarantine, state)."""
     for folder in [s.path for s in cfg.sources] + [cfg.lake, cfg.quarantine, cfg.state_dir]:
         folder.mkdir(parents=True, exist_ok=True)
+    # One inbox folder per contract, so `cp file inbox/<dataset>/` works from the start.
+    contracts = sorted(cfg.datasets_dir.glob("*.yaml")) if cfg.datasets_dir.is_dir() else []
+    for source in cfg.sources:
+        for contract in contracts:
+            (source.path / contract.stem).mkdir(exist_ok=True)
 
 
 def _default_api_url() -> None:

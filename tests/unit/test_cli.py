@@ -1,0 +1,52 @@
+"""The CLI's local commands, run in-process as a user would type them."""
+
+from pathlib import Path
+
+import pytest
+
+from hopper.cli import main
+
+SAMPLE = "id,full name,score\n1,Ada Lovelace,9.5\n2,Alan Turing,NA\n"
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_init_infer_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "home"
+    assert _run(capsys, "init", str(home))[0] == 0
+    sample = tmp_path / "people.csv"
+    sample.write_text(SAMPLE)
+    code, out, _ = _run(capsys, "contract", "infer", str(sample), "--dataset", "people")
+    assert code == 0 and "name: full name" in out and "type: int64" in out
+    (home / "datasets" / "people.yaml").write_text(out)
+    config = str(home / "hopper.yaml")
+    assert _run(capsys, "validate", str(sample), "--dataset", "people", "--config", config)[0] == 0
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,full name,score\n1,x,1\nNOPE,y,2\n")
+    code, out, _ = _run(capsys, "validate", str(bad), "--dataset", "people", "--config", config)
+    assert code == 1 and "id" in out and "NOPE" in out and "row" in out
+
+
+def test_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "validate", str(tmp_path / "x.csv"), "--dataset", "d")
+    assert code == 1 and err.startswith("hopper: ") and "no such file" in err
+    (tmp_path / "x.csv").write_text("a\n1\n")
+    code, _, err = _run(
+        capsys,
+        "validate",
+        str(tmp_path / "x.csv"),
+        "--dataset",
+        "d",
+        "--config",
+        str(tmp_path / "missing.yaml"),
+    )
+    assert code == 2 and "hopper init" in err

@@ -1,0 +1,78 @@
+"""One file end to end without Prefect: contract → validate → Parquet or quarantine."""
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from hopper.config import HopperConfig
+from hopper.ingest import ingest
+from hopper.models import FileRef, FileState, IngestRequest
+
+
+def _request(path: Path, dataset: str | None = "people") -> IngestRequest:
+    st = path.stat()
+    ref = FileRef(uri=path.as_uri(), size=st.st_size, mtime=st.st_mtime, dataset=dataset)
+    return IngestRequest(ref=ref, dispatch_id="d")
+
+
+def _write(home: HopperConfig, name: str, text: str, dataset: str = "people") -> Path:
+    path = home.sources[0].path / dataset / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_valid_file_is_written_with_lineage(home: HopperConfig) -> None:
+    path = _write(home, "p.csv", "id,full name,score\n1,Ada,1.5\n2,NA,\n")
+    outcome = ingest(_request(path), home, flow_run_id="r1")
+    assert outcome.state == FileState.INGESTED
+    assert (outcome.rows_in, outcome.rows_out) == (2, 2)
+    (out,) = outcome.outputs
+    table = pq.read_table(out)
+    assert table.column("full_name").to_pylist() == ["Ada", None]
+    assert table.column("_source_uri").to_pylist() == [path.as_uri()] * 2
+    assert outcome.schema_["_ingested_at"] == "timestamp[us, tz=UTC]"
+
+
+def test_ingesting_again_replaces_the_output(home: HopperConfig) -> None:
+    path = _write(home, "p.csv", "id,full name,score\n1,Ada,1.5\n2,Bob,2\n")
+    first = ingest(_request(path), home)
+    path.write_text("id,full name,score\n3,Cy,3\n")
+    second = ingest(_request(path), home)
+    assert first.outputs == second.outputs
+    assert pq.read_table(second.outputs[0]).column("id").to_pylist() == [3]
+    assert len(list(home.lake.rglob("*.parquet"))) == 1
+
+
+def test_type_error_quarantines_with_reason_file(home: HopperConfig) -> None:
+    path = _write(home, "bad.csv", "id,full name,score\n1,Ada,oops\n")
+    outcome = ingest(_request(path), home, flow_run_id="run-7")
+    assert outcome.state == FileState.QUARANTINED
+    assert outcome.outputs == [] and not list(home.lake.rglob("*.parquet"))
+    copy = Path(outcome.quarantine_path or "")
+    reason = json.loads((copy.parent / "bad.csv.error.json").read_text())
+    assert reason["flow_run_id"] == "run-7" and reason["contract_version"] == 1
+    assert reason["violations"][0]["column"] == "score"
+    assert "oops" in reason["violations"][0]["samples"]
+    assert reason["replay"].startswith("hopper replay ")
+    assert copy.read_text() == path.read_text()
+
+
+def test_unknown_dataset_and_missing_contract_are_quarantined(home: HopperConfig) -> None:
+    loose = home.sources[0].path / "loose.csv"
+    loose.parent.mkdir(parents=True, exist_ok=True)
+    loose.write_text("a\n1\n")
+    outcome = ingest(_request(loose, dataset=None), home)
+    assert outcome.state == FileState.QUARANTINED and "no dataset" in (outcome.reason or "")
+    other = _write(home, "x.csv", "a\n1\n", dataset="other")
+    outcome = ingest(_request(other, dataset="other"), home)
+    assert outcome.state == FileState.QUARANTINED and "has no contract" in (outcome.reason or "")
+
+
+def test_vanished_source_is_quarantined_with_clear_reason(home: HopperConfig) -> None:
+    path = _write(home, "gone.csv", "id,full name,score\n1,a,1\n")
+    request = _request(path)
+    path.unlink()
+    outcome = ingest(request, home)
+    assert outcome.state == FileState.QUARANTINED and "gone" in (outcome.reason or "")
