@@ -14,7 +14,9 @@ def _ledger(tmp_path: Path) -> tuple[Ledger, list[FileRef]]:
         FileRef(uri=(tmp_path / "in" / ds / name).as_uri(), size=1, mtime=1.0, dataset=ds)
         for ds, name in [("sales", "a.csv"), ("sales", "b.json"), ("orders", "c.csv")]
     ]
-    for ref, state in zip(refs, [FileState.INGESTED, FileState.QUARANTINED, FileState.FAILED]):
+    for ref, state in zip(
+        refs, [FileState.INGESTED, FileState.QUARANTINED, FileState.FAILED], strict=True
+    ):
         ledger.record_detected(ref)
         ledger.finish(
             IngestOutcome(
@@ -32,7 +34,7 @@ def test_parse_since() -> None:
 
 
 def test_select_by_state_dataset_and_glob(tmp_path: Path) -> None:
-    ledger, refs = _ledger(tmp_path)
+    ledger, _ = _ledger(tmp_path)
     names = lambda recs: sorted(r.ref.name for r in recs)  # noqa: E731
     assert names(select(ledger, Selection([], failed=True))) == ["c.csv"]
     assert names(select(ledger, Selection([], failed=True, quarantined=True))) == [
