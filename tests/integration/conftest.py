@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.conftest import CONTRACT, make_home
 
 EVENTS_CONTRACT = """\

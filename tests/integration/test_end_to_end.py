@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from tests.integration.conftest import Running, free_port, hopper, make_home, wait_for
 
 pytestmark = pytest.mark.integration
