@@ -1,15 +1,20 @@
-"""``hopper contract infer`` and ``hopper validate``: contracts without Prefect."""
+"""``hopper contract infer|diff`` and ``hopper validate``: contracts without Prefect."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
-from cyclopts import App
+from cyclopts import App, Parameter
 from rich.console import Console
+from rich.table import Table
 
 from hopper.cli.run import ConfigOption, resolve_config
 from hopper.contracts import (
+    Contract,
+    ContractDiff,
+    diff_file,
     dump_contract,
     format_violations,
     infer_contract,
@@ -46,9 +51,83 @@ def validate(file: Path, /, *, dataset: str, config: ConfigOption = None) -> Non
 
     Args:
         file: File to check.
-        dataset: Dataset whose contract applies (<home>/datasets/<dataset>.yaml).
+        dataset: Dataset whose contract applies (datasets/DATASET.yaml in the home).
         config: hopper.yaml of the Hopper home.
     """
+    violations = validate_file(file, _dataset_contract(file, dataset, config))
+    if not violations:
+        console.print(f"[green]valid[/]: {file} matches the contract of {dataset!r}")
+        return
+    sys.stdout.write(format_violations(violations, str(file)) + "\n")
+    raise SystemExit(1)
+
+
+@contract_app.command(name="diff")
+def diff(
+    file: Path,
+    /,
+    *,
+    dataset: str,
+    config: ConfigOption = None,
+    json_output: Annotated[bool, Parameter(name="--json")] = False,
+) -> None:
+    """Show how a file differs from its dataset's contract, column by column.
+
+    Lists declared columns missing from the file, extra columns (with the type Arrow infers),
+    columns whose type differs (and whether their values convert) and nulls in columns
+    declared nullable: false. Exits 0 when the file matches, 1 when it differs.
+
+    Args:
+        file: File to compare (any supported format, optionally compressed).
+        dataset: Dataset whose contract applies (datasets/DATASET.yaml in the home).
+        config: hopper.yaml of the Hopper home.
+        json_output: Print the diff as JSON (keys documented in docs/contracts.md).
+    """
+    result = diff_file(file, _dataset_contract(file, dataset, config))
+    if json_output:
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+    else:
+        _print_diff(result)
+    if not result.matches:
+        raise SystemExit(1)
+
+
+_STYLES = {"ok": "green", "compatible": "cyan", "extra": "yellow"}
+
+
+def _print_diff(result: ContractDiff) -> None:
+    table = Table(
+        title=f"{result.file} vs contract {result.dataset!r} v{result.contract_version} "
+        f"({result.format}, {result.rows} rows)",
+        title_justify="left",
+    )
+    for header in ("column", "status", "contract type", "file type", "converts", "details"):
+        table.add_column(header, overflow="fold")
+    for column in result.columns:
+        style = _STYLES.get(column.status, "red")
+        converts = {True: "yes", False: "no", None: "-"}[column.converts]
+        details = column.message
+        if column.rows:
+            details += f"; rows {', '.join(map(str, column.rows))}"
+        if column.samples:
+            details += f"; samples {', '.join(repr(s) for s in column.samples)}"
+        table.add_row(
+            column.column,
+            f"[{style}]{column.status}[/]",
+            column.contract_type or "-",
+            column.file_type or "-",
+            converts,
+            details,
+        )
+    console.print(table)
+    if result.matches:
+        console.print(f"[green]matches[/]: {result.file} has the columns of {result.dataset!r}")
+    else:
+        console.print(f"[red]differs[/]: {len(result.differences)} column(s) differ")
+
+
+def _dataset_contract(file: Path, dataset: str, config: Path | None) -> Contract:
+    """Load the contract of ``dataset`` from the home, after checking that ``file`` exists."""
     if not file.is_file():
         raise HopperError(f"{file}: no such file")
     cfg = resolve_config(config)
@@ -58,12 +137,7 @@ def validate(file: Path, /, *, dataset: str, config: ConfigOption = None) -> Non
             f"{path}: no contract for dataset {dataset!r}; create one with "
             f"`hopper contract infer {file} --dataset {dataset} > {path}`"
         )
-    violations = validate_file(file, load_contract(path))
-    if not violations:
-        console.print(f"[green]valid[/]: {file} matches the contract of {dataset!r}")
-        return
-    sys.stdout.write(format_violations(violations, str(file)) + "\n")
-    raise SystemExit(1)
+    return load_contract(path)
 
 
 def register(app: App) -> None:

@@ -23,12 +23,17 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
+from hopper.contracts.expr import parse_expression
 from hopper.errors import ConfigError
 
 DEFAULT_NULL_VALUES = ["", "NA", "N/A", "NULL", "null", "NaN", "nan", "None"]
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+INGEST_DATE = "_ingest_date"
+"""Pseudo-column for ``partition_by``: the UTC date the file was ingested (date32)."""
+TRANSFORM_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
 _SIMPLE_TYPES: dict[str, pa.DataType] = {
     "int8": pa.int8(),
@@ -178,6 +183,11 @@ class ReaderOptions(BaseModel):
         default_factory=lambda: list(DEFAULT_NULL_VALUES),
         description="Cell values read as null.",
     )
+    decimal_point: Literal[".", ","] = Field(
+        default=".",
+        description='CSV/TSV: the decimal separator of numbers; "," reads 2,5 as 2.5 (pair it '
+        'with delimiter ";").',
+    )
 
     @field_validator("encoding")
     @classmethod
@@ -198,8 +208,10 @@ class ColumnSpec(BaseModel):
 
     name: str = Field(min_length=1, description="Exact column name in the file.")
     type: str = Field(description=f"Column type: {SUPPORTED_TYPES_HINT}.")
-    format: str | None = Field(
-        default=None, description='strptime format for dates/timestamps, e.g. "%d/%m/%Y".'
+    format: str | list[str] | None = Field(
+        default=None,
+        description='strptime format for dates/timestamps, e.g. "%d/%m/%Y"; a list tries each '
+        "format in order, for columns that mix spellings.",
     )
     nullable: bool = Field(default=True, description="Whether nulls are allowed.")
     rename: str | None = Field(default=None, min_length=1, description="Output column name.")
@@ -213,6 +225,11 @@ class ColumnSpec(BaseModel):
     allowed: list[Any] | None = Field(default=None, description="The only values allowed.")
     pattern: str | None = Field(default=None, description="Regex every value must fully match.")
     unique: bool = Field(default=False, description="Whether values must be unique.")
+    default: Any = Field(
+        default=None,
+        description="Value written instead of null (checks then apply to it); with nullable: "
+        "false, nulls are filled rather than rejected.",
+    )
 
     @field_validator("type")
     @classmethod
@@ -232,12 +249,16 @@ class ColumnSpec(BaseModel):
 
     @field_validator("format")
     @classmethod
-    def _format_needs_temporal(cls, value: str | None, info: ValidationInfo) -> str | None:
+    def _format_needs_temporal(
+        cls, value: str | list[str] | None, info: ValidationInfo
+    ) -> str | list[str] | None:
         data_type = _declared_type(info)
         if value is not None and data_type is not None and not pa.types.is_temporal(data_type):
             raise ValueError(
                 f"format only applies to date, timestamp and time types, not {data_type}"
             )
+        if isinstance(value, list) and not value:
+            raise ValueError("format list is empty: give at least one strptime format")
         return value
 
     @field_validator("min", "max")
@@ -257,6 +278,31 @@ class ColumnSpec(BaseModel):
                 to_arrow_scalar(item, data_type)
         return value
 
+    @model_validator(mode="after")
+    def _default_fits(self) -> ColumnSpec:
+        if self.default is None:
+            return self
+        try:
+            parse_arrow_type(self.type)
+        except ValueError:
+            return self  # the type error is reported on its own
+        try:
+            scalar = to_arrow_scalar(self.default, self.arrow_type())
+        except ValueError as exc:
+            raise ValueError(f"default: {exc}") from exc
+        if self.allowed is not None:
+            allowed = [to_arrow_scalar(v, self.arrow_type()) for v in self.allowed]
+            if scalar not in allowed:
+                raise ValueError(f"default {self.default!r} is not in allowed {self.allowed}")
+        return self
+
+    @property
+    def formats(self) -> list[str]:
+        """The strptime formats to try, in order (empty when none is set)."""
+        if self.format is None:
+            return []
+        return [self.format] if isinstance(self.format, str) else list(self.format)
+
     @property
     def output_name(self) -> str:
         """The column's name in the output (``rename`` if set, else ``name``)."""
@@ -265,6 +311,41 @@ class ColumnSpec(BaseModel):
     def arrow_type(self) -> pa.DataType:
         """The column's ``pyarrow.DataType``."""
         return parse_arrow_type(self.type)
+
+
+class DerivedColumn(BaseModel):
+    """A column computed from other output columns with a small expression language."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="Output name of the new column.")
+    expr: str = Field(
+        min_length=1,
+        description='Expression over output columns: names (or col("a b")), numbers, quoted '
+        "text, + - * / and upper, lower, strip, length, concat, year, month, day, abs, round, "
+        "coalesce.",
+    )
+    type: str | None = Field(
+        default=None, description="Arrow type to cast the result to; None keeps Arrow's."
+    )
+    description: str | None = Field(default=None, description="What the column means.")
+
+    @field_validator("expr")
+    @classmethod
+    def _expr_parses(cls, value: str) -> str:
+        parse_expression(value)
+        return value
+
+    @field_validator("type")
+    @classmethod
+    def _type_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_arrow_type(value)
+        return value
+
+    def arrow_type(self) -> pa.DataType | None:
+        """The declared result type, if any."""
+        return parse_arrow_type(self.type) if self.type else None
 
 
 def _declared_type(info: ValidationInfo) -> pa.DataType | None:
@@ -294,7 +375,28 @@ class Contract(BaseModel):
         default="reject",
         description="reject fails the whole file; quarantine keeps good rows, sets bad aside.",
     )
-    partition_by: list[str] = Field(default_factory=list, description="Output partition columns.")
+    derived: list[DerivedColumn] = Field(
+        default_factory=list,
+        description="Columns computed from output columns, in order (each may use the previous).",
+    )
+    transform: str | None = Field(
+        default=None,
+        pattern=TRANSFORM_PATTERN,
+        description='A Python callable "package.module:function" applied to the table after '
+        "derived columns; it returns a pyarrow Table or a pandas DataFrame.",
+    )
+    transform_input: Literal["arrow", "pandas"] = Field(
+        default="arrow",
+        description="What the transform receives: a pyarrow Table or a pandas DataFrame.",
+    )
+    drop: list[str] = Field(
+        default_factory=list,
+        description="Output columns not written (after derived columns and the transform).",
+    )
+    partition_by: list[str] = Field(
+        default_factory=list,
+        description=f"Output columns → Hive folders; {INGEST_DATE} is the ingestion date (UTC).",
+    )
     compression: Literal["zstd", "snappy", "gzip", "none"] = Field(
         default="zstd", description="Parquet compression codec."
     )
@@ -306,14 +408,45 @@ class Contract(BaseModel):
         _require_unique([c.output_name for c in columns], "output column name (after rename)")
         return columns
 
+    @field_validator("derived")
+    @classmethod
+    def _derived_from_known(
+        cls, derived: list[DerivedColumn], info: ValidationInfo
+    ) -> list[DerivedColumn]:
+        known = [c.output_name for c in info.data.get("columns", [])]
+        if not known:
+            return derived  # the columns' own error is reported instead
+        for index, column in enumerate(derived):
+            if column.name in known or column.name == INGEST_DATE:
+                raise ValueError(
+                    f"[{index}] {column.name!r} is already an output column; pick another name"
+                )
+            unknown = [n for n in parse_expression(column.expr).columns if n not in known]
+            if unknown:
+                raise ValueError(
+                    f"[{index}] {column.name!r}: expr uses unknown column(s) {unknown}; it can "
+                    f"use the output columns (after rename) and earlier derived ones: {known}"
+                )
+            known.append(column.name)
+        return derived
+
+    @field_validator("drop")
+    @classmethod
+    def _known_drops(cls, drop: list[str], info: ValidationInfo) -> list[str]:
+        return _known_names(drop, info, "drop")
+
     @field_validator("partition_by")
     @classmethod
     def _known_partitions(cls, partition_by: list[str], info: ValidationInfo) -> list[str]:
-        outputs = [c.output_name for c in info.data.get("columns", [])]
-        unknown = [p for p in partition_by if p not in outputs]
-        if unknown and outputs:
-            raise ValueError(f"unknown output columns {unknown}: choose from {outputs}")
+        partition_by = _known_names(partition_by, info, "partition_by", extra=[INGEST_DATE])
+        dropped = [p for p in partition_by if p in info.data.get("drop", [])]
+        if dropped:
+            raise ValueError(f"{dropped} are also in drop: a partition column must be kept")
         return partition_by
+
+    def output_columns(self) -> list[str]:
+        """Names of the declared and derived output columns, in order (extras excluded)."""
+        return [c.output_name for c in self.columns] + [d.name for d in self.derived]
 
     def column(self, name: str) -> ColumnSpec:
         """The declared column with this file name.
@@ -325,6 +458,24 @@ class Contract(BaseModel):
             if spec.name == name:
                 return spec
         raise KeyError(name)
+
+
+def _known_names(
+    names: list[str], info: ValidationInfo, key: str, extra: list[str] | None = None
+) -> list[str]:
+    """Check that ``names`` are output columns (declared after rename, or derived).
+
+    With a ``transform`` the callable may add or rename columns, so names are only checked
+    when the file is ingested.
+    """
+    _require_unique(names, f"{key} entry")
+    outputs = [c.output_name for c in info.data.get("columns", [])]
+    outputs += [d.name for d in info.data.get("derived", [])]
+    unknown = [n for n in names if n not in outputs + (extra or [])]
+    if unknown and outputs and not info.data.get("transform"):
+        choices = outputs + (extra or [])
+        raise ValueError(f"unknown output columns {unknown}: choose from {choices}")
+    return names
 
 
 def _require_unique(names: list[str], what: str) -> None:
@@ -452,6 +603,10 @@ _KEY_ORDER = [
     "columns",
     "extra_columns",
     "bad_rows",
+    "derived",
+    "transform",
+    "transform_input",
+    "drop",
     "partition_by",
     "compression",
 ]

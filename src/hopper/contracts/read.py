@@ -10,6 +10,7 @@ be decoded becomes an :class:`~hopper.errors.UnreadableFileError` with a reason 
 from __future__ import annotations
 
 import codecs
+import csv
 import io
 import json
 import logging
@@ -68,8 +69,13 @@ def open_stream(path: Path) -> pa.NativeFile:
     return pa.input_stream(str(path), compression=compression_of(path))
 
 
-def read_head(path: Path, size: int = _HEAD_BYTES) -> bytes:
+def read_head(path: Path, size: int = _HEAD_BYTES, *, source: str | None = None) -> bytes:
     """The first ``size`` decompressed bytes of a file.
+
+    Args:
+        path: the file.
+        size: how many decompressed bytes to return at most.
+        source: the name used in error messages (defaults to the path).
 
     Raises:
         UnreadableFileError: the file cannot be opened or decompressed.
@@ -78,7 +84,10 @@ def read_head(path: Path, size: int = _HEAD_BYTES) -> bytes:
         with open_stream(path) as stream:
             return bytes(stream.read(size))
     except _READ_ERRORS as exc:
-        raise UnreadableFileError(f"{path}: cannot read the file: {_reason(exc)}") from exc
+        raise UnreadableFileError(
+            f"{source or path}: cannot read the file: {_reason(exc)}. Fix: the file looks "
+            "truncated or corrupt, or is not compressed the way its name says: re-send it"
+        ) from exc
 
 
 def detect_format(path: Path, contract_format: str = "auto") -> Format:
@@ -161,7 +170,7 @@ def read_table(
     """
     reader = reader or ReaderOptions()
     source = source or str(path)
-    head = read_head(path)
+    head = read_head(path, source=source)
     if not head.strip(b" \t\r\n\xef\xbb\xbf"):
         raise UnreadableFileError(f"{source}: the file is empty; re-send it with data")
     kind = detect_format(path, fmt)
@@ -259,6 +268,7 @@ def _read_csv(
         null_values=reader.null_values,
         strings_can_be_null=True,
         quoted_strings_can_be_null=True,
+        decimal_point=reader.decimal_point,
     )
     options = (read_options, parse_options, convert_options)
     try:
@@ -269,9 +279,9 @@ def _read_csv(
     except pa.ArrowInvalid as exc:
         if str(exc).startswith("In CSV column") and "UTF8" not in str(exc):
             raise  # a value that does not parse as its declared type: the caller diagnoses
-        raise UnreadableFileError(_csv_message(source, exc, delimiter)) from exc
+        raise UnreadableFileError(_csv_message(source, exc, delimiter, path, reader)) from exc
     except _READ_ERRORS as exc:
-        raise UnreadableFileError(_csv_message(source, exc, delimiter)) from exc
+        raise UnreadableFileError(_csv_message(source, exc, delimiter, path, reader)) from exc
     _reject_binary_columns(table, source)
     return table
 
@@ -299,11 +309,17 @@ def _csv_sample(path: Path, options: tuple[Any, Any, Any], max_rows: int) -> pa.
         return pa.Table.from_batches(kept, schema=batches.schema).slice(0, max_rows)
 
 
-def _csv_message(source: str, exc: BaseException, delimiter: str) -> str:
+def _csv_message(
+    source: str, exc: BaseException, delimiter: str, path: Path, reader: ReaderOptions
+) -> str:
     reason = _reason(exc)
     if "UTF8" in reason or isinstance(exc, UnicodeError):
         hint = "set reader.encoding in the contract (e.g. latin-1) or re-send the file as UTF-8"
     elif "Expected" in reason and "columns" in reason:
+        where = _ragged_line(path, reader, delimiter)
+        if where is not None:
+            line, expected, got = where
+            reason = f"line {line} has {got} field(s) but the header has {expected}"
         hint = (
             f"rows have different field counts with delimiter {delimiter!r}: check "
             "reader.delimiter and reader.quote_char, or fix the file"
@@ -311,6 +327,34 @@ def _csv_message(source: str, exc: BaseException, delimiter: str) -> str:
     else:
         hint = "the file looks truncated or corrupt: re-send it"
     return f"{source}: cannot read as CSV: {reason}. Fix: {hint}"
+
+
+def _ragged_line(path: Path, reader: ReaderOptions, delimiter: str) -> tuple[int, int, int] | None:
+    """Find the first row whose field count differs from the header's.
+
+    Arrow reports the offending row's text but not its line number, so on this error path
+    only the file is scanned again with the standard csv module, which tracks physical lines
+    (quoted newlines included). Returns ``(1-based line, expected fields, actual fields)``.
+    """
+    try:
+        with open_stream(path) as stream:
+            text = io.TextIOWrapper(stream, encoding=reader.encoding, errors="replace", newline="")
+            for _ in range(reader.skip_rows):
+                text.readline()
+            rows = csv.reader(text, delimiter=delimiter, quotechar=reader.quote_char)
+            expected: int | None = None
+            last_line = 0
+            for fields in rows:
+                start, last_line = last_line + 1, rows.line_num
+                if not fields:
+                    continue  # Arrow skips empty lines too
+                if expected is None:
+                    expected = len(fields)
+                elif len(fields) != expected:
+                    return reader.skip_rows + start, expected, len(fields)
+    except (csv.Error, *_READ_ERRORS) as exc:
+        logger.debug("%s: could not locate the ragged row: %s", path, exc)
+    return None
 
 
 def _reject_binary_columns(table: pa.Table, source: str) -> None:

@@ -12,6 +12,7 @@ problems). Both share :func:`_inspect`.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import logging
 from collections.abc import Callable
@@ -23,9 +24,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hopper.contracts.model import ColumnSpec, Contract, to_arrow_scalar, type_to_string
+from hopper.contracts.model import (
+    ColumnSpec,
+    Contract,
+    ReaderOptions,
+    to_arrow_scalar,
+    type_to_string,
+)
 from hopper.contracts.read import read_for_contract
-from hopper.errors import ConfigError, ContractViolation, UnreadableFileError
+from hopper.contracts.transforms import apply_transforms, has_transforms
+from hopper.errors import ConfigError, ContractViolation, TerminalError, UnreadableFileError
 
 logger = logging.getLogger(__name__)
 
@@ -120,29 +128,42 @@ class _Inspection:
 
 
 def read_and_conform(
-    path: Path, contract: Contract, *, source_name: str | None = None
+    path: Path,
+    contract: Contract,
+    *,
+    source_name: str | None = None,
+    ingested_at: dt.datetime | None = None,
 ) -> ConformResult:
-    """Read a file and convert it to its contract.
+    """Read a file, convert it to its contract and apply the contract's transforms.
 
     Args:
         path: the file to read.
         contract: its dataset contract.
         source_name: how to name the file in messages (defaults to the path).
+        ingested_at: ingestion time, whose UTC date fills the ``_ingest_date`` partition
+            (defaults to now).
 
     Returns:
-        The typed table, plus the rejected rows when ``bad_rows`` is ``quarantine``.
+        The typed, transformed table, plus the rejected rows when ``bad_rows`` is
+        ``quarantine``.
 
     Raises:
         UnreadableFileError: the file cannot be decoded.
-        ContractViolation: a structural violation (missing column, frozen schema drift), or
-            any violation when ``bad_rows`` is ``reject``; ``violations`` holds the details.
+        ContractViolation: a structural violation (missing column, frozen schema drift, or a
+            column none of whose values convert: a type change), or any violation when
+            ``bad_rows`` is ``reject``; ``violations`` holds the details and, for missing
+            columns and type problems, the message ends with a column-by-column diff.
+        TerminalError: a transform step failed (see :func:`~hopper.contracts.transforms.
+            apply_transforms`).
     """
     source = source_name or str(path)
     found = _inspect(path, contract, source)
     violations = found.violations
-    if found.structural or (violations and contract.bad_rows == "reject"):
+    changed = _type_changes(found, contract)
+    if found.structural or changed or (violations and contract.bad_rows == "reject"):
         raise ContractViolation(
-            format_violations(violations, source), violations=[v.to_dict() for v in violations]
+            _failure_message(path, contract, found, source, changed),
+            violations=[v.to_dict() for v in violations],
         )
     table = _output_table(found, contract)
     rejected = None
@@ -151,6 +172,9 @@ def read_and_conform(
         rejected = _rejected_rows(found.raw, found.issues, bad)
         table = table.filter(pc.invert(bad))
         logger.warning("%s: %d row(s) quarantined", source, rejected.num_rows)
+    if has_transforms(contract):
+        when = ingested_at or dt.datetime.now(dt.UTC)
+        table = apply_transforms(table, contract, source=source, ingested_at=when)
     logger.info("%s: %d row(s) in, %d out", source, found.raw.num_rows, table.num_rows)
     return ConformResult(table, rejected, violations, found.raw.num_rows, found.extras)
 
@@ -171,17 +195,34 @@ def validate_file(
     """
     source = source_name or str(path)
     try:
-        return _inspect(path, contract, source).violations
+        found = _inspect(path, contract, source)
     except UnreadableFileError as exc:
         return [Violation(column=None, kind="unreadable", message=str(exc))]
+    if found.violations or not has_transforms(contract):
+        return found.violations
+    # The data is valid: make sure the contract's transforms also go through on it.
+    try:
+        apply_transforms(
+            _output_table(found, contract),
+            contract,
+            source=source,
+            ingested_at=dt.datetime.now(dt.UTC),
+        )
+    except TerminalError as exc:
+        column = exc.violations[0].get("column") if exc.violations else None
+        return [Violation(column=column, kind="transform", message=str(exc))]
+    return []
 
 
-def format_violations(violations: list[Violation], source: str) -> str:
+def format_violations(
+    violations: list[Violation], source: str, *, details: list[str] | None = None
+) -> str:
     """Readable multi-line summary of violations, ending with how to fix them.
 
     Args:
         violations: what was found.
         source: the file's name or URI.
+        details: extra lines (e.g. a column-by-column diff) put before the fix.
 
     Returns:
         Text naming the file and, per violation, the column, kind, count, rows and samples.
@@ -198,6 +239,7 @@ def format_violations(violations: list[Violation], source: str) -> str:
         if v.samples:
             line += f"; samples {', '.join(repr(s) for s in v.samples)}"
         lines.append(line)
+    lines += details or []
     lines.append(
         "Fix: correct the file and send it again, or change the dataset contract "
         "(datasets/<name>.yaml) to accept this data; then replay the file."
@@ -223,6 +265,42 @@ def _inspect(path: Path, contract: Contract, source: str) -> _Inspection:
                 raw.column(spec.name), spec, contract, found.issues
             )
     return found
+
+
+def _type_changes(found: _Inspection, contract: Contract) -> list[Violation]:
+    """Type violations where no value of the column converts: the column changed type.
+
+    Such a column is a schema change rather than a few bad rows, so even with ``bad_rows:
+    quarantine`` the whole file is quarantined instead of every row being set aside.
+    """
+    changed = []
+    for issue in found.issues:
+        violation = issue.violation
+        if violation.kind != "type" or violation.column is None:
+            continue
+        typed = found.typed[contract.column(violation.column).output_name]
+        if typed.null_count == len(typed):
+            changed.append(violation)
+    return changed
+
+
+def _failure_message(
+    path: Path, contract: Contract, found: _Inspection, source: str, changed: list[Violation]
+) -> str:
+    """The violations, plus a column-by-column diff when columns are missing or mistyped."""
+    violations = found.violations
+    if not any(v.kind in ("missing_column", "extra_column", "type") for v in violations):
+        return format_violations(violations, source)
+    # diff builds on this module's inspection, so it imports this module: import it late.
+    from hopper.contracts.diff import diff_inspection, format_diff
+
+    details = [
+        f"Column {v.column!r} changed type: none of its values converts, so the whole file is "
+        "quarantined (not just its rows)."
+        for v in changed
+    ]
+    details += format_diff(diff_inspection(path, contract, found, source)).splitlines()
+    return format_violations(violations, source, details=details)
 
 
 def _missing_columns(contract: Contract, names: list[str]) -> list[Violation]:
@@ -271,10 +349,15 @@ def _check_column(
     values: pa.ChunkedArray, spec: ColumnSpec, contract: Contract, issues: list[_Issue]
 ) -> pa.ChunkedArray:
     """Convert one declared column, record its violations in ``issues``, return typed values."""
-    typed, bad_type = _convert(values, spec, contract.reader.null_values)
+    typed, bad_type = _convert(values, spec, contract.reader)
     target = type_to_string(spec.arrow_type())
-    detail = f" with format {spec.format!r}" if spec.format else ""
+    detail = f" with format {' or '.join(map(repr, spec.formats))}" if spec.formats else ""
     _add(issues, spec, "type", bad_type, values, f"value(s) are not valid {target}{detail}")
+    if spec.default is not None:
+        # Fill true nulls only: values that failed to convert stay null and stay reported.
+        fill = pc.and_(pc.is_null(typed), pc.invert(bad_type))
+        default = to_arrow_scalar(spec.default, typed.type)
+        typed = _chunked(pc.if_else(fill, default, typed))
     if not spec.nullable:
         nulls = pc.and_(pc.is_null(typed), pc.invert(bad_type))
         _add(issues, spec, "null", nulls, values, "null value(s) but the column is not nullable")
@@ -353,7 +436,7 @@ def _add(
 
 
 def _convert(
-    values: pa.ChunkedArray, spec: ColumnSpec, null_values: list[str]
+    values: pa.ChunkedArray, spec: ColumnSpec, reader: ReaderOptions
 ) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
     """Convert a column to its declared type; return (typed values, mask of bad rows)."""
     target = spec.arrow_type()
@@ -362,15 +445,18 @@ def _convert(
     text_input = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
     if text_input and not (pa.types.is_string(target) or pa.types.is_large_string(target)):
         # JSON strings are not run through the CSV null markers by the reader.
-        markers = pa.array(null_values, values.type)
+        markers = pa.array(reader.null_values, values.type)
         values = pc.if_else(pc.is_in(values, value_set=markers), None, values)
+        numeric = pa.types.is_floating(target) or pa.types.is_decimal(target)
+        if numeric and reader.decimal_point != ".":
+            values = pc.replace_substring(values, reader.decimal_point, ".", max_replacements=1)
         return _convert_distinct(values, _text_converter(spec, target), _shape_of(target))
     return _convert_distinct(values, lambda a: pc.cast(a, target), None)
 
 
 def _text_converter(spec: ColumnSpec, target: pa.DataType) -> Converter:
-    if spec.format is not None:
-        return lambda a: _strptime(a, spec.format or "", target)
+    if spec.formats:
+        return lambda a: _strptime_any(a, spec.formats, target)
     if pa.types.is_timestamp(target) and target.tz:
         return lambda a: _to_zoned(a, target)
     if pa.types.is_time(target):
@@ -379,6 +465,12 @@ def _text_converter(spec: ColumnSpec, target: pa.DataType) -> Converter:
             target,
         )
     return lambda a: pc.cast(a, target)
+
+
+def _strptime_any(values: Any, formats: list[str], target: pa.DataType) -> Any:
+    """Parse with each format in turn; a value takes the first format that parses it."""
+    parsed = [_strptime(values, fmt, target) for fmt in formats]
+    return parsed[0] if len(parsed) == 1 else pc.coalesce(*parsed)
 
 
 def _strptime(values: Any, fmt: str, target: pa.DataType) -> Any:
