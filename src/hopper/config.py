@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hopper.errors import ConfigError
 
@@ -65,15 +72,50 @@ class WatchOptions(BaseModel):
 
 
 class AlertTarget(BaseModel):
-    """A notification target; secrets come from the environment variable it names."""
+    """A notification target; its secrets come from environment variables it names."""
 
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["webhook", "slack", "teams", "email"] = Field(description="Kind of target.")
-    url_env: str | None = Field(
-        default=None, description="Environment variable holding the webhook URL (never the URL)."
+    name: str | None = Field(
+        default=None, description="Name of the Prefect notification block (default: derived)."
     )
-    to: list[str] = Field(default_factory=list, description="E-mail recipients.")
+    url_env: str | None = Field(
+        default=None,
+        description="Environment variable holding the webhook URL (webhook, slack, teams).",
+    )
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable holding the SendGrid API key (email)."
+    )
+    sender: str | None = Field(default=None, description="Sender address (email).")
+    to: list[str] = Field(default_factory=list, description="Recipients (email).")
+
+    @model_validator(mode="after")
+    def _secrets_named(self) -> AlertTarget:
+        if self.type == "email" and not (self.api_key_env and self.sender and self.to):
+            raise ValueError("an email target needs api_key_env, sender and to")
+        if self.type != "email" and not self.url_env:
+            raise ValueError(f"a {self.type} target needs url_env (the variable with its URL)")
+        return self
+
+
+class AlertPolicy(BaseModel):
+    """When alerts go out: once per incident, held briefly so a storm becomes one digest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hold_seconds: float = Field(
+        default=10.0, ge=0, description="Send once no new failure arrived for this long."
+    )
+    max_hold_seconds: float = Field(
+        default=120.0, gt=0, description="Never hold an alert longer than this."
+    )
+    digest_threshold: int = Field(
+        default=10, ge=1, description="More failures than this within the window → one digest."
+    )
+    digest_window_minutes: float = Field(
+        default=10.0, gt=0, description="Window for counting failures towards a digest."
+    )
 
 
 class HopperConfig(BaseModel):
@@ -94,6 +136,9 @@ class HopperConfig(BaseModel):
     state_dir: Path = Field(default=Path(".hopper"), description="Ledger and local state.")
     work_pool: str = Field(default="hopper", description="Prefect work pool that runs flows.")
     alerts: list[AlertTarget] = Field(default_factory=list, description="Notification targets.")
+    alert_policy: AlertPolicy = Field(
+        default_factory=AlertPolicy, description="Alert holding and storm control."
+    )
     watch: WatchOptions = Field(default_factory=WatchOptions, description="Watcher tuning.")
 
     path: Path | None = Field(default=None, exclude=True, description="Where it was loaded from.")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hopper.config import HopperConfig
 from hopper.errors import HopperError
 
 log = logging.getLogger(__name__)
@@ -99,12 +100,16 @@ def remove_stale_automations() -> list[str]:
     return removed
 
 
-def deploy(project_dir: Path, work_pool: str, env: dict[str, str] | None = None) -> list[str]:
-    """Ensure the pool, apply ``prefect.yaml`` and clean stale automations.
+def deploy(project_dir: Path, config: HopperConfig, env: dict[str, str] | None = None) -> list[str]:
+    """Ensure the pool, apply ``prefect.yaml``, clean stale automations, set up alerting.
 
     Returns:
         Names of the automations that were removed.
     """
-    ensure_work_pool(work_pool)
-    apply_prefect_yaml(project_dir, work_pool, env)
-    return remove_stale_automations()
+    from hopper.alerts import apply_alerting
+
+    ensure_work_pool(config.work_pool)
+    apply_prefect_yaml(project_dir, config.work_pool, env)
+    removed = remove_stale_automations()
+    apply_alerting(config, {**os.environ, **(env or {})})
+    return removed

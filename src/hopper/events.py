@@ -20,7 +20,11 @@ FILE_INGESTED = "hopper.file.ingested"
 FILE_QUARANTINED = "hopper.file.quarantined"
 FILE_FAILED = "hopper.file.failed"
 
+ALERT_FILE = "hopper.alert.file"
+ALERT_DIGEST = "hopper.alert.digest"
+
 RESOURCE_PREFIX = "hopper.file."
+DIGEST_RESOURCE = "hopper.alerts.digest"
 RESOURCE_MATCH = RESOURCE_PREFIX + "*"
 INGEST_DEPLOYMENT = "ingest-file/ingest-file"
 

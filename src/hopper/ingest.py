@@ -89,7 +89,7 @@ def ingest(
             raise SourceGoneError(
                 f"{ref.uri}: the file is gone (deleted or moved before it could be read)."
             )
-        result = read_and_conform(path, contract, source_name=ref.uri)
+        result = read_and_conform(path, contract, source_name=ref.uri, ingested_at=now)
         table = add_lineage(result.table, ref.uri, now)
         outputs = write_outputs(
             table,
@@ -145,7 +145,7 @@ def _quarantine(
 ) -> IngestOutcome:
     """Copy the file to quarantine with a reason file, and describe that as an outcome."""
     reason = str(exc)
-    first_line = reason.splitlines()[0] if reason else type(exc).__name__
+    first_line = one_line_reason(exc)
     log.warning("%s quarantined: %s", ref.uri, first_line)
     body = {
         "uri": ref.uri,
@@ -171,6 +171,20 @@ def _quarantine(
         quarantine_path=str(copy),
         reason=first_line,
     )
+
+
+def one_line_reason(exc: TerminalError, limit: int = 400) -> str:
+    """A one-line reason naming columns, rows and samples (for alerts and `hopper status`)."""
+    parts = []
+    for v in exc.violations:
+        where = f"column {v['column']!r}" if v.get("column") else "file"
+        rows = f" (rows {', '.join(map(str, v['rows'][:3]))})" if v.get("rows") else ""
+        samples = (
+            f" e.g. {', '.join(repr(s) for s in v['samples'][:2])}" if v.get("samples") else ""
+        )
+        parts.append(f"{where}: {v.get('message', v.get('kind', 'invalid'))}{rows}{samples}")
+    text = "; ".join(parts) if parts else (str(exc).splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def failed_outcome(ref: FileRef, exc: BaseException) -> IngestOutcome:

@@ -45,8 +45,11 @@ files = sa.Table(
     sa.Column("outcome", sa.Text),
     sa.Column("detected_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("alert", sa.String(20)),  # None | pending | sent | digested
+    sa.Column("alerted_at", sa.Float),
     sa.UniqueConstraint("uri", "fingerprint", name="uq_files_uri_fingerprint"),
     sa.Index("ix_files_state", "state"),
+    sa.Index("ix_files_alert", "alert"),
 )
 
 history = sa.Table(
@@ -83,6 +86,8 @@ class FileRecord:
     outcome: dict[str, Any] | None
     detected_at: float
     updated_at: float
+    alert: str | None = None
+    alerted_at: float | None = None
 
     @classmethod
     def from_row(cls, row: sa.Row[Any]) -> FileRecord:
@@ -101,6 +106,8 @@ class FileRecord:
             outcome=json.loads(m["outcome"]) if m["outcome"] else None,
             detected_at=m["detected_at"],
             updated_at=m["updated_at"],
+            alert=m["alert"],
+            alerted_at=m["alerted_at"],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -300,11 +307,18 @@ class Ledger:
         """Record a version's final state and outcome."""
         now = time.time()
         body = outcome.model_dump(mode="json", by_alias=True)
+        # One alert per incident: a failure waits as "pending" for the alert dispatcher; a
+        # later success of the same version cancels an alert not yet sent.
+        bad = outcome.state in (FileState.QUARANTINED, FileState.FAILED)
         with self._begin() as conn:
             conn.execute(
                 files.update()
                 .where(files.c.uri == outcome.uri, files.c.fingerprint == outcome.fingerprint)
                 .values(
+                    alert=sa.case(
+                        (files.c.alert.in_(["sent", "digested"]), files.c.alert),
+                        else_="pending" if bad else None,
+                    ),
                     state=outcome.state.value,
                     dataset=outcome.dataset,
                     reason=outcome.reason,
@@ -323,6 +337,43 @@ class Ledger:
                 rows_out=outcome.rows_out,
                 outputs=outcome.outputs,
             )
+
+    # -- alerts -------------------------------------------------------------------------
+
+    def pending_alerts(self) -> list[FileRecord]:
+        """Failed or quarantined versions whose alert has not gone out yet."""
+        query = sa.select(files).where(files.c.alert == "pending").order_by(files.c.updated_at)
+        with self._begin() as conn:
+            return [FileRecord.from_row(r) for r in conn.execute(query)]
+
+    def alerts_since(self, since: float) -> int:
+        """How many alerts (individual or digested) went out since ``since``."""
+        query = (
+            sa.select(sa.func.count())
+            .select_from(files)
+            .where(files.c.alert.in_(["sent", "digested"]), files.c.alerted_at >= since)
+        )
+        with self._begin() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def claim_alert(self, record: FileRecord, how: str) -> bool:
+        """Mark a pending alert as gone out (``sent`` or ``digested``); False if already taken.
+
+        The conditional update makes two dispatchers (e.g. two watchers) unable to both send.
+        """
+        with self._begin() as conn:
+            result = conn.execute(
+                files.update()
+                .where(
+                    files.c.uri == record.uri,
+                    files.c.fingerprint == record.fingerprint,
+                    files.c.alert == "pending",
+                )
+                .values(alert=how, alerted_at=time.time())
+            )
+            if result.rowcount:
+                self._log(conn, record.uri, record.fingerprint, "alerted", how=how)
+            return bool(result.rowcount)
 
     # -- queries ------------------------------------------------------------------------
 

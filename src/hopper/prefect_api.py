@@ -7,6 +7,7 @@ deciding code never builds clients of its own.
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -15,6 +16,20 @@ from hopper.errors import TransientError
 from hopper.events import INGEST_DEPLOYMENT
 
 log = logging.getLogger(__name__)
+
+
+def ui_base() -> str:
+    """The Prefect UI's base URL, from PREFECT_API_URL (default: the local server)."""
+    from hopper.settings import HopperSettings
+
+    settings = HopperSettings()
+    api = os.environ.get("PREFECT_API_URL") or f"http://{settings.host}:{settings.port}/api"
+    return api.rstrip("/").removesuffix("/api")
+
+
+def run_url(flow_run_id: str | None) -> str | None:
+    """Link to a flow run in the Prefect UI, or None without a run."""
+    return f"{ui_base()}/runs/flow-run/{flow_run_id}" if flow_run_id else None
 
 
 class PrefectAPI:

@@ -119,22 +119,34 @@ def current_ref(record: FileRecord, config: HopperConfig) -> FileRef:
 
 
 def dispatch_replay(
-    record: FileRecord, config: HopperConfig, ledger: Ledger, api: PrefectAPI
+    record: FileRecord,
+    config: HopperConfig,
+    ledger: Ledger,
+    api: PrefectAPI,
+    *,
+    replay: bool = True,
 ) -> tuple[FileRef, str]:
-    """Start an ``ingest-file`` run for a record's current version; return it and the run id."""
+    """Start an ``ingest-file`` run for a record's current version; return it and the run id.
+
+    With ``replay`` the run re-ingests even a settled version; without it, it behaves like a
+    first dispatch (a run finding the version settled skips it).
+    """
     ref = current_ref(record, config)
     ledger.record_detected(ref)
     request = IngestRequest(
         ref=ref,
         dispatch_id=uuid.uuid4().hex,
         config_path=str(config.path) if config.path else None,
-        replay=True,
+        replay=replay,
     )
     run_id = api.create_ingest_run(
         {"request": request.model_dump(mode="json")}, request.dispatch_id
     )
     ledger.mark_dispatched(
-        ref.uri, ref.fingerprint, request.dispatch_id, replay_of=record.flow_run_id or ""
+        ref.uri,
+        ref.fingerprint,
+        request.dispatch_id,
+        replay_of=(record.flow_run_id or "") if replay else None,
     )
     ledger.mark_queued(ref.uri, ref.fingerprint, run_id)
     log.info("replaying %s as flow run %s", ref.uri, run_id)

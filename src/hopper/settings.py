@@ -42,6 +42,9 @@ class HopperSettings(BaseSettings):
     worker_poll_seconds: float = Field(
         default=1.0, description="How often the worker started by `hopper up` polls for runs."
     )
+    worker_limit: int = Field(
+        default=4, ge=1, description="Flow runs the worker started by `hopper up` runs at once."
+    )
     log_level: str = Field(default="INFO", description="Log level of Hopper's processes.")
     server_start_timeout: float = Field(
         default=120.0, description="Seconds to wait for a Prefect server to answer /api/health."

@@ -183,7 +183,7 @@ class Supervisor:
 
         os.environ.update({k: v for k, v in self.base_env().items() if k.startswith("PREFECT_")})
         log.info("deploying %s", self.settings.project_dir / "prefect.yaml")
-        removed = deploy(self.settings.project_dir, self.config.work_pool, self.base_env())
+        removed = deploy(self.settings.project_dir, self.config, self.base_env())
         if removed:
             log.info("removed %d stale automation(s)", len(removed))
 
@@ -205,6 +205,8 @@ class Supervisor:
                 self.config.work_pool,
                 "--type",
                 "process",
+                "--limit",
+                str(self.settings.worker_limit),
             ],
             worker_env,
             self.logs / "worker.log",

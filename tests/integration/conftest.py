@@ -12,9 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,50 @@ columns:
     type: float64
   - name: qty
     type: int64
+"""
+
+
+class WebhookReceiver:
+    """A local HTTP endpoint standing in for a team's webhook (Slack, Teams, …)."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length)
+                try:
+                    received.append(json.loads(body))
+                except ValueError:
+                    received.append({"raw": body.decode(errors="replace")})
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def about(self, text: str) -> list[dict[str, Any]]:
+        """Alerts whose subject or body mention ``text``."""
+        return [r for r in self.received if text in json.dumps(r)]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+ALERT_POLICY = """\
+alert_policy:
+  hold_seconds: 8
+  max_hold_seconds: 300
+  digest_threshold: 10
+  digest_window_minutes: 10
 """
 
 
@@ -92,6 +138,7 @@ class Running:
     api_url: str
     proc: subprocess.Popen[str]
     log: Path
+    webhook: WebhookReceiver
 
     @property
     def env(self) -> dict[str, str]:
@@ -113,11 +160,17 @@ class Running:
 @pytest.fixture(scope="session")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     root = tmp_path_factory.mktemp("home")
-    config = make_home(root, {"people": CONTRACT, "events": EVENTS_CONTRACT, "big": BIG_CONTRACT})
+    config = make_home(
+        root,
+        {"people": CONTRACT, "events": EVENTS_CONTRACT, "big": BIG_CONTRACT},
+        extra=ALERT_POLICY,
+    )
+    webhook = WebhookReceiver()
     port = free_port()
     log = root / "up.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "HOPPER_"))}
     env["HOPPER_LOG_LEVEL"] = "INFO"
+    env["HOPPER_ALERTS_WEBHOOK_URL"] = webhook.url
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "hopper", "up", "--config", str(config), "--port", str(port)],
@@ -126,7 +179,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             text=True,
             env=env,
         )
-    running = Running(root, config, f"http://127.0.0.1:{port}/api", proc, log)
+    running = Running(root, config, f"http://127.0.0.1:{port}/api", proc, log, webhook)
     try:
         wait_for(
             lambda: "Hopper is up." in log.read_text() or proc.poll() is not None,
@@ -137,3 +190,4 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         yield running
     finally:
         running.stop()
+        webhook.close()

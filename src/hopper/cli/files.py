@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from typing import Annotated, Any
@@ -17,22 +16,12 @@ from hopper.errors import HopperError
 from hopper.ingest import Home
 from hopper.ledger import FileRecord, Ledger
 from hopper.models import FileState
+from hopper.prefect_api import run_url
 from hopper.settings import HopperSettings
 
 console = Console()
 
 PENDING = (FileState.DETECTED, FileState.DISPATCHED, FileState.QUEUED, FileState.RUNNING)
-
-
-def _ui_base() -> str:
-    settings = HopperSettings()
-    api = os.environ.get("PREFECT_API_URL", f"http://{settings.host}:{settings.port}/api")
-    return api.rstrip("/").removesuffix("/api")
-
-
-def run_url(flow_run_id: str | None) -> str | None:
-    """Link to a flow run in the Prefect UI."""
-    return f"{_ui_base()}/runs/flow-run/{flow_run_id}" if flow_run_id else None
 
 
 def summary(ledger: Ledger, failures: int = 10) -> dict[str, Any]:

@@ -136,7 +136,7 @@ def deploy(*, config: ConfigOption = None) -> None:
 
     settings = HopperSettings()
     cfg = resolve_config(config)
-    removed = apply(settings.project_dir, cfg.work_pool)
+    removed = apply(settings.project_dir, cfg)
     console.print(
         f"Deployed {settings.project_dir / 'prefect.yaml'} to {os.environ['PREFECT_API_URL']}"
     )
@@ -144,8 +144,50 @@ def deploy(*, config: ConfigOption = None) -> None:
         console.print(f"  removed stale automation {name!r}")
 
 
+def reconcile(
+    *, config: ConfigOption = None, max_dispatches: int = 3, stuck_seconds: float = 1800.0
+) -> None:
+    """Re-dispatch files whose flow run died without an outcome; rescan the sources.
+
+    The `hopper-reconcile` deployment runs this every few minutes; run it by hand after an
+    incident (e.g. a worker machine lost) to act at once.
+
+    Args:
+        config: hopper.yaml of the Hopper home.
+        max_dispatches: Give up (record a failure, which alerts) after this many dispatches.
+        stuck_seconds: A run RUNNING this long without progress counts as lost.
+    """
+    _default_api_url()
+    from hopper.ingest import Home
+    from hopper.prefect_api import PrefectAPI
+    from hopper.reconcile import reconcile as run_reconcile
+
+    home = Home.open(config or HopperSettings().config)
+    api = PrefectAPI()
+    try:
+        report = run_reconcile(
+            home.config,
+            home.ledger,
+            api,
+            max_dispatches=max_dispatches,
+            stuck_seconds=stuck_seconds,
+        )
+    finally:
+        api.close()
+        home.ledger.close()
+    console.print(
+        f"re-dispatched {len(report.redispatched)}, gave up on {len(report.given_up)}, "
+        f"newly detected {report.detected}"
+    )
+    for uri in report.redispatched:
+        console.print(f"  re-dispatched {uri}")
+    for uri in report.given_up:
+        console.print(f"  [red]gave up[/] on {uri}")
+
+
 def register(app: App) -> None:
     """Add this module's commands to the CLI."""
     app.command(up)
+    app.command(reconcile)
     app.command(watch)
     app.command(deploy)

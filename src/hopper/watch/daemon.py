@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from hopper import events
+from hopper.alerts import AlertDispatcher
 from hopper.config import HopperConfig
 from hopper.ledger import FileRecord, Ledger
 from hopper.models import FileRef, IngestRequest
@@ -67,6 +68,7 @@ class Watcher:
             )
             for source in config.sources
         ]
+        self.alerts = AlertDispatcher(ledger, config.alert_policy, emit)
         self.stopping = threading.Event()
         self._server_up: bool | None = None
 
@@ -92,6 +94,8 @@ class Watcher:
                 self.dispatch()
                 if now >= next_confirm:
                     self.confirm()
+                    if self._server_up:
+                        self.alerts.tick()
                     next_confirm = now + self.confirm_poll_seconds
                 self.stopping.wait(self.poll_seconds)
         finally:

@@ -1,0 +1,38 @@
+"""Prefect entry point ``hopper-reconcile``: re-dispatch files whose runs died; rescan sources.
+
+Scheduled every few minutes by prefect.yaml; the work is in ``hopper.reconcile``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from hopper.ingest import Home
+from hopper.prefect_api import PrefectAPI
+from hopper.reconcile import reconcile as run_reconcile
+
+
+@flow(name="hopper-reconcile", log_prints=False)
+def reconcile(config_path: str | None = None, max_dispatches: int = 3) -> dict[str, Any]:
+    """Find file versions whose flow run died without an outcome and send them again."""
+    logger = get_run_logger()
+    home = Home.open(config_path)
+    api = PrefectAPI()
+    try:
+        report = run_reconcile(home.config, home.ledger, api, max_dispatches=max_dispatches)
+    finally:
+        api.close()
+        home.ledger.close()
+    logger.info(
+        "re-dispatched %d, gave up on %d, newly detected %d",
+        len(report.redispatched),
+        len(report.given_up),
+        report.detected,
+    )
+    return {
+        "redispatched": report.redispatched,
+        "given_up": report.given_up,
+        "detected": report.detected,
+    }

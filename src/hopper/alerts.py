@@ -1,0 +1,253 @@
+"""Alerts people trust: one per incident, a digest in a storm, delivered by Prefect.
+
+A failed or quarantined file version is marked ``pending`` in the ledger by the flow. The
+:class:`AlertDispatcher` (run by the watcher) waits until failures stop arriving for
+``hold_seconds`` (at most ``max_hold_seconds``), then emits either one ``hopper.alert.file``
+event per file or, when more than ``digest_threshold`` failed within the window, a single
+``hopper.alert.digest``. Prefect automations created by ``hopper deploy`` turn those events
+into notifications through notification blocks (webhook, Slack, Teams, e-mail); Hopper has
+no mail or HTTP code of its own. Retries never alert: only a final outcome is ``pending``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hopper import events
+from hopper.config import AlertPolicy, AlertTarget, HopperConfig
+from hopper.errors import ConfigError
+from hopper.ledger import FileRecord, Ledger
+from hopper.prefect_api import run_url
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_ENV = "HOPPER_ALERTS_WEBHOOK_URL"
+AUTOMATION_PREFIX = "hopper-alert-"
+
+
+@dataclass(frozen=True)
+class AlertPlan:
+    """What to send now: individual alerts, or one digest covering ``digest``."""
+
+    individual: list[FileRecord]
+    digest: list[FileRecord]
+
+    @property
+    def empty(self) -> bool:
+        return not self.individual and not self.digest
+
+
+def plan_alerts(
+    pending: list[FileRecord], sent_in_window: int, policy: AlertPolicy, now: float
+) -> AlertPlan:
+    """Decide which alerts go out now (pure).
+
+    Args:
+        pending: failed/quarantined versions not alerted yet, oldest first.
+        sent_in_window: alerts already sent within the digest window.
+        policy: holding and storm-control settings.
+        now: current time (epoch seconds).
+    """
+    if not pending:
+        return AlertPlan([], [])
+    newest = max(r.updated_at for r in pending)
+    oldest = min(r.updated_at for r in pending)
+    quiet = now - newest >= policy.hold_seconds
+    overdue = now - oldest >= policy.max_hold_seconds
+    if not (quiet or overdue):
+        return AlertPlan([], [])
+    if sent_in_window + len(pending) > policy.digest_threshold:
+        return AlertPlan([], list(pending))
+    return AlertPlan(list(pending), [])
+
+
+def file_alert_event(record: FileRecord) -> dict[str, Any]:
+    """The ``hopper.alert.file`` event for one failed or quarantined file."""
+    from hopper.ingest import replay_command
+
+    ref = record.ref
+    return {
+        "event": events.ALERT_FILE,
+        "resource": events.file_resource(ref),
+        "payload": {
+            "dataset": record.dataset or "(unrouted)",
+            "uri": record.uri,
+            "name": ref.name,
+            "state": record.state.value,
+            "reason": (record.reason or "unknown reason").splitlines()[0],
+            "run_url": run_url(record.flow_run_id) or "",
+            "replay": replay_command(ref),
+        },
+    }
+
+
+def digest_event(records: list[FileRecord], policy: AlertPolicy) -> dict[str, Any]:
+    """The ``hopper.alert.digest`` event replacing individual alerts in a storm."""
+    datasets = sorted({r.dataset or "(unrouted)" for r in records})
+    lines = [f"- {r.ref.name} ({r.dataset}): {(r.reason or '').splitlines()[0]}" for r in records]
+    shown = lines[:20] + ([f"- … and {len(lines) - 20} more"] if len(lines) > 20 else [])
+    return {
+        "event": events.ALERT_DIGEST,
+        "resource": {"prefect.resource.id": events.DIGEST_RESOURCE},
+        "payload": {
+            "count": len(records),
+            "window_minutes": policy.digest_window_minutes,
+            "datasets": ", ".join(datasets),
+            "files": "\n".join(shown),
+            "replay": "hopper replay --failed --quarantined --since 1h --dry-run",
+        },
+    }
+
+
+class AlertDispatcher:
+    """Turns pending failures in the ledger into alert events, once each."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        policy: AlertPolicy,
+        emit: Callable[[dict[str, Any]], bool] = events.emit,
+    ) -> None:
+        self.ledger = ledger
+        self.policy = policy
+        self.emit = emit
+
+    def tick(self, now: float | None = None) -> AlertPlan:
+        """Send what is due; return what was planned."""
+        now = time.time() if now is None else now
+        pending = self.ledger.pending_alerts()
+        if not pending:
+            return AlertPlan([], [])
+        window = now - self.policy.digest_window_minutes * 60
+        plan = plan_alerts(pending, self.ledger.alerts_since(window), self.policy, now)
+        if plan.digest:
+            claimed = [r for r in plan.digest if self.ledger.claim_alert(r, "digested")]
+            if claimed:
+                log.warning("%d files failed: sending one digest alert", len(claimed))
+                self.emit(digest_event(claimed, self.policy))
+        for record in plan.individual:
+            if self.ledger.claim_alert(record, "sent"):
+                log.info("alerting on %s (%s)", record.uri, record.state.value)
+                self.emit(file_alert_event(record))
+        return plan
+
+
+# -- Prefect notification blocks and automations (applied by `hopper deploy`) -----------
+
+
+def effective_targets(config: HopperConfig, environ: Mapping[str, str]) -> list[AlertTarget]:
+    """Targets from hopper.yaml, plus a generic webhook if HOPPER_ALERTS_WEBHOOK_URL is set."""
+    targets = list(config.alerts)
+    if environ.get(WEBHOOK_ENV) and not any(t.url_env == WEBHOOK_ENV for t in targets):
+        targets.append(AlertTarget(type="webhook", name="hopper-webhook", url_env=WEBHOOK_ENV))
+    return targets
+
+
+def _secret(environ: Mapping[str, str], name: str | None, target: AlertTarget) -> str:
+    value = environ.get(name or "")
+    if not value:
+        raise ConfigError(
+            f"alert target {target.name or target.type!r}: environment variable {name} is not "
+            "set (secrets are read from the environment, never from hopper.yaml)"
+        )
+    return value
+
+
+def block_name(target: AlertTarget, index: int) -> str:
+    """A valid block name for a target (lowercase letters, digits and dashes)."""
+    raw = target.name or f"hopper-{target.type}-{index}"
+    return re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-") or f"hopper-{index}"
+
+
+def build_block(target: AlertTarget, name: str, environ: Mapping[str, str]) -> Any:
+    """The Prefect notification block for a target, secrets read from the environment."""
+    from prefect.blocks import notifications as nb
+    from prefect.types import SecretDict
+    from pydantic import SecretStr
+
+    if target.type == "webhook":
+        # The URL goes into the block's secrets, so it is masked in the UI and the API.
+        return nb.CustomWebhookNotificationBlock(
+            name=name,
+            url="{{hopper_webhook_url}}",
+            method="POST",
+            json_data={"subject": "{{subject}}", "body": "{{body}}", "source": "hopper"},
+            headers=None,
+            cookies=None,
+            secrets=SecretDict({"hopper_webhook_url": _secret(environ, target.url_env, target)}),
+        )
+    if target.type == "slack":
+        return nb.SlackWebhook(url=SecretStr(_secret(environ, target.url_env, target)))
+    if target.type == "teams":
+        return nb.MicrosoftTeamsWebhook(url=SecretStr(_secret(environ, target.url_env, target)))
+    return nb.SendgridEmail(
+        api_key=SecretStr(_secret(environ, target.api_key_env, target)),
+        sender_email=target.sender or "",
+        to_emails=list(target.to),
+    )
+
+
+FILE_SUBJECT = (
+    "Hopper: {{ event.payload.name }} {{ event.payload.state }} ({{ event.payload.dataset }})"
+)
+FILE_BODY = (
+    "Dataset: {{ event.payload.dataset }}\n"
+    "File: {{ event.payload.uri }}\n"
+    "Outcome: {{ event.payload.state }}\n"
+    "Reason: {{ event.payload.reason }}\n"
+    "Run: {{ event.payload.run_url }}\n"
+    "After fixing, run: {{ event.payload.replay }}"
+)
+DIGEST_SUBJECT = "Hopper: {{ event.payload.count }} files failed ({{ event.payload.datasets }})"
+DIGEST_BODY = (
+    "{{ event.payload.count }} files failed or were quarantined within "
+    "{{ event.payload.window_minutes }} minutes.\n{{ event.payload.files }}\n"
+    "See `hopper status`; after fixing: {{ event.payload.replay }}"
+)
+
+
+def apply_alerting(config: HopperConfig, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Create or update notification blocks and the alert automations; return block names.
+
+    Earlier Hopper alert automations are deleted first, so re-running leaves exactly one
+    automation per target and kind.
+    """
+    from prefect.automations import Automation, EventTrigger, Posture
+    from prefect.client.orchestration import get_client
+    from prefect.events.actions import SendNotification
+
+    env = os.environ if environ is None else environ
+    targets = effective_targets(config, env)
+    with get_client(sync_client=True) as client:
+        for automation in client.read_automations():
+            if automation.name.startswith(AUTOMATION_PREFIX):
+                client.delete_automation(automation.id)
+    names: list[str] = []
+    for index, target in enumerate(targets):
+        name = block_name(target, index)
+        block = build_block(target, name, env)
+        block_id = block.save(name, overwrite=True)
+        for kind, expect, match, subject, body in (
+            ("file", events.ALERT_FILE, events.RESOURCE_MATCH, FILE_SUBJECT, FILE_BODY),
+            ("digest", events.ALERT_DIGEST, events.DIGEST_RESOURCE, DIGEST_SUBJECT, DIGEST_BODY),
+        ):
+            Automation(
+                name=f"{AUTOMATION_PREFIX}{kind}-{name}",
+                description=f"Hopper {kind} alerts to {target.type} target {name}",
+                trigger=EventTrigger(
+                    expect={expect},
+                    match={"prefect.resource.id": match},
+                    posture=Posture.Reactive,
+                    threshold=1,
+                ),
+                actions=[SendNotification(block_document_id=block_id, subject=subject, body=body)],
+            ).create()
+        names.append(name)
+        log.info("alerts go to %s target %s", target.type, name)
+    return names

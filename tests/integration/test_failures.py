@@ -1,0 +1,115 @@
+"""Failures as a user meets them: one alert per incident, a digest in a storm, and files that
+still land exactly once when the worker and its run are killed.
+
+Alerts travel the real path: the flow marks the failure in the ledger, the watcher emits
+`hopper.alert.*`, a Prefect automation (created by `hopper deploy`) sends it through a
+Custom Webhook notification block to a local HTTP receiver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import CONTRACT
+from tests.integration.conftest import Running, hopper, wait_for
+
+pytestmark = pytest.mark.integration
+
+GOOD = "id,full name,score\n1,Ada,1.5\n2,Bob,2\n"
+DAMAGED = "id,full name,score\n1,Ada,1.5\ntwo,Bob,lots\n"
+
+
+def _drop(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _state(up: Running, path: Path) -> str | None:
+    result = hopper("status", str(path), "--json", env=up.env)
+    return json.loads(result.stdout)["state"] if result.returncode == 0 else None
+
+
+def test_one_alert_for_the_damaged_file_only(up: Running) -> None:
+    _drop(up.root / "inbox" / "people" / "good-one.csv", GOOD)
+    _drop(up.root / "inbox" / "people" / "damaged-one.csv", DAMAGED)
+    (alert,) = wait_for(lambda: up.webhook.about("damaged-one.csv"), 120, "the alert")
+    wait_for(
+        lambda: (
+            up.lake_files("people")
+            and _state(up, up.root / "inbox" / "people" / "good-one.csv") == "ingested"
+        ),
+        60,
+        "good-one.csv ingested",
+    )
+    time.sleep(12)  # longer than the hold: a duplicate would have arrived by now
+    assert len(up.webhook.about("damaged-one.csv")) == 1
+    assert up.webhook.about("good-one.csv") == []
+    text = alert["subject"] + "\n" + alert["body"]
+    assert "people" in text and "quarantined" in text
+    assert "id" in alert["body"] and "two" in alert["body"]  # the reason names column and value
+    assert "/runs/flow-run/" in alert["body"]
+    assert "hopper replay " in alert["body"]
+
+
+def test_a_storm_of_failures_sends_one_digest(up: Running) -> None:
+    (up.root / "datasets" / "storm.yaml").write_text(
+        CONTRACT.replace("name: people", "name: storm")
+    )
+    for i in range(30):
+        _drop(up.root / "inbox" / "storm" / f"bad-{i:02d}.csv", DAMAGED)
+    (digest,) = wait_for(
+        lambda: [a for a in up.webhook.about("bad-") if "files failed" in a.get("subject", "")],
+        300,
+        "the digest alert",
+    )
+    assert "30 files failed" in digest["subject"] and "storm" in digest["subject"]
+    time.sleep(10)
+    individual = [a for a in up.webhook.about("bad-") if "files failed" not in a.get("subject", "")]
+    assert individual == []
+    assert len([a for a in up.webhook.about("bad-") if "files failed" in a["subject"]]) == 1
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_killed_worker_and_run_still_land_exactly_once(up: Running) -> None:
+    n = 400_000
+    rows = "\n".join(f"{i},name {i},{i % 10}" for i in range(n))
+    src = up.root / "inbox" / "people" / "crash.csv"
+    _drop(src, "id,full name,score\n" + rows + "\n")
+    worker = up.state()["children"]["worker"]
+    run_pids = wait_for(lambda: _children(worker), 60, "the flow-run process to start")
+    for pid in [*run_pids, worker]:
+        os.kill(pid, signal.SIGKILL)
+    # hopper up restarts the worker; reconciliation re-dispatches the lost run.
+    wait_for(lambda: up.state()["children"]["worker"] != worker, 30, "the worker to be restarted")
+    for _ in range(60):
+        if _state(up, src) == "ingested":
+            break
+        result = hopper("reconcile", "--stuck-seconds", "5", env=up.env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        time.sleep(3)
+    assert _state(up, src) == "ingested"
+    outputs = [p for p in up.lake_files("people") if p.name.startswith("crash-")]
+    assert len(outputs) == 1
+    assert pq.read_table(outputs[0]).num_rows == n
+    history = json.loads(hopper("status", str(src), "--json", env=up.env).stdout)["history"]
+    assert [h["event"] for h in history].count("ingested") == 1

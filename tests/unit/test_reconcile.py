@@ -1,0 +1,94 @@
+"""Reconciliation: dead runs are re-dispatched a bounded number of times."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from hopper.config import HopperConfig
+from hopper.ledger import Ledger, sqlite_url
+from hopper.models import FileRef, FileState
+from hopper.reconcile import is_dead, reconcile
+from hopper.watch.local import describe_file
+
+
+class ScriptedRuns:
+    def __init__(self, states: dict[str, str]) -> None:
+        self.states = states
+        self.created: list[dict[str, object]] = []
+
+    def flow_run_state(self, flow_run_id: str) -> str | None:
+        return self.states.get(flow_run_id)
+
+    def create_ingest_run(self, parameters: dict[str, object], idempotency_key: str) -> str:
+        self.created.append(parameters)
+        run_id = f"run-{len(self.created) + 100}"
+        self.states[run_id] = "SCHEDULED"
+        return run_id
+
+
+def _running(home: HopperConfig, ledger: Ledger, name: str, run: str) -> FileRef:
+    path = home.sources[0].path / "people" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("id\n1\n")
+    ref = describe_file(path, f"people/{name}", [])
+    assert ref is not None
+    ledger.record_detected(ref)
+    ledger.mark_dispatched(ref.uri, ref.fingerprint, "d0")
+    ledger.claim(ref, run)
+    return ref
+
+
+def test_is_dead_rules() -> None:
+    from hopper.ledger import FileRecord
+
+    ref = FileRef(uri="file:///a", size=1, mtime=1.0)
+    now = time.time()
+    rec = FileRecord(
+        ref.uri,
+        ref.fingerprint,
+        None,
+        FileState.RUNNING,
+        ref,
+        "d",
+        now,
+        1,
+        "r",
+        None,
+        None,
+        now,
+        now,
+    )
+    assert is_dead(rec, "CRASHED", now, 60)
+    assert is_dead(rec, None, now, 60)
+    assert not is_dead(rec, "RUNNING", now + 10, 60)
+    assert is_dead(rec, "RUNNING", now + 61, 60)
+    assert not is_dead(rec, "SCHEDULED", now + 600, 60)
+
+
+def test_crashed_run_is_redispatched_then_given_up(home: HopperConfig, tmp_path: Path) -> None:
+    ledger = Ledger(sqlite_url(home.state_dir))
+    ref = _running(home, ledger, "a.csv", "run-1")
+    runs = ScriptedRuns({"run-1": "CRASHED"})
+    report = reconcile(home, ledger, runs, max_dispatches=2, rescan=False)
+    assert report.redispatched == [ref.uri]
+    assert runs.created[0]["request"]["replay"] is True  # type: ignore[index]
+    # the new run crashes too: the bound (2 dispatches) is reached → failed, alert pending
+    new_run = ledger.latest(ref.uri).flow_run_id  # type: ignore[union-attr]
+    ledger.claim(ref, new_run or "", replay=True)
+    runs.states[new_run or ""] = "CRASHED"
+    report = reconcile(home, ledger, runs, max_dispatches=2, rescan=False)
+    assert report.given_up == [ref.uri]
+    latest = ledger.latest(ref.uri)
+    assert latest is not None and latest.state == FileState.FAILED and latest.alert == "pending"
+
+
+def test_healthy_runs_are_left_alone_and_rescan_finds_files(home: HopperConfig) -> None:
+    ledger = Ledger(sqlite_url(home.state_dir))
+    _running(home, ledger, "a.csv", "run-1")
+    extra = home.sources[0].path / "people" / "new.csv"
+    extra.write_text("id\n2\n")
+    runs = ScriptedRuns({"run-1": "RUNNING"})
+    report = reconcile(home, ledger, runs)
+    assert report.redispatched == [] and report.given_up == []
+    assert report.detected == 1
