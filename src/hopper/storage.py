@@ -1,0 +1,410 @@
+"""Reading and writing ``file://`` paths and ``s3://`` URIs, with S3 faults mapped to ours.
+
+Ingestion works on local files (pyarrow's readers pick the format from the file name), so an
+S3 object is first streamed to a temporary file named after its key. Writes to S3 are
+atomic by construction: an object becomes visible only once its single PUT or its multipart
+upload completes, so readers never see half a Parquet file.
+
+boto3 clients are created here and nowhere else (:func:`make_s3_client`,
+:func:`make_sqs_client`) and handed to the code that needs them. Credentials always come from
+the standard AWS chain (environment, shared config, instance or container role), never from
+``hopper.yaml``.
+
+Every botocore fault is translated by :func:`s3_error`: throttling, 5xx and broken
+connections become :class:`~hopper.errors.TransientError` (retry), a missing object becomes
+:class:`~hopper.errors.SourceGoneError` (quarantine, no retry).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import boto3
+import pyarrow as pa
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from hopper.errors import HopperError, SourceGoneError, TransientError
+from hopper.sink import write_parquet_atomic
+
+log = logging.getLogger(__name__)
+
+S3Client = Any  # boto3 clients are generated at run time; no stubs are installed
+SqsClient = Any
+
+CHUNK_BYTES = 1 << 20  # read S3 bodies 1 MiB at a time
+MULTIPART_BYTES = 64 * 1024 * 1024  # uploads larger than this go multipart
+PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+
+_GONE_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchVersion", "NoSuchBucket"})
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "AWS.SimpleQueueService.ServiceUnavailable",
+    }
+)
+_TRANSIENT_IO = (
+    BotoConnectionError,  # endpoint unreachable, connection closed or reset, connect timeout
+    HTTPClientError,
+    ReadTimeoutError,
+    IncompleteReadError,
+    ResponseStreamingError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def make_s3_client(endpoint_url: str | None = None, region: str | None = None) -> S3Client:
+    """The one place S3 clients are made.
+
+    Args:
+        endpoint_url: an S3-compatible endpoint (moto, MinIO, …). None lets botocore use
+            ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` or the real AWS endpoint.
+        region: AWS region; None means the AWS chain (``AWS_DEFAULT_REGION``, profile).
+
+    Returns:
+        A boto3 S3 client with standard-mode retries and bounded timeouts. Credentials come
+        from the AWS credential chain only.
+    """
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpoint_url, region_name=region, config=_client_config()
+    )
+
+
+def make_sqs_client(endpoint_url: str | None = None, region: str | None = None) -> SqsClient:
+    """The one place SQS clients are made.
+
+    Args:
+        endpoint_url: an SQS-compatible endpoint; None lets botocore use
+            ``AWS_ENDPOINT_URL_SQS`` / ``AWS_ENDPOINT_URL`` or the real AWS endpoint.
+        region: AWS region; None means the AWS chain.
+
+    Returns:
+        A boto3 SQS client. Its read timeout exceeds the longest SQS long poll (20 s).
+    """
+    return boto3.session.Session().client(
+        "sqs", endpoint_url=endpoint_url, region_name=region, config=_client_config()
+    )
+
+
+def _client_config() -> Config:
+    return Config(
+        retries={"mode": "standard", "max_attempts": 5},
+        connect_timeout=10,
+        read_timeout=60,
+        max_pool_connections=20,
+    )
+
+
+def endpoint_of(client: Any) -> str:
+    """The endpoint a boto3 client talks to, for error messages."""
+    return str(getattr(getattr(client, "meta", None), "endpoint_url", "") or "AWS")
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """Split ``s3://bucket/key`` into ``(bucket, key)``.
+
+    The key is taken verbatim (Hopper's S3 URIs are not percent-encoded), so keys holding
+    ``?``, ``#`` or ``%`` survive. The key is empty for ``s3://bucket`` or ``s3://bucket/``.
+
+    Raises:
+        ValueError: if ``uri`` is not an ``s3://`` URI with a bucket.
+    """
+    if not uri.startswith("s3://"):
+        raise ValueError(f"{uri!r} is not an s3:// URI")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise ValueError(f"{uri!r} has no bucket name")
+    return bucket, key
+
+
+def s3_uri(bucket: str, key: str) -> str:
+    """``s3://bucket/key``, key not percent-encoded."""
+    return f"s3://{bucket}/{key}"
+
+
+def error_code(exc: ClientError) -> str:
+    """The service's error code of a botocore ``ClientError`` (``NoSuchKey``, ``SlowDown``…)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _http_status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+def is_transient_aws(exc: BaseException) -> bool:
+    """Whether a botocore fault may go away by itself (throttling, 5xx, network)."""
+    if isinstance(exc, ClientError):
+        status = _http_status(exc)
+        return error_code(exc) in _TRANSIENT_CODES or status >= 500 or status == 429
+    return isinstance(exc, _TRANSIENT_IO)
+
+
+def s3_error(exc: BaseException, uri: str, action: str) -> HopperError:
+    """Translate a botocore fault about ``uri`` into a Hopper error (to ``raise … from exc``).
+
+    Args:
+        exc: what boto3 raised.
+        uri: the object or prefix concerned, named in the message.
+        action: what was being done, e.g. ``"read"``.
+
+    Returns:
+        :class:`SourceGoneError` for a missing object, version or bucket;
+        :class:`TransientError` for throttling, 5xx, timeouts and connection faults; a plain
+        :class:`HopperError` (neither retried nor quarantined: it needs a human) otherwise,
+        e.g. for ``AccessDenied``.
+    """
+    if isinstance(exc, S3UploadFailedError) and isinstance(exc.__context__, ClientError):
+        exc = exc.__context__  # boto3's transfer manager wraps the real fault
+    if isinstance(exc, ClientError):
+        code = error_code(exc) or str(_http_status(exc))
+        if code == "NoSuchBucket":
+            return SourceGoneError(f"{uri}: the bucket is gone (NoSuchBucket during {action})")
+        if code in _GONE_CODES:
+            return SourceGoneError(f"{uri}: the object is gone (deleted before it could be read)")
+        if code == "PreconditionFailed":
+            return SourceGoneError(
+                f"{uri}: the object changed before it could be read; "
+                "the newer version is ingested on its own"
+            )
+        if is_transient_aws(exc):
+            return TransientError(f"{uri}: S3 {action} failed, will retry ({code})")
+        return HopperError(f"{uri}: S3 {action} failed ({code}: {exc})")
+    if is_transient_aws(exc) or isinstance(exc, S3UploadFailedError):
+        return TransientError(f"{uri}: S3 {action} failed, will retry ({exc})")
+    if isinstance(exc, BotoCoreError):
+        return HopperError(f"{uri}: S3 {action} failed ({exc})")
+    return HopperError(f"{uri}: {action} failed ({exc})")
+
+
+def local_name(key: str, limit: int = 200) -> str:
+    """A local file name for an S3 key: its basename, keeping the suffixes if too long.
+
+    Format detection works by extension (``.csv``, ``.jsonl.gz``…), so the suffixes are
+    what must survive.
+    """
+    name = PurePosixPath(key).name or "object"
+    if len(name.encode()) <= limit:
+        return name
+    suffix = "".join(PurePosixPath(name).suffixes[-2:])[:40]
+    stem = name[: len(name) - len(suffix)].encode()[: limit - len(suffix.encode())]
+    return stem.decode(errors="ignore") + suffix
+
+
+def _temp_folder(prefix: str, tmp_dir: Path | None) -> Path:
+    if tmp_dir is not None:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_dir))
+
+
+@contextmanager
+def fetch_to_local(
+    uri: str,
+    s3_client: S3Client | None,
+    tmp_dir: Path | None = None,
+    *,
+    etag: str | None = None,
+    version_id: str | None = None,
+) -> Iterator[Path]:
+    """A local path holding the file at ``uri`` for the duration of the ``with`` block.
+
+    For ``file://`` URIs (or plain paths) this is the file itself. For ``s3://`` the object
+    is streamed in 1 MiB chunks (never whole in memory) to a temporary folder, under the
+    key's own base name so format detection by extension works, and removed on exit.
+
+    Args:
+        uri: ``file:///abs/path`` or ``s3://bucket/key``.
+        s3_client: a client from :func:`make_s3_client` (unused for local files).
+        tmp_dir: where to put the temporary copy (created if needed; default: the system
+            temp folder).
+        etag: if given, read only this version of the content (``If-Match``).
+        version_id: if given, read this object version (versioned buckets).
+
+    Raises:
+        SourceGoneError: the file or object no longer exists (or changed, with ``etag``).
+        TransientError: throttling, 5xx, timeouts, connection faults.
+    """
+    if not uri.startswith("s3://"):
+        path = Path(unquote(urlparse(uri).path)) if uri.startswith("file://") else Path(uri)
+        if not path.is_file():
+            raise SourceGoneError(f"{uri}: the file is gone (deleted before it could be read)")
+        yield path
+        return
+    if s3_client is None:
+        raise ValueError(f"{uri}: an S3 client is needed to read it")
+    bucket, key = parse_s3_uri(uri)
+    folder = _temp_folder("hopper-", tmp_dir)
+    try:
+        target = folder / local_name(key)
+        args: dict[str, str] = {"Bucket": bucket, "Key": key}
+        if etag:
+            bare = etag.strip('"')
+            args["IfMatch"] = f'"{bare}"'
+        if version_id:
+            args["VersionId"] = version_id
+        try:
+            body = s3_client.get_object(**args)["Body"]
+            with target.open("wb") as out:
+                for chunk in body.iter_chunks(CHUNK_BYTES):
+                    out.write(chunk)
+        except (ClientError, BotoCoreError, ConnectionError, TimeoutError) as exc:
+            raise s3_error(exc, uri, "read") from exc
+        log.debug("fetched %s to %s (%d bytes)", uri, target, target.stat().st_size)
+        yield target
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def write_parquet_s3(
+    table: pa.Table,
+    uri: str,
+    s3_client: S3Client,
+    compression: str = "zstd",
+    *,
+    tmp_dir: Path | None = None,
+) -> str:
+    """Write ``table`` as one Parquet object at ``uri``, visible only once complete.
+
+    The file is written locally first (same options as :func:`hopper.sink.write_parquet_atomic`,
+    bounded memory), then uploaded: a single PUT up to 64 MiB, a multipart upload beyond,
+    which S3 publishes atomically when it completes. An existing object is replaced.
+
+    Returns:
+        ``uri``.
+
+    Raises:
+        TransientError: throttling, 5xx, connection faults (the write can simply be retried).
+        HopperError: other S3 refusals (access denied, missing bucket).
+    """
+    bucket, key = parse_s3_uri(uri)
+    if not key or key.endswith("/"):
+        raise ValueError(f"{uri}: not an object URI")
+    folder = _temp_folder("hopper-out-", tmp_dir)
+    try:
+        local = folder / local_name(key)
+        write_parquet_atomic(table, local, compression)
+        try:
+            s3_client.upload_file(
+                str(local),
+                bucket,
+                key,
+                ExtraArgs={"ContentType": PARQUET_CONTENT_TYPE},
+                Config=TransferConfig(multipart_threshold=MULTIPART_BYTES),
+            )
+        except (ClientError, BotoCoreError, S3UploadFailedError, ConnectionError) as exc:
+            raise s3_error(exc, uri, "write") from exc
+        log.info("wrote %s (%d rows)", uri, table.num_rows)
+        return uri
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def list_outputs_s3(prefix_uri: str, name: str, s3_client: S3Client) -> list[str]:
+    """URIs of the objects under ``prefix_uri`` whose base name is ``name``.
+
+    With :func:`delete_s3` this replicates :func:`hopper.sink.write_outputs`' clean-up of a
+    source's stale partition files on S3.
+
+    Raises:
+        TransientError / HopperError: as mapped by :func:`s3_error`.
+    """
+    bucket, prefix = parse_s3_uri(prefix_uri)
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    found: list[str] = []
+    try:
+        pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                if PurePosixPath(obj["Key"]).name == name:
+                    found.append(s3_uri(bucket, obj["Key"]))
+    except (ClientError, BotoCoreError) as exc:
+        raise s3_error(exc, prefix_uri, "list") from exc
+    return found
+
+
+def delete_s3(uri: str, s3_client: S3Client) -> None:
+    """Delete one object (deleting a missing object is not an error)."""
+    bucket, key = parse_s3_uri(uri)
+    try:
+        s3_client.delete_object(Bucket=bucket, Key=key)
+    except (ClientError, BotoCoreError) as exc:
+        raise s3_error(exc, uri, "delete") from exc
+    log.info("deleted %s", uri)
+
+
+def copy_to_quarantine_s3(
+    source_uri: str, target_uri: str, reason: dict[str, Any], s3_client: S3Client
+) -> str:
+    """Copy a rejected file to ``target_uri`` on S3, with ``<name>.error.json`` beside it.
+
+    The source may be an S3 object (server-side copy, multipart beyond 5 GB) or a local
+    ``file://`` path (uploaded). A source that is already gone is noted in the reason file
+    rather than failing: the reason must land even when the bytes cannot.
+
+    Returns:
+        ``target_uri``.
+
+    Raises:
+        TransientError / HopperError: as mapped by :func:`s3_error`.
+    """
+    bucket, key = parse_s3_uri(target_uri)
+    reason = dict(reason)
+    try:
+        if source_uri.startswith("s3://"):
+            src_bucket, src_key = parse_s3_uri(source_uri)
+            s3_client.copy({"Bucket": src_bucket, "Key": src_key}, bucket, key)
+        else:
+            local = Path(unquote(urlparse(source_uri).path))
+            if local.is_file():
+                s3_client.upload_file(str(local), bucket, key)
+            else:
+                reason.setdefault("source_missing", True)
+    except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
+        error = s3_error(exc, source_uri, "quarantine copy")
+        if not isinstance(error, SourceGoneError):
+            raise error from exc
+        log.warning("%s is gone; quarantining its reason only", source_uri)
+        reason.setdefault("source_missing", True)
+    reason_uri = f"{target_uri}.error.json"
+    try:
+        s3_client.put_object(
+            Bucket=bucket,
+            Key=f"{key}.error.json",
+            Body=json.dumps(reason, indent=2, default=str).encode(),
+            ContentType="application/json",
+        )
+    except (ClientError, BotoCoreError) as exc:
+        raise s3_error(exc, reason_uri, "write") from exc
+    log.info("quarantined %s to %s", source_uri, target_uri)
+    return target_uri

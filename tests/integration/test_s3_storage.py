@@ -1,0 +1,150 @@
+"""hopper.storage and the startup check against a real moto server."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hopper.errors import ConfigError, SourceGoneError, TransientError
+from hopper.storage import (
+    copy_to_quarantine_s3,
+    delete_s3,
+    fetch_to_local,
+    list_outputs_s3,
+    make_s3_client,
+    write_parquet_s3,
+)
+from hopper.watch.s3 import S3Source, check_s3_source
+
+if TYPE_CHECKING:  # the fixture module is loaded as a plugin, so that pytest rewrites it
+    from tests.moto_server import MotoServer
+
+pytest_plugins = ["tests.moto_server"]
+pytestmark = pytest.mark.integration
+
+
+def test_fetch_to_local_streams_the_object_under_its_own_name(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    bucket = moto.bucket()
+    local = tmp_path / "big data.csv.gz"
+    payload = bytes(range(256)) * 12_000  # 3 MB: several chunks
+    local.write_bytes(payload)
+    moto.aws("s3", "cp", "--quiet", str(local), f"s3://{bucket}/incoming/sales/big data.csv.gz")
+    uri = f"s3://{bucket}/incoming/sales/big data.csv.gz"
+    etag = moto.s3.head_object(Bucket=bucket, Key="incoming/sales/big data.csv.gz")["ETag"]
+
+    with fetch_to_local(uri, moto.s3, tmp_path / "work", etag=etag) as path:
+        assert path.name == "big data.csv.gz"
+        assert path.read_bytes() == payload
+        assert path.is_relative_to(tmp_path / "work")
+    assert not path.exists() and list((tmp_path / "work").iterdir()) == []
+
+    with fetch_to_local(local.as_uri(), None) as same:
+        assert same == local
+
+
+def test_fetch_to_local_maps_a_deleted_or_changed_object_to_source_gone(moto: MotoServer) -> None:
+    bucket = moto.bucket()
+    moto.s3.put_object(Bucket=bucket, Key="incoming/sales/a.csv", Body=b"id\n1\n")
+    uri = f"s3://{bucket}/incoming/sales/a.csv"
+    with (
+        pytest.raises(SourceGoneError, match="changed"),
+        fetch_to_local(uri, moto.s3, etag="0" * 32),
+    ):
+        pass
+    moto.aws("s3", "rm", uri)
+    with pytest.raises(SourceGoneError) as info, fetch_to_local(uri, moto.s3):
+        pass
+    assert str(info.value) == f"{uri}: the object is gone (deleted before it could be read)"
+
+
+def test_an_unreachable_endpoint_is_transient(tmp_path: Path) -> None:
+    from tests.moto_server import free_port
+
+    client = make_s3_client(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(TransientError, match="will retry"), fetch_to_local("s3://b/k.csv", client):
+        pass
+
+
+def test_parquet_written_to_s3_reads_back_and_stale_outputs_can_be_found(
+    moto: MotoServer,
+) -> None:
+    bucket = moto.bucket("lake")
+    table = pa.table({"id": [1, 2, 3], "name": ["a", "b", None]})
+    uri = f"s3://{bucket}/sales/region=EU/a-0123456789.parquet"
+    assert write_parquet_s3(table, uri, moto.s3) == uri
+    body = moto.s3.get_object(Bucket=bucket, Key="sales/region=EU/a-0123456789.parquet")["Body"]
+    assert pq.read_table(io.BytesIO(body.read())).equals(table)
+    meta = moto.s3.head_object(Bucket=bucket, Key="sales/region=EU/a-0123456789.parquet")
+    assert meta["ContentType"] == "application/vnd.apache.parquet"
+
+    other = f"s3://{bucket}/sales/region=US/a-0123456789.parquet"
+    write_parquet_s3(table.slice(0, 1), other, moto.s3, compression="snappy")
+    write_parquet_s3(table, f"s3://{bucket}/sales/region=US/b-9999999999.parquet", moto.s3)
+    found = list_outputs_s3(f"s3://{bucket}/sales", "a-0123456789.parquet", moto.s3)
+    assert sorted(found) == sorted([uri, other])
+    delete_s3(other, moto.s3)
+    delete_s3(other, moto.s3)  # deleting twice is fine
+    assert list_outputs_s3(f"s3://{bucket}/sales/", "a-0123456789.parquet", moto.s3) == [uri]
+
+
+def test_quarantine_copy_writes_the_file_and_its_reason(moto: MotoServer, tmp_path: Path) -> None:
+    bucket = moto.bucket()
+    moto.s3.put_object(Bucket=bucket, Key="incoming/sales/bad.csv", Body=b"id\nx\n")
+    target = f"s3://{bucket}/quarantine/sales/2024-05-01/bad.csv"
+    reason = {"reason": "column id: 'x' is not int64", "violations": [{"column": "id"}]}
+    copy_to_quarantine_s3(f"s3://{bucket}/incoming/sales/bad.csv", target, reason, moto.s3)
+    copied = moto.s3.get_object(Bucket=bucket, Key="quarantine/sales/2024-05-01/bad.csv")
+    assert copied["Body"].read() == b"id\nx\n"
+    saved = moto.s3.get_object(Bucket=bucket, Key="quarantine/sales/2024-05-01/bad.csv.error.json")
+    assert json.loads(saved["Body"].read()) == reason
+
+    gone = f"s3://{bucket}/quarantine/sales/2024-05-01/gone.csv"
+    copy_to_quarantine_s3(f"s3://{bucket}/incoming/gone.csv", gone, reason, moto.s3)
+    saved = moto.s3.get_object(Bucket=bucket, Key="quarantine/sales/2024-05-01/gone.csv.error.json")
+    assert json.loads(saved["Body"].read())["source_missing"] is True
+
+    local = tmp_path / "local.csv"
+    local.write_text("id\ny\n")
+    target = f"s3://{bucket}/quarantine/sales/2024-05-01/local.csv"
+    copy_to_quarantine_s3(local.as_uri(), target, reason, moto.s3)
+    copied = moto.s3.get_object(Bucket=bucket, Key="quarantine/sales/2024-05-01/local.csv")
+    assert copied["Body"].read() == b"id\ny\n"
+
+
+def test_check_s3_source_names_the_missing_bucket_or_queue(moto: MotoServer) -> None:
+    bucket = moto.bucket()
+    queue = moto.queue()
+    check_s3_source(S3Source(bucket=bucket), moto.s3)
+    notified = S3Source(bucket=bucket, mode="notifications", queue_url=queue)
+    check_s3_source(notified, moto.s3, moto.sqs)
+
+    with pytest.raises(ConfigError) as info:
+        check_s3_source(S3Source(bucket="no-such-bucket"), moto.s3)
+    assert str(info.value) == (
+        f"S3 bucket 'no-such-bucket' does not exist or is not readable at {moto.endpoint} "
+        "(NoSuchBucket)"
+    )
+    missing = f"{moto.endpoint}/123456789012/no-such-queue"
+    with pytest.raises(ConfigError) as info:
+        check_s3_source(notified.model_copy(update={"queue_url": missing}), moto.s3, moto.sqs)
+    assert str(info.value) == (
+        f"SQS queue '{missing}' does not exist or is not readable at {moto.endpoint} "
+        "(QueueDoesNotExist)"
+    )
+    assert "\n" not in str(info.value)
+
+
+def test_clients_honour_aws_endpoint_url(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = moto.bucket()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.endpoint)
+    client = make_s3_client()
+    assert client.meta.endpoint_url == moto.endpoint
+    assert bucket in [b["Name"] for b in client.list_buckets()["Buckets"]]
