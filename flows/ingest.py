@@ -5,17 +5,19 @@ Thin on purpose: retries, logging and artifacts live here; the work is in ``hopp
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from hopper import events
 from hopper.config import HopperConfig
-from hopper.errors import is_transient
+from hopper.contracts import load_contract
+from hopper.errors import HopperError, is_transient
 from hopper.ingest import Home, failed_outcome, ingest
 from hopper.models import IngestOutcome, IngestRequest
 
@@ -47,6 +49,21 @@ def ingest_task(request: IngestRequest, config: HopperConfig, flow_run_id: str) 
     return ingest(request, config, flow_run_id=flow_run_id)
 
 
+def _with_retry_policy(config: HopperConfig, request: IngestRequest) -> Any:
+    """The ingest task with the retry policy of the file's dataset contract, if it has one."""
+    path = config.contract_path(request.ref.dataset) if request.ref.dataset else None
+    try:
+        contract = load_contract(path) if path and path.is_file() else None
+    except HopperError:
+        contract = None  # the task itself will quarantine the file with the reason
+    if contract is None:
+        return ingest_task
+    return ingest_task.with_options(
+        retries=contract.retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=contract.retry_backoff_seconds),
+    )
+
+
 def _report(outcome: IngestOutcome) -> None:
     rows: list[dict[str, Any]] = [
         {"item": "state", "value": outcome.state.value},
@@ -60,6 +77,27 @@ def _report(outcome: IngestOutcome) -> None:
     rows += [{"item": f"column {name}", "value": kind} for name, kind in outcome.schema_.items()]
     rows += [{"item": "output", "value": path} for path in outcome.outputs]
     create_table_artifact(table=rows, description=f"Ingestion of `{outcome.uri}`")
+
+
+def _daily_summary(home: Home, dataset: str | None) -> None:
+    """Refresh the dataset's "last 24 hours" markdown artifact (one key per dataset)."""
+    if not dataset:
+        return
+    since = time.time() - 86400
+    counts = home.ledger.dataset_day(dataset, since)
+    lines = [
+        f"# {dataset}: the last 24 hours",
+        "",
+        "| state | files |",
+        "|---|---|",
+        *[f"| {state} | {n} |" for state, n in sorted(counts.items())],
+    ]
+    failures = home.ledger.recent_failures(dataset, since)
+    if failures:
+        lines += ["", "## Latest failures", ""]
+        lines += [f"- `{r.ref.name}` ({r.state.value}): {r.reason}" for r in failures]
+    key = "hopper-daily-" + dataset.replace("_", "-")
+    create_markdown_artifact(markdown="\n".join(lines), key=key, description=f"{dataset} today")
 
 
 @flow(name="ingest-file", flow_run_name=_run_name, log_prints=False)
@@ -76,7 +114,7 @@ def ingest_file(request: IngestRequest) -> dict[str, Any]:
             )
             return {"uri": ref.uri, "skipped": True}
         try:
-            outcome = ingest_task(request, home.config, run_id)
+            outcome = _with_retry_policy(home.config, request)(request, home.config, run_id)
         except Exception as exc:
             outcome = failed_outcome(ref, exc)
             home.ledger.finish(outcome, run_id)
@@ -86,6 +124,7 @@ def ingest_file(request: IngestRequest) -> dict[str, Any]:
         home.ledger.finish(outcome, run_id)
         events.emit(events.outcome_event(ref, outcome, run_id))
         _report(outcome)
+        _daily_summary(home, outcome.dataset)
         logger.info("%s: %s (%d rows out)", ref.uri, outcome.state.value, outcome.rows_out)
         return outcome.model_dump(mode="json", by_alias=True)
     finally:

@@ -44,7 +44,11 @@ class AlertPlan:
 
 
 def plan_alerts(
-    pending: list[FileRecord], sent_in_window: int, policy: AlertPolicy, now: float
+    pending: list[FileRecord],
+    sent_in_window: int,
+    policy: AlertPolicy,
+    now: float,
+    last_digest_at: float | None = None,
 ) -> AlertPlan:
     """Decide which alerts go out now (pure).
 
@@ -53,8 +57,13 @@ def plan_alerts(
         sent_in_window: alerts already sent within the digest window.
         policy: holding and storm-control settings.
         now: current time (epoch seconds).
+        last_digest_at: when the last digest went out, if any. While a storm goes on, at
+            most one digest per window is sent; later failures wait for the next one.
     """
     if not pending:
+        return AlertPlan([], [])
+    window = policy.digest_window_minutes * 60
+    if last_digest_at is not None and now - last_digest_at < window:
         return AlertPlan([], [])
     newest = max(r.updated_at for r in pending)
     oldest = min(r.updated_at for r in pending)
@@ -125,7 +134,13 @@ class AlertDispatcher:
         if not pending:
             return AlertPlan([], [])
         window = now - self.policy.digest_window_minutes * 60
-        plan = plan_alerts(pending, self.ledger.alerts_since(window), self.policy, now)
+        plan = plan_alerts(
+            pending,
+            self.ledger.alerts_since(window),
+            self.policy,
+            now,
+            self.ledger.last_alert_at("digested"),
+        )
         if plan.digest:
             claimed = [r for r in plan.digest if self.ledger.claim_alert(r, "digested")]
             if claimed:
@@ -224,6 +239,11 @@ def apply_alerting(config: HopperConfig, environ: Mapping[str, str] | None = Non
 
     env = os.environ if environ is None else environ
     targets = effective_targets(config, env)
+    if not targets:
+        log.warning(
+            "no alert targets (hopper.yaml `alerts:` or %s): failures will not notify anyone",
+            WEBHOOK_ENV,
+        )
     with get_client(sync_client=True) as client:
         for automation in client.read_automations():
             if automation.name.startswith(AUTOMATION_PREFIX):

@@ -35,6 +35,77 @@ class FolderSource(BaseModel):
     recursive: bool = Field(default=True, description="Watch sub-folders too.")
 
 
+class S3Source(BaseModel):
+    """An S3 bucket and prefix watched for objects; the first folder under it names the dataset.
+
+    It depends on pydantic alone, so it can move into :mod:`hopper.config` beside
+    ``FolderSource`` (``sources`` as a union discriminated by ``type``) without an import cycle.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["s3"] = "s3"
+    bucket: str = Field(min_length=3, description="Bucket name, without s3://.")
+    prefix: str = Field(
+        default="",
+        description="Watched root inside the bucket, a folder such as 'incoming/' ('' = whole "
+        "bucket); a trailing '/' is added. The first folder under it names the dataset.",
+    )
+    mode: Literal["notifications", "listing"] = Field(
+        default="listing",
+        description="'listing': list the prefix every listing_seconds. 'notifications': read "
+        "S3 event notifications from queue_url, reconciled by a listing every listing_seconds.",
+    )
+    queue_url: str | None = Field(
+        default=None, description="SQS queue receiving the bucket's notifications (notifications)."
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        description="S3/SQS endpoint for moto, MinIO or other compatible stores; default: "
+        "AWS_ENDPOINT_URL or AWS itself.",
+    )
+    region: str | None = Field(
+        default=None, description="AWS region; default: the AWS chain (AWS_DEFAULT_REGION…)."
+    )
+    listing_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Period of the listing; in notifications mode, of the reconciliation listing.",
+    )
+    recursive: bool = Field(
+        default=True, description="Include objects in sub-folders (not only directly under prefix)."
+    )
+
+    @field_validator("bucket")
+    @classmethod
+    def _bare_bucket(cls, value: str) -> str:
+        if "/" in value or value.startswith("s3:"):
+            raise ValueError(
+                f"bucket {value!r} must be a bare bucket name; put the folder in 'prefix'"
+            )
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _folder_prefix(cls, value: str) -> str:
+        value = value.lstrip("/")
+        return value if not value or value.endswith("/") else value + "/"
+
+    @model_validator(mode="after")
+    def _queue_for_notifications(self) -> S3Source:
+        if self.mode == "notifications" and not self.queue_url:
+            raise ValueError("mode 'notifications' needs queue_url (the SQS queue's URL)")
+        return self
+
+    @property
+    def root(self) -> str:
+        """``s3://bucket/prefix``, for log lines."""
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
 class RoutingRule(BaseModel):
     """An explicit glob → dataset rule; rules are tried in order before the default routing."""
 

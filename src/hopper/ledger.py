@@ -204,8 +204,13 @@ class Ledger:
         return True
 
     def due_for_dispatch(self, confirm_seconds: float, limit: int = 500) -> list[FileRecord]:
-        """Versions to (re)dispatch: never dispatched, or dispatched with no run confirmed."""
-        cutoff = time.time() - confirm_seconds
+        """Versions to (re)dispatch: never dispatched, or dispatched with no run confirmed.
+
+        A version is re-dispatched after ``confirm_seconds``, then after twice that, and so
+        on (capped at 32×): a slow server is not flooded with duplicate requests.
+        """
+        now = time.time()
+        cutoff = now - confirm_seconds
         query = (
             sa.select(files)
             .where(
@@ -221,7 +226,13 @@ class Ledger:
             .limit(limit)
         )
         with self._begin() as conn:
-            return [FileRecord.from_row(r) for r in conn.execute(query)]
+            found = [FileRecord.from_row(r) for r in conn.execute(query)]
+        return [
+            r
+            for r in found
+            if r.state == FileState.DETECTED
+            or now - (r.dispatched_at or 0) >= confirm_seconds * 2 ** min(r.dispatch_count - 1, 5)
+        ]
 
     def unconfirmed(self, limit: int = 500) -> list[FileRecord]:
         """Dispatched versions whose flow run has not been seen yet."""
@@ -356,6 +367,13 @@ class Ledger:
         with self._begin() as conn:
             return int(conn.execute(query).scalar_one())
 
+    def last_alert_at(self, how: str) -> float | None:
+        """When the latest alert of kind ``how`` (``sent`` or ``digested``) went out."""
+        query = sa.select(sa.func.max(files.c.alerted_at)).where(files.c.alert == how)
+        with self._begin() as conn:
+            value = conn.execute(query).scalar_one()
+        return float(value) if value is not None else None
+
     def claim_alert(self, record: FileRecord, how: str) -> bool:
         """Mark a pending alert as gone out (``sent`` or ``digested``); False if already taken.
 
@@ -444,6 +462,31 @@ class Ledger:
         )
         with self._begin() as conn:
             return {r.uri: r.fingerprint for r in conn.execute(query)}
+
+    def dataset_day(self, dataset: str, since: float) -> dict[str, int]:
+        """File versions of ``dataset`` updated since ``since``, counted per state (one query)."""
+        query = (
+            sa.select(files.c.state, sa.func.count())
+            .where(files.c.dataset == dataset, files.c.updated_at >= since)
+            .group_by(files.c.state)
+        )
+        with self._begin() as conn:
+            return {state: int(n) for state, n in conn.execute(query)}
+
+    def recent_failures(self, dataset: str, since: float, limit: int = 10) -> list[FileRecord]:
+        """The latest quarantined or failed versions of ``dataset`` since ``since``."""
+        query = (
+            sa.select(files)
+            .where(
+                files.c.dataset == dataset,
+                files.c.updated_at >= since,
+                files.c.state.in_([FileState.QUARANTINED.value, FileState.FAILED.value]),
+            )
+            .order_by(files.c.updated_at.desc())
+            .limit(limit)
+        )
+        with self._begin() as conn:
+            return [FileRecord.from_row(r) for r in conn.execute(query)]
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Number of latest file versions per dataset and state."""

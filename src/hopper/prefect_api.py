@@ -14,6 +14,7 @@ from uuid import UUID
 
 from hopper.errors import TransientError
 from hopper.events import INGEST_DEPLOYMENT
+from hopper.models import FileRef
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,20 @@ def ui_base() -> str:
 def run_url(flow_run_id: str | None) -> str | None:
     """Link to a flow run in the Prefect UI, or None without a run."""
     return f"{ui_base()}/runs/flow-run/{flow_run_id}" if flow_run_id else None
+
+
+def _versions_in(parameters: dict[str, Any]) -> list[tuple[str, str]]:
+    """The ``(uri, fingerprint)`` of every file a run's parameters ask for."""
+    request = parameters.get("request")
+    refs = [request.get("ref")] if isinstance(request, dict) else []
+    out = []
+    for ref in refs:
+        try:
+            parsed = FileRef.model_validate(ref)
+        except ValueError:
+            continue
+        out.append((parsed.uri, parsed.fingerprint))
+    return out
 
 
 class PrefectAPI:
@@ -76,11 +91,15 @@ class PrefectAPI:
             self._deployment_id = deployment.id
         return self._deployment_id
 
-    def runs_for_dispatches(self, dispatch_ids: set[str], since: datetime) -> dict[str, str]:
-        """Map dispatch ids to the ids of the ``ingest-file`` flow runs that carry them.
+    def runs_for_files(
+        self, versions: set[tuple[str, str]], since: datetime
+    ) -> dict[tuple[str, str], str]:
+        """Map file versions ``(uri, fingerprint)`` to an ``ingest-file`` run that carries them.
 
-        Prefect cannot filter on parameters, so this reads the deployment's runs expected to
-        start after ``since`` and matches ``request.dispatch_id`` client-side.
+        Any run for the version counts, whichever dispatch created it: a slow automation must
+        not make the watcher dispatch the same file again and again. Prefect cannot filter on
+        parameters, so this reads the deployment's runs expected to start after ``since`` and
+        matches ``request.ref`` client-side.
         """
         from prefect.client.schemas.filters import (
             FlowRunFilter,
@@ -93,9 +112,9 @@ class PrefectAPI:
             deployment_id=FlowRunFilterDeploymentId(any_=[self.ingest_deployment_id()]),
             expected_start_time=FlowRunFilterExpectedStartTime(after_=since),  # type: ignore[arg-type]
         )
-        found: dict[str, str] = {}
+        found: dict[tuple[str, str], str] = {}
         offset, page = 0, 200
-        while len(found) < len(dispatch_ids):
+        while len(found) < len(versions):
             runs = self._client.read_flow_runs(
                 flow_run_filter=flt,
                 sort=FlowRunSort.EXPECTED_START_TIME_ASC,
@@ -103,10 +122,9 @@ class PrefectAPI:
                 offset=offset,
             )
             for run in runs:
-                request: Any = (run.parameters or {}).get("request") or {}
-                dispatch = request.get("dispatch_id") if isinstance(request, dict) else None
-                if dispatch in dispatch_ids:
-                    found[dispatch] = str(run.id)
+                for key in _versions_in(run.parameters or {}):
+                    if key in versions:
+                        found[key] = str(run.id)
             if len(runs) < page:
                 break
             offset += page

@@ -142,7 +142,11 @@ class Running:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"PREFECT_API_URL": self.api_url, "HOPPER_CONFIG": str(self.config)}
+        return {
+            "PREFECT_API_URL": self.api_url,
+            "HOPPER_CONFIG": str(self.config),
+            "HOPPER_ALERTS_WEBHOOK_URL": self.webhook.url,
+        }
 
     def state(self) -> dict[str, Any]:
         return json.loads((self.root / ".hopper" / "up.json").read_text())

@@ -251,3 +251,43 @@ def test_init_scaffolds_a_home(tmp_path: Path) -> None:
     again = hopper("init", str(tmp_path / "h"))
     assert again.returncode == 1 and "already exists" in again.stderr
     shutil.rmtree(tmp_path / "h")
+
+
+def test_replay_twice_keeps_rows_and_fixed_contract_replays_quarantined(up: Running) -> None:
+    src = up.root / "inbox" / "people" / "people.csv"
+    wait_for(lambda: _state_of(up, src) == "ingested", 90, "people.csv ingested")
+    before = sorted(pq.read_table(p).num_rows for p in up.lake_files("people"))
+    for _ in range(2):
+        result = hopper("replay", str(src), "--wait", "--timeout", "90", env=up.env, timeout=150)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "ingested" in result.stdout
+    assert sorted(pq.read_table(p).num_rows for p in up.lake_files("people")) == before
+
+    contract = up.root / "datasets" / "fixme.yaml"
+    contract.write_text("name: fixme\ncolumns:\n  - name: code\n    type: int64\n")
+    bad = _drop(up.root / "inbox" / "fixme" / "codes.csv", "code\n1\nA7\n")
+    wait_for(lambda: _state_of(up, bad) == "quarantined", 90, "codes.csv quarantined")
+    dry = hopper("replay", "--quarantined", "--dataset", "fixme", "--dry-run", env=up.env)
+    assert dry.returncode == 0 and "codes.csv" in dry.stdout
+    contract.write_text("name: fixme\nversion: 2\ncolumns:\n  - name: code\n    type: string\n")
+    result = hopper(
+        "replay", "--quarantined", "--dataset", "fixme", "--wait", env=up.env, timeout=150
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (out,) = up.lake_files("fixme")
+    assert pq.read_table(out).column("code").to_pylist() == ["1", "A7"]
+    history = [h["event"] for h in _status(up, str(bad))["history"]]
+    assert history.index("quarantined") < history.index("replayed") < history.index("ingested")
+
+
+def test_daily_summary_artifact_per_dataset(up: Running) -> None:
+    wait_for(lambda: up.lake_files("people"), 90, "people ingested")
+    found = wait_for(
+        lambda: httpx.post(
+            f"{up.api_url}/artifacts/latest/filter",
+            json={"artifacts": {"key": {"any_": ["hopper-daily-people"]}}},
+        ).json(),
+        30,
+        "the daily artifact of people",
+    )
+    assert "the last 24 hours" in found[0]["data"] and "| ingested |" in found[0]["data"]

@@ -113,3 +113,33 @@ def test_killed_worker_and_run_still_land_exactly_once(up: Running) -> None:
     assert pq.read_table(outputs[0]).num_rows == n
     history = json.loads(hopper("status", str(src), "--json", env=up.env).stdout)["history"]
     assert [h["event"] for h in history].count("ingested") == 1
+
+
+def _flaky_contract(up: Running, name: str, func: str) -> None:
+    text = CONTRACT.replace("name: people", f"name: {name}")
+    (up.root / "datasets" / f"{name}.yaml").write_text(
+        text + f'transform: "tests.integration.faults:{func}"\n'
+    )
+
+
+def test_transient_fault_is_retried_and_lands_without_alert(up: Running) -> None:
+    _flaky_contract(up, "flaky", "flaky_once")
+    src = up.root / "inbox" / "flaky" / "f.csv"
+    _drop(src, GOOD)
+    (out,) = wait_for(lambda: up.lake_files("flaky"), 120, "f.csv to land after a retry")
+    assert pq.read_table(out).column("id").to_pylist() == [1, 2]
+    wait_for(lambda: _state(up, src) == "ingested", 30, "the ledger to say ingested")
+    time.sleep(10)  # past the alert hold
+    assert up.webhook.about("flaky") == []
+
+
+def test_fault_that_never_clears_fails_once_and_alerts_once(up: Running) -> None:
+    _flaky_contract(up, "hopeless", "always_transient")
+    src = up.root / "inbox" / "hopeless" / "h.csv"
+    _drop(src, GOOD)
+    wait_for(lambda: _state(up, src) == "failed", 240, "the run to fail after its retries")
+    (alert,) = wait_for(lambda: up.webhook.about("h.csv"), 60, "the failure alert")
+    assert "failed" in alert["subject"] and "never clears" in alert["body"]
+    time.sleep(10)
+    assert len(up.webhook.about("h.csv")) == 1
+    assert up.lake_files("hopeless") == []

@@ -119,3 +119,17 @@ def test_webhook_url_is_kept_secret() -> None:
     block = build_block(target, "hook", {"HOOK": "http://127.0.0.1:9/secret-token"})
     assert "secret-token" not in block.model_dump_json()
     assert "secret-token" not in repr(block)
+
+
+def test_stragglers_of_a_storm_wait_for_the_next_window(ledger: Ledger) -> None:
+    sent: list[dict[str, Any]] = []
+    dispatcher = AlertDispatcher(ledger, POLICY, lambda spec: sent.append(spec) or True)
+    for i in range(5):
+        _fail(ledger, f"f{i}.csv")
+    now = time.time() + 10
+    dispatcher.tick(now)
+    _fail(ledger, "late.csv")
+    dispatcher.tick(now + 30)  # within the 10-minute window: held
+    assert [s["event"] for s in sent] == [events.ALERT_DIGEST]
+    dispatcher.tick(now + POLICY.digest_window_minutes * 60 + 1)
+    assert [s["event"] for s in sent] == [events.ALERT_DIGEST, events.ALERT_FILE]

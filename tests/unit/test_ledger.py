@@ -79,3 +79,19 @@ def test_records_filters_latest_versions(tmp_path: Path) -> None:
     assert latest == {old.uri: "sha256:02", other.uri: other.fingerprint}
     assert [r.uri for r in ledger.records(states=[FileState.QUARANTINED])] == [other.uri]
     assert ledger.counts() == {"sales": {"detected": 1, "quarantined": 1}}
+
+
+def test_redispatch_backs_off_exponentially(tmp_path: Path) -> None:
+    import time
+
+    ledger = _ledger(tmp_path)
+    ref = _ref()
+    ledger.record_detected(ref)
+    for attempt in range(1, 4):
+        ledger.mark_dispatched(ref.uri, ref.fingerprint, f"d{attempt}")
+    # three dispatches: the next one waits 2**2 = 4 × confirm_seconds
+    dispatched_at = ledger.latest(ref.uri).dispatched_at  # type: ignore[union-attr]
+    assert dispatched_at is not None and dispatched_at <= time.time()
+    assert ledger.due_for_dispatch(confirm_seconds=0.05) == []
+    time.sleep(0.25)
+    assert [r.dispatch_count for r in ledger.due_for_dispatch(confirm_seconds=0.05)] == [3]

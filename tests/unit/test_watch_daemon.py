@@ -19,14 +19,16 @@ from hopper.watch.daemon import Watcher
 class ScriptedServer:
     def __init__(self) -> None:
         self.up = False
-        self.runs: dict[str, str] = {}
+        self.runs: dict[tuple[str, str], str] = {}
         self.emitted: list[dict[str, object]] = []
 
     def healthy(self) -> bool:
         return self.up
 
-    def runs_for_dispatches(self, dispatch_ids: set[str], since: datetime) -> dict[str, str]:
-        return {d: r for d, r in self.runs.items() if d in dispatch_ids}
+    def runs_for_files(
+        self, versions: set[tuple[str, str]], since: datetime
+    ) -> dict[tuple[str, str], str]:
+        return {v: r for v, r in self.runs.items() if v in versions}
 
     def emit(self, spec: dict[str, object]) -> bool:
         self.emitted.append(spec)
@@ -66,7 +68,7 @@ def test_outage_keeps_files_pending_then_dispatches_and_confirms(home: HopperCon
     second = _dispatch_id(server.emitted[-1])
     assert second != first
 
-    server.runs[second] = "run-42"
+    server.runs[(record.uri, record.fingerprint)] = "run-42"
     assert watcher.confirm() == 1
     (record,) = ledger.records()
     assert record.state == FileState.QUEUED and record.flow_run_id == "run-42"

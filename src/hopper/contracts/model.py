@@ -400,6 +400,15 @@ class Contract(BaseModel):
     compression: Literal["zstd", "snappy", "gzip", "none"] = Field(
         default="zstd", description="Parquet compression codec."
     )
+    retries: int = Field(
+        default=4, ge=0, le=20, description="Retries of transient faults (network, throttling)."
+    )
+    retry_backoff_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=600,
+        description="First retry delay; each retry doubles it (with jitter).",
+    )
 
     @field_validator("columns")
     @classmethod

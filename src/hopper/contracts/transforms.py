@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from hopper.contracts.expr import ExpressionError, parse_expression
 from hopper.contracts.model import INGEST_DATE, Contract
-from hopper.errors import ContractViolation, TerminalError
+from hopper.errors import ContractViolation, TerminalError, TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,9 @@ def _run_transform(table: pa.Table, contract: Contract, source: str) -> pa.Table
     data: Any = table.to_pandas() if contract.transform_input == "pandas" else table
     try:
         result = function(data)
-    except Exception as exc:  # user code: whatever it raises, the file cannot go through
+    except (TransientError, TerminalError):
+        raise  # the transform classified its own fault: retry or quarantine as it says
+    except Exception as exc:  # user code: otherwise, the file cannot go through
         raise TerminalError(
             f"{source}: transform {spec!r} raised {type(exc).__name__}: {exc}. Fix: correct "
             "the function (or the data it rejects), then replay the file."

@@ -31,7 +31,9 @@ class Orchestrator(Protocol):
 
     def healthy(self) -> bool: ...
 
-    def runs_for_dispatches(self, dispatch_ids: set[str], since: datetime) -> dict[str, str]: ...
+    def runs_for_files(
+        self, versions: set[tuple[str, str]], since: datetime
+    ) -> dict[tuple[str, str], str]: ...
 
 
 class Emitter(Protocol):
@@ -155,13 +157,12 @@ class Watcher:
             return 0
         oldest = min(r.dispatched_at or time.time() for r in pending)
         since = datetime.fromtimestamp(oldest, UTC) - timedelta(seconds=60)
-        by_dispatch = {r.dispatch_id: r for r in pending if r.dispatch_id}
+        versions = {(r.uri, r.fingerprint) for r in pending}
         try:
-            found = self.orchestrator.runs_for_dispatches(set(by_dispatch), since)
+            found = self.orchestrator.runs_for_files(versions, since)
         except Exception as exc:  # server hiccup: try again on the next round
             log.warning("could not confirm flow runs yet: %s", exc)
             return 0
-        for dispatch_id, run_id in found.items():
-            record = by_dispatch[dispatch_id]
-            self.ledger.mark_queued(record.uri, record.fingerprint, run_id)
+        for (uri, fingerprint), run_id in found.items():
+            self.ledger.mark_queued(uri, fingerprint, run_id)
         return len(found)

@@ -1,0 +1,399 @@
+"""Real processes for the benchmarks: `hopper up` in a temporary home, and /proc sampling.
+
+`hopper up` is started the way ``tests/integration/conftest.py`` starts it: a subprocess in
+a fresh Hopper home, on a free port, with no ``PREFECT_*``/``HOPPER_*`` variables inherited,
+ready once "Hopper is up." appears in its output. It is stopped with SIGTERM, and anything
+of its process tree still alive afterwards is killed by PID (checked against the process's
+start time, so a recycled PID is never hit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.data import contract_yaml
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def proc_times(pid: int) -> tuple[float, int]:
+    """``(CPU seconds used, start time in clock ticks)`` of a process, from /proc/<pid>/stat.
+
+    Raises:
+        ProcessLookupError: the process is gone.
+    """
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError) as exc:
+        raise ProcessLookupError(pid) from exc
+    fields = raw[raw.rindex(")") + 2 :].split()  # the command name may contain spaces
+    utime, stime, starttime = int(fields[11]), int(fields[12]), int(fields[19])
+    return (utime + stime) / CLOCK_TICKS, starttime
+
+
+def proc_memory(pid: int) -> dict[str, int]:
+    """``VmRSS`` and ``VmHWM`` (peak RSS) of a process in bytes; empty if it is gone."""
+    out: dict[str, int] = {}
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return out
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def children_map() -> dict[int, list[int]]:
+    """Parent PID → child PIDs for every process on the machine."""
+    tree: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(raw[raw.rindex(")") + 2 :].split()[1])
+        tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren, …)."""
+    tree = children_map()
+    found: list[int] = []
+    todo = list(tree.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(tree.get(child, []))
+    return found
+
+
+def cmdline(pid: int) -> str:
+    """A process's command line, or ``""`` if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+class PeakRSS:
+    """Samples the peak RSS of every descendant of a process in a background thread.
+
+    Reads ``VmHWM`` (the kernel's own high-water mark) of each descendant every
+    ``interval`` seconds, so a peak between two samples is still seen; only a process that
+    peaks and exits within one interval can be missed.
+    """
+
+    def __init__(self, root_pid: int, interval: float = 0.05) -> None:
+        self.root_pid = root_pid
+        self.interval = interval
+        self.peaks: dict[int, int] = {}
+        self.commands: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="peak-rss", daemon=True)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for pid in descendants(self.root_pid):
+                mem = proc_memory(pid)
+                peak = max(mem.get("VmHWM", 0), mem.get("VmRSS", 0))
+                if peak > self.peaks.get(pid, 0):
+                    self.peaks[pid] = peak
+                    self.commands.setdefault(pid, cmdline(pid)[:200])
+
+    def peak(self) -> tuple[int, str]:
+        """``(peak bytes, command line)`` of the descendant that used the most memory."""
+        if not self.peaks:
+            return 0, ""
+        pid = max(self.peaks, key=self.peaks.__getitem__)
+        return self.peaks[pid], self.commands.get(pid, "")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without ``PREFECT_*``/``HOPPER_*``, plus ``overrides``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "HOPPER_"))}
+    env.update(overrides or {})
+    return env
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How a Hopper under test is configured: extra hopper.yaml text and environment.
+
+    The baseline ("one flow run per file, as shipped") and the candidate are both profiles;
+    when they are equal one `hopper up` serves both, otherwise each gets its own.
+    """
+
+    name: str
+    extra_yaml: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+
+    def same_setup(self, other: Profile) -> bool:
+        """Whether ``other`` would start an identical Hopper."""
+        return (self.extra_yaml, self.env) == (other.extra_yaml, other.env)
+
+
+def make_home(root: Path, datasets: list[str], extra_yaml: str = "") -> Path:
+    """Write a Hopper home (hopper.yaml, one contract per dataset, inbox folders).
+
+    The watcher keeps Hopper's default tuning unless ``extra_yaml`` sets a ``watch:`` block.
+
+    Returns:
+        The path of ``hopper.yaml``.
+    """
+    (root / "datasets").mkdir(parents=True, exist_ok=True)
+    for name in datasets:
+        (root / "datasets" / f"{name}.yaml").write_text(contract_yaml(name), encoding="utf-8")
+        (root / "inbox" / name).mkdir(parents=True, exist_ok=True)
+    config = root / "hopper.yaml"
+    config.write_text(
+        "sources:\n  - path: inbox\n"
+        "lake: lake\nquarantine: quarantine\ndatasets_dir: datasets\nstate_dir: .hopper\n"
+        + extra_yaml,
+        encoding="utf-8",
+    )
+    return config
+
+
+def hopper_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m hopper ARGS`` and return the completed process."""
+    return subprocess.run(
+        [sys.executable, "-m", "hopper", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
+
+
+def terminate(proc: subprocess.Popen[Any], sig: int, timeout: float) -> None:
+    """Send ``sig`` to a process we started; SIGKILL it if it has not exited in ``timeout``."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("pid %d ignored signal %d for %.0fs; killing it", proc.pid, sig, timeout)
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def kill_leftovers(tree: dict[int, int]) -> list[int]:
+    """SIGKILL the processes of ``tree`` (PID → start time) that are still the same process."""
+    killed = []
+    for pid, started in tree.items():
+        try:
+            if proc_times(pid)[1] != started:
+                continue
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except ProcessLookupError:
+            continue
+    return killed
+
+
+# --------------------------------------------------------------------------- hopper up
+
+
+@dataclass
+class HopperUp:
+    """A `hopper up` in its own temporary home; use as a context manager."""
+
+    root: Path
+    datasets: list[str]
+    profile: Profile = field(default_factory=lambda: Profile("as shipped"))
+    start_timeout: float = 240.0
+    port: int = 0
+    proc: subprocess.Popen[str] | None = None
+    started_in: float = 0.0
+    _tree: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Path:
+        """The home's hopper.yaml."""
+        return self.root / "hopper.yaml"
+
+    @property
+    def log_path(self) -> Path:
+        """Where `hopper up` writes its own output."""
+        return self.root / "up.log"
+
+    def inbox(self, dataset: str) -> Path:
+        """The inbox folder of ``dataset``."""
+        return self.root / "inbox" / dataset
+
+    def lake(self, dataset: str) -> Path:
+        """The lake folder of ``dataset``."""
+        return self.root / "lake" / dataset
+
+    def quarantine(self, dataset: str) -> Path:
+        """The quarantine folder of ``dataset``."""
+        return self.root / "quarantine" / dataset
+
+    def state(self) -> dict[str, Any]:
+        """``.hopper/up.json``: API URL and the PIDs of the supervised processes."""
+        return json.loads((self.root / ".hopper" / "up.json").read_text())
+
+    @property
+    def api_url(self) -> str:
+        """The Prefect API this Hopper uses."""
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def cli_env(self) -> dict[str, str]:
+        """Environment for `hopper` commands run against this home."""
+        return clean_env(
+            {
+                "PREFECT_API_URL": self.api_url,
+                "PREFECT_HOME": str(self.root / ".hopper" / "prefect"),
+                "HOPPER_CONFIG": str(self.config),
+            }
+        )
+
+    def start(self) -> None:
+        """Write the home, start `hopper up` and wait for "Hopper is up."."""
+        make_home(self.root, self.datasets, self.profile.extra_yaml)
+        self.port = self.port or free_port()
+        env = clean_env({"HOPPER_LOG_LEVEL": "INFO", **dict(self.profile.env)})
+        log.info(
+            "starting hopper up (%s) in %s on port %d", self.profile.name, self.root, self.port
+        )
+        began = time.monotonic()
+        with self.log_path.open("w") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "hopper",
+                    "up",
+                    "--config",
+                    str(self.config),
+                    "--port",
+                    str(self.port),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+                cwd=REPO,
+            )
+        deadline = began + self.start_timeout
+        while time.monotonic() < deadline:
+            if "Hopper is up." in self.log_path.read_text(errors="replace"):
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hopper up exited early:\n{self._tail()}")
+            time.sleep(0.25)
+        else:
+            raise RuntimeError(f"hopper up not ready after {self.start_timeout:.0f}s")
+        self.started_in = time.monotonic() - began
+        log.info("hopper up is ready after %.1fs (%s)", self.started_in, self.api_url)
+
+    def worker_pid(self) -> int:
+        """PID of the Prefect worker (its children are the flow-run processes)."""
+        return int(self.state()["children"]["worker"])
+
+    def _tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _snapshot_tree(self) -> None:
+        if self.proc is None:
+            return
+        for pid in descendants(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                self._tree[pid] = proc_times(pid)[1]
+
+    def stop(self) -> None:
+        """SIGTERM `hopper up`, then kill whatever of its process tree is left."""
+        if self.proc is None:
+            return
+        self._snapshot_tree()
+        log.info("stopping hopper up (pid %d)", self.proc.pid)
+        terminate(self.proc, signal.SIGTERM, timeout=60)
+        time.sleep(0.5)
+        killed = kill_leftovers(self._tree)
+        if killed:
+            log.warning("killed %d process(es) left behind by hopper up: %s", len(killed), killed)
+        self.proc = None
+
+    def __enter__(self) -> HopperUp:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def watcher_process(config: Path, api_url: str, log_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """A separate ``hopper watch`` for ``config``, dispatching to the server at ``api_url``."""
+    env = clean_env(
+        {
+            "PREFECT_API_URL": api_url,
+            "PREFECT_HOME": str(config.parent / ".hopper" / "prefect"),
+            "HOPPER_LOG_LEVEL": "INFO",
+        }
+    )
+    with log_path.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hopper", "watch", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
+    try:
+        yield proc
+    finally:
+        terminate(proc, signal.SIGTERM, timeout=20)

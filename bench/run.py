@@ -1,0 +1,383 @@
+"""The ``python -m bench`` command: run the benchmarks, print the table, write JSON.
+
+One `hopper up` (the candidate profile) serves the latency, big-file and burst benchmarks;
+the watcher benchmark runs a separate ``hopper watch`` in a home of its own against the same
+server. The burst baseline (one flow run per file, as shipped) is a separate profile: today
+it equals the candidate, so the same `hopper up` measures it; once the candidate is
+configured differently (``--extra-yaml``/``--env``) a second `hopper up` is started for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import cases
+from bench.procs import REPO, HopperUp, Profile
+from bench.stats import Result, format_table, is_flat, mib
+
+log = logging.getLogger("bench")
+
+BENCHMARKS = ("latency", "big", "rss", "idle", "burst")
+DATASETS = ["bench_latency", "bench_big", "bench_rss", "bench_burst", "bench_burst_base"]
+BASELINE = Profile("baseline: one flow run per file, as shipped")
+
+GOAL_P50, GOAL_P95 = 1.5, 3.0
+GOAL_FILES_PER_S = 80.0
+GOAL_RATIO = 0.8
+GOAL_RSS_BYTES = 1 << 30
+GOAL_IDLE_CPU = 1.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each benchmark is (``--quick`` or full, then per-flag overrides)."""
+
+    latency_files: int
+    burst_files: int
+    burst_baseline_files: int
+    burst_timeout: float
+    big_mb: int
+    rss_mb: int
+    idle_files: int
+    idle_seconds: float
+    idle_settle_timeout: float
+
+
+FULL = Sizes(20, 10_000, 20, 600, 1000, 2000, 100_000, 60, 600)
+QUICK = Sizes(5, 200, 10, 45, 50, 100, 2_000, 10, 120)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see ``--help``)."""
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Run Hopper's performance benchmarks against a real `hopper up`.",
+    )
+    p.add_argument("--quick", action="store_true", help="smoke-sized run (about 3 minutes)")
+    p.add_argument(
+        "--only",
+        default=",".join(BENCHMARKS),
+        help=f"comma-separated benchmarks to run, from {','.join(BENCHMARKS)} (default: all)",
+    )
+    p.add_argument("--latency-files", type=int, help="files for the latency benchmark")
+    p.add_argument("--burst-files", type=int, help="files in the burst")
+    p.add_argument("--burst-baseline-files", type=int, help="files in the baseline burst")
+    p.add_argument("--burst-timeout", type=float, help="seconds to wait for a burst to land")
+    p.add_argument("--big-mb", type=int, help="size of the throughput CSV, MB")
+    p.add_argument("--rss-mb", type=int, help="size of the peak-RSS CSV, MB")
+    p.add_argument("--idle-files", type=int, help="files the idle watcher tracks")
+    p.add_argument("--idle-seconds", type=float, help="seconds the idle watcher is measured")
+    p.add_argument(
+        "--extra-yaml",
+        type=Path,
+        help="file whose text is appended to the candidate's hopper.yaml (baseline: as shipped)",
+    )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment for the candidate's `hopper up` (repeatable)",
+    )
+    p.add_argument("--work-dir", type=Path, help="scratch folder (default: a new temp folder)")
+    p.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, homes)")
+    p.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = p.parse_args(argv)
+    unknown = set(args.only.split(",")) - set(BENCHMARKS)
+    if unknown:
+        p.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    return args
+
+
+def sizes_from(args: argparse.Namespace) -> Sizes:
+    """Embedded defaults, with any size flag given on the command line applied."""
+    base = QUICK if args.quick else FULL
+    values = {
+        name: getattr(args, name) if getattr(args, name, None) is not None else default
+        for name, default in base.__dict__.items()
+    }
+    return Sizes(**values)
+
+
+def candidate_profile(args: argparse.Namespace) -> Profile:
+    """The Hopper under test: as shipped, plus ``--extra-yaml`` and ``--env``."""
+    extra = args.extra_yaml.read_text(encoding="utf-8") if args.extra_yaml else ""
+    env = tuple(tuple(item.split("=", 1)) for item in args.env)
+    if any(len(pair) != 2 for pair in env):
+        raise SystemExit("--env takes KEY=VALUE")
+    if not extra and not env:
+        return BASELINE
+    return Profile("candidate", extra, env)  # type: ignore[arg-type]
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    import prefect
+    import pyarrow
+
+    mem_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "memory_gib": round(mem_kb / (1 << 20), 1),
+        "python": platform.python_version(),
+        "prefect": prefect.__version__,
+        "pyarrow": pyarrow.__version__,
+        "kernel": platform.release(),
+        "commit": commit,
+    }
+
+
+# --------------------------------------------------------------------------- results
+
+
+def latency_result(run: dict[str, Any], baseline: dict[str, Any] | None) -> Result:
+    """Table row for the latency benchmark."""
+    base = (
+        f"p50 {baseline['p50']:.2f} s, p95 {baseline['p95']:.2f} s"
+        if baseline
+        else "= measured (one flow run per file)"
+    )
+    return Result(
+        f"latency, 1 small file ({run['files']} drops)",
+        f"p50 {run['p50']:.2f} s, p95 {run['p95']:.2f} s",
+        f"p50 ≤ {GOAL_P50} s, p95 ≤ {GOAL_P95} s",
+        base,
+        run["p50"] <= GOAL_P50 and run["p95"] <= GOAL_P95,
+        {"run": run, "baseline": baseline},
+    )
+
+
+def burst_result(run: dict[str, Any], baseline: dict[str, Any] | None) -> Result:
+    """Table row for the burst benchmark."""
+    measured = f"{run['files_per_s']:.2f} files/s"
+    if run["timed_out"]:
+        measured += f" ({run['landed']}/{run['files']} in {run['seconds']:.0f} s, timed out)"
+    elif not run["exactly_once"]:
+        measured += " (NOT exactly once)"
+    base = "—"
+    if baseline:
+        base = f"{baseline['files_per_s']:.2f} files/s ({baseline['files']} files)"
+    return Result(
+        f"burst of {run['files']:,} small files",
+        measured,
+        f"all once, ≥ {GOAL_FILES_PER_S:.0f} files/s",
+        base,
+        run["exactly_once"] and run["files_per_s"] >= GOAL_FILES_PER_S,
+        {"run": run, "baseline": baseline},
+    )
+
+
+def big_result(run: dict[str, Any]) -> Result:
+    """Table row for the big-file throughput benchmark."""
+    return Result(
+        f"{run['bytes'] / 1e6:,.0f} MB CSV end to end",
+        f"{run['hopper_mb_s']:.1f} MB/s ({run['ratio']:.2f}× bare)",
+        f"≥ {GOAL_RATIO}× bare pyarrow",
+        f"{run['bare_mb_s']:.1f} MB/s (bare pyarrow)",
+        run["ratio"] >= GOAL_RATIO,
+        {"run": run},
+    )
+
+
+def rss_result(run: dict[str, Any]) -> Result:
+    """Table row for the peak-RSS benchmark."""
+    return Result(
+        f"{run['bytes'] / 1e6:,.0f} MB CSV, flow-run peak RSS",
+        f"{mib(run['peak_rss_bytes']):,.0f} MiB ({run['hopper_mb_s']:.1f} MB/s)",
+        "≤ 1 GiB",
+        "—",
+        0 < run["peak_rss_bytes"] <= GOAL_RSS_BYTES,
+        {"run": run},
+    )
+
+
+def idle_result(run: dict[str, Any]) -> Result:
+    """Table row for the watcher-idle benchmark."""
+    flat = is_flat(run["rss_growth_mib"], run["rss_start_mib"])
+    return Result(
+        f"watcher idle, {run['files']:,} files ({run['seconds']:.0f} s)",
+        f"CPU {run['cpu_percent']:.2f} %, RSS {run['rss_end_mib']:.0f} MiB "
+        f"({run['rss_growth_mib']:+.1f})",
+        "CPU < 1 %, RSS flat",
+        "—",
+        run["cpu_percent"] < GOAL_IDLE_CPU and flat and run["alive_at_end"],
+        {"run": run},
+    )
+
+
+def error_result(name: str, exc: BaseException) -> Result:
+    """Table row for a benchmark that could not produce its figure."""
+    return Result(name, f"error: {str(exc).splitlines()[0][:80]}", "—", "—", None, {})
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+def attempt(results: list[Result], name: str, step: Callable[[], Result]) -> None:
+    """Run one benchmark, appending its row; an error becomes a row, not a crash."""
+    log.info("── %s", name)
+    began = time.monotonic()
+    try:
+        result = step()
+    except Exception as exc:
+        log.exception("%s failed", name)
+        result = error_result(name, exc)
+    result.details["wall_seconds"] = round(time.monotonic() - began, 1)
+    results.append(result)
+    log.info("%s: %s (%s)", name, result.measured, result.verdict)
+
+
+def run_all(
+    args: argparse.Namespace, sizes: Sizes, work: Path, candidate: Profile
+) -> tuple[list[Result], dict[str, Any]]:
+    """Run the selected benchmarks; return the table rows and run-level facts."""
+    only = set(args.only.split(","))
+    results: list[Result] = []
+    facts: dict[str, Any] = {}
+    separate_baseline = not candidate.same_setup(BASELINE)
+    baseline_latency: dict[str, Any] | None = None
+    baseline_burst: dict[str, Any] | None = None
+
+    if separate_baseline and only & {"latency", "burst"}:
+        with HopperUp(work / "home-baseline", DATASETS, BASELINE) as base_up:
+            if "latency" in only:
+                baseline_latency = cases.latency(base_up, "bench_latency", sizes.latency_files)
+            if "burst" in only:
+                baseline_burst = cases.burst(
+                    base_up,
+                    "bench_burst_base",
+                    sizes.burst_baseline_files,
+                    work / "staging-baseline",
+                    timeout=max(sizes.burst_timeout, 600),
+                    prefix="base",
+                )
+
+    with HopperUp(work / "home", DATASETS, candidate) as up:
+        facts["hopper_up_start_seconds"] = round(up.started_in, 1)
+        if "latency" in only:
+            attempt(
+                results,
+                "latency",
+                lambda: latency_result(
+                    cases.latency(up, "bench_latency", sizes.latency_files), baseline_latency
+                ),
+            )
+        if "big" in only:
+            attempt(
+                results,
+                "big file",
+                lambda: big_result(
+                    cases.big_file(up, "bench_big", sizes.big_mb * 1_000_000, work / "big")
+                ),
+            )
+        if "rss" in only:
+            attempt(
+                results,
+                "peak RSS",
+                lambda: rss_result(
+                    cases.big_file(
+                        up, "bench_rss", sizes.rss_mb * 1_000_000, work / "big", bare=False
+                    )
+                ),
+            )
+        if "idle" in only:
+            attempt(
+                results,
+                "watcher idle",
+                lambda: idle_result(
+                    cases.watcher_idle(
+                        work / "home-idle",
+                        up.api_url,
+                        sizes.idle_files,
+                        sizes.idle_seconds,
+                        settle_timeout=sizes.idle_settle_timeout,
+                    )
+                ),
+            )
+        if "burst" in only:
+
+            def burst_step() -> Result:
+                nonlocal baseline_burst
+                if baseline_burst is None:
+                    log.info("burst baseline: %d files", sizes.burst_baseline_files)
+                    baseline_burst = cases.burst(
+                        up,
+                        "bench_burst_base",
+                        sizes.burst_baseline_files,
+                        work / "staging-baseline",
+                        timeout=max(sizes.burst_timeout, 300),
+                        prefix="base",
+                    )
+                    log.info("burst baseline: %.2f files/s", baseline_burst["files_per_s"])
+                run = cases.burst(
+                    up, "bench_burst", sizes.burst_files, work / "staging", sizes.burst_timeout
+                )
+                return burst_result(run, baseline_burst)
+
+            attempt(results, "burst", burst_step)
+    return results, facts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m bench``; returns 0 if every benchmark ran and passed."""
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    sizes = sizes_from(args)
+    candidate = candidate_profile(args)
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="hopper-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    log.info("work dir %s; sizes %s", work, sizes)
+    began = time.monotonic()
+    try:
+        results, facts = run_all(args, sizes, work, candidate)
+    finally:
+        if not args.keep and args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+        elif args.keep:
+            log.info("kept %s", work)
+    facts["total_seconds"] = round(time.monotonic() - began, 1)
+    table = format_table(results)
+    sys.stdout.write("\n" + table)
+    if args.json:
+        doc = {
+            "machine": machine(),
+            "mode": "quick" if args.quick else "full",
+            "sizes": sizes.__dict__,
+            "profile": {"candidate": candidate.name, "baseline": BASELINE.name},
+            "facts": facts,
+            "results": [r.to_dict() for r in results],
+            "table": table,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+        log.info("wrote %s", args.json)
+    log.info("done in %.0fs", facts["total_seconds"])
+    return 0 if results and all(r.passed for r in results) else 1

@@ -1,0 +1,26 @@
+"""Contract transforms that inject faults into real flow runs (imported by the worker).
+
+A dataset contract names one of these with `transform: "tests.integration.faults:…"`; the
+worker runs flows from the project folder, so this module is importable there.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from hopper.errors import TransientError
+
+_calls = {"flaky": 0}
+
+
+def flaky_once(table: pa.Table) -> pa.Table:
+    """Fail like a network hiccup on the first call in a process, then pass the rows on."""
+    _calls["flaky"] += 1
+    if _calls["flaky"] == 1:
+        raise TransientError("injected transient fault (connection reset)")
+    return table
+
+
+def always_transient(table: pa.Table) -> pa.Table:
+    """A fault that never clears: retries run out and the run fails."""
+    raise TransientError("injected transient fault that never clears")

@@ -1,0 +1,127 @@
+"""The pure parts of ``bench/``: data generation, statistics, the results table, the CLI.
+
+No servers here; the benchmarks themselves run with ``python -m bench`` (see bench/README.md).
+These tests only keep the bench code from rotting between runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+from bench import cases, data, run
+from bench.procs import Profile, make_home
+from bench.stats import Result, format_table, is_flat, percentile, rss_growth
+
+
+def test_small_csv_is_deterministic_and_sized() -> None:
+    first = data.small_csv(7, seed=1)
+    assert first == data.small_csv(7, seed=1)
+    assert first != data.small_csv(8, seed=1)
+    assert first != data.small_csv(7, seed=2)
+    for i in range(30):
+        table = pacsv.read_csv(io.BytesIO(data.small_csv(i)))
+        assert 50 <= table.num_rows <= 100
+        assert table.column_names == ["id", "amount", "city", "day"]
+        assert table.schema.field("day").type == pa.date32()
+
+
+def test_write_small_files_names_and_contents(tmp_path: Path) -> None:
+    paths = data.write_small_files(tmp_path, 3, "b", seed=4)
+    assert [p.name for p in paths] == ["b-00000.csv", "b-00001.csv", "b-00002.csv"]
+    assert paths[2].read_bytes() == data.small_csv(2, seed=4)
+
+
+def test_big_csv_is_deterministic_typed_and_close_to_size(tmp_path: Path) -> None:
+    size = 2_000_000
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    rows = data.write_big_csv(a, size, seed=5)
+    data.write_big_csv(b, size, seed=5)
+    digest = hashlib.sha256(a.read_bytes()).hexdigest()
+    assert digest == hashlib.sha256(b.read_bytes()).hexdigest()
+    assert size <= a.stat().st_size <= size * 1.01
+    assert not list(tmp_path.glob(".*"))  # no temp file left behind
+    nulls = pacsv.ConvertOptions(strings_can_be_null=True)  # "NA" is a default null value
+    table = pacsv.read_csv(a, convert_options=nulls)
+    assert table.num_rows == rows
+    assert [str(t) for t in table.schema.types] == ["int64", "double", "string", "date32[day]"]
+    assert table.column("id").null_count == 0
+    assert 0.02 < table.column("city").null_count / rows < 0.08
+    assert table.column("id").to_pylist()[:3] == [0, 1, 2]
+
+
+def test_big_csv_differs_by_seed(tmp_path: Path) -> None:
+    data.write_big_csv(tmp_path / "a.csv", 100_000, seed=1)
+    data.write_big_csv(tmp_path / "b.csv", 100_000, seed=2)
+    assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "b.csv").read_bytes()
+
+
+@pytest.mark.parametrize("q", [0, 5, 50, 95, 100, 37.5])
+def test_percentile_matches_numpy(q: float) -> None:
+    sample = [4.2, 1.0, 9.5, 3.3, 7.7, 2.2, 5.0]
+    assert percentile(sample, q) == pytest.approx(float(np.percentile(sample, q)))
+
+
+def test_percentile_edges() -> None:
+    assert percentile([3.0], 95) == 3.0
+    assert percentile([1.0, 2.0], 50) == 1.5
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_rss_growth_ignores_a_single_spike() -> None:
+    assert rss_growth([100, 100, 180, 100, 100, 100]) == 0
+    assert rss_growth([100, 101, 102, 110, 111, 112]) == pytest.approx(11)
+    assert is_flat(1.5, 80) and not is_flat(10, 80)
+
+
+def test_format_table_aligns_and_shows_verdicts() -> None:
+    rows = [
+        Result("latency", "p50 5.00 s", "p50 ≤ 1.5 s", "≈ 5 s", False),
+        Result("big", "100 MB/s", "≥ 0.8×", passed=True),
+        Result("idle", "error: boom", "—"),
+    ]
+    text = format_table(rows)
+    lines = text.splitlines()
+    assert len(lines) == 5
+    assert len({len(line) for line in lines}) == 1  # every line padded to the same width
+    assert lines[0].startswith("| benchmark")
+    assert "| FAIL" in lines[2] and "| pass" in lines[3] and "| n/a" in lines[4]
+    assert rows[0].to_dict()["verdict"] == "FAIL"
+
+
+def test_lake_names_map_back_to_sources(tmp_path: Path) -> None:
+    assert cases.source_stem("lat-00003-0123456789.parquet") == "lat-00003"
+    (tmp_path / "day=2024-01-01").mkdir()
+    (tmp_path / "day=2024-01-01" / "a-0123456789.parquet").write_bytes(b"")
+    (tmp_path / ".b-0123456789.parquet.tmp").write_bytes(b"")
+    assert cases.lake_outputs(tmp_path) == ["a-0123456789.parquet"]
+
+
+def test_bench_home_has_a_contract_per_dataset(tmp_path: Path) -> None:
+    config = make_home(tmp_path, ["bench_a", "bench_b"])
+    assert "sources:" in config.read_text()
+    assert (tmp_path / "inbox" / "bench_b").is_dir()
+    text = (tmp_path / "datasets" / "bench_a.yaml").read_text()
+    assert text.startswith("name: bench_a\n") and "type: date32" in text
+
+
+def test_cli_sizes_and_profiles(tmp_path: Path) -> None:
+    quick = run.sizes_from(run.parse_args(["--quick", "--burst-files", "7"]))
+    assert quick.burst_files == 7 and quick.latency_files == run.QUICK.latency_files
+    assert run.sizes_from(run.parse_args([])) == run.FULL
+    assert run.candidate_profile(run.parse_args([])) is run.BASELINE
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("watch:\n  stable_seconds: 0.1\n")
+    candidate = run.candidate_profile(run.parse_args(["--extra-yaml", str(extra), "--env", "A=1"]))
+    assert candidate.env == (("A", "1"),) and not candidate.same_setup(run.BASELINE)
+    assert Profile("x").same_setup(Profile("y"))
+    with pytest.raises(SystemExit):
+        run.parse_args(["--only", "latency,nope"])
