@@ -36,11 +36,7 @@ class FolderSource(BaseModel):
 
 
 class S3Source(BaseModel):
-    """An S3 bucket and prefix watched for objects; the first folder under it names the dataset.
-
-    It depends on pydantic alone, so it can move into :mod:`hopper.config` beside
-    ``FolderSource`` (``sources`` as a union discriminated by ``type``) without an import cycle.
-    """
+    """An S3 bucket and prefix watched for objects; the first folder under it names the dataset."""
 
     model_config = ConfigDict(extra="forbid")
 
