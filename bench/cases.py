@@ -15,6 +15,7 @@ import os
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -60,11 +61,19 @@ def quarantined(folder: Path) -> list[str]:
     return found
 
 
-def wait_for_output(up: HopperUp, dataset: str, stem: str, timeout: float, poll: float) -> float:
+def wait_for_output(
+    up: HopperUp,
+    dataset: str,
+    stem: str,
+    timeout: float,
+    poll: float,
+    abort: Callable[[], str | None] = lambda: None,
+) -> float:
     """Wait until the output of source ``stem`` is in the lake; return ``time.monotonic()``.
 
     Raises:
-        BenchError: the file was quarantined, or ``timeout`` passed.
+        BenchError: the file was quarantined, ``abort`` returned a reason, or ``timeout``
+            passed.
     """
     deadline = time.monotonic() + timeout
     lake, bad = up.lake(dataset), up.quarantine(dataset)
@@ -76,6 +85,9 @@ def wait_for_output(up: HopperUp, dataset: str, stem: str, timeout: float, poll:
             raise BenchError(f"{stem} was quarantined; see {bad}")
         if now > deadline:
             raise BenchError(f"{stem} did not land in {lake} within {timeout:.0f}s")
+        reason = abort()
+        if reason:
+            raise BenchError(reason)
         time.sleep(poll)
 
 
@@ -264,6 +276,7 @@ def big_file(
     *,
     timeout: float | None = None,
     bare: bool = True,
+    rss_cap: int | None = None,
 ) -> dict[str, Any]:
     """Generate a big CSV, convert it with bare pyarrow, then drop it into Hopper.
 
@@ -274,6 +287,7 @@ def big_file(
         work: scratch folder on the same filesystem as the Hopper home.
         timeout: seconds to wait for the output (default: 120 s + 5 MB/s).
         bare: also measure bare pyarrow on the same file.
+        rss_cap: kill the flow run if its RSS passes this many bytes (and report that).
 
     Returns:
         Sizes, seconds, throughputs (MB/s), their ratio and the peak RSS of the worker's
@@ -293,13 +307,25 @@ def big_file(
         result.update(bare_seconds=round(seconds, 2), bare_mb_s=mb(size) / seconds)
         log.info("%s: bare pyarrow %.1fs (%.0f MB/s)", name, seconds, mb(size) / seconds)
     limit = timeout if timeout is not None else 120 + mb(size) / 5
-    with PeakRSS(up.worker_pid()) as rss:
+    with PeakRSS(up.worker_pid(), cap=rss_cap) as rss:
         moved = time.monotonic()
         os.replace(path, up.inbox(dataset) / path.name)
-        seen = wait_for_output(up, dataset, name, limit, poll=0.05)
+
+        def capped() -> str | None:
+            return f"flow run passed the {mib(rss_cap or 0):.0f} MiB cap" if rss.capped else None
+
+        try:
+            seen = wait_for_output(up, dataset, name, limit, poll=0.05, abort=capped)
+        except BenchError:
+            if not rss.capped:
+                raise
+            log.warning("%s: flow run killed at the RSS cap", name)
+            result.update(capped=True, peak_rss_bytes=rss.capped[1], hopper_mb_s=0.0)
+            return result
     seconds = seen - moved
     peak, command = rss.peak()
     result.update(
+        capped=False,
         hopper_seconds=round(seconds, 2),
         hopper_mb_s=mb(size) / seconds,
         peak_rss_bytes=peak,

@@ -104,12 +104,15 @@ class PeakRSS:
 
     Reads ``VmHWM`` (the kernel's own high-water mark) of each descendant every
     ``interval`` seconds, so a peak between two samples is still seen; only a process that
-    peaks and exits within one interval can be missed.
+    peaks and exits within one interval can be missed. A descendant whose RSS passes
+    ``cap`` bytes is killed (and :attr:`capped` set), so a runaway run cannot exhaust memory.
     """
 
-    def __init__(self, root_pid: int, interval: float = 0.05) -> None:
+    def __init__(self, root_pid: int, interval: float = 0.05, cap: int | None = None) -> None:
         self.root_pid = root_pid
         self.interval = interval
+        self.cap = cap
+        self.capped: tuple[int, int] | None = None
         self.peaks: dict[int, int] = {}
         self.commands: dict[int, str] = {}
         self._stop = threading.Event()
@@ -131,6 +134,12 @@ class PeakRSS:
                 if peak > self.peaks.get(pid, 0):
                     self.peaks[pid] = peak
                     self.commands.setdefault(pid, cmdline(pid)[:200])
+                if self.cap and peak > self.cap and self.capped is None:
+                    # Protect the machine (and whoever else uses it) from a runaway flow run.
+                    log.warning("pid %d passed %d MiB; killing it", pid, self.cap >> 20)
+                    self.capped = (pid, peak)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
 
     def peak(self) -> tuple[int, str]:
         """``(peak bytes, command line)`` of the descendant that used the most memory."""

@@ -44,9 +44,11 @@ def _retry_if_transient(_task: Any, _task_run: Any, state: Any) -> bool:
     retry_condition_fn=_retry_if_transient,
     cache_policy=NO_CACHE,
 )
-def ingest_task(request: IngestRequest, config: HopperConfig, flow_run_id: str) -> IngestOutcome:
+def ingest_task(
+    request: IngestRequest, config: HopperConfig, flow_run_id: str, s3: Any = None
+) -> IngestOutcome:
     """Read, validate, transform and write one file (terminal faults end in quarantine)."""
-    return ingest(request, config, flow_run_id=flow_run_id)
+    return ingest(request, config, flow_run_id=flow_run_id, s3=s3)
 
 
 def _with_retry_policy(config: HopperConfig, request: IngestRequest) -> Any:
@@ -114,7 +116,8 @@ def ingest_file(request: IngestRequest) -> dict[str, Any]:
             )
             return {"uri": ref.uri, "skipped": True}
         try:
-            outcome = _with_retry_policy(home.config, request)(request, home.config, run_id)
+            task_ = _with_retry_policy(home.config, request)
+            outcome = task_(request, home.config, run_id, home.s3_for(ref))
         except Exception as exc:
             outcome = failed_outcome(ref, exc)
             home.ledger.finish(outcome, run_id)

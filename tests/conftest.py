@@ -8,6 +8,9 @@ import pytest
 
 from hopper.config import HopperConfig, load_config
 
+# The session-wide moto server fixture (`moto`), for S3/SQS tests and `hopper up`.
+pytest_plugins = ["tests.moto_server"]
+
 CONTRACT = """\
 name: people
 version: 1

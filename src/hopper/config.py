@@ -185,20 +185,50 @@ class AlertPolicy(BaseModel):
     )
 
 
+class S3Options(BaseModel):
+    """Where S3 is, for the lake, the quarantine and S3 sources without their own settings.
+
+    Credentials never go here: they come from the AWS chain (environment, profile, role).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_url: str | None = Field(
+        default=None,
+        description="S3-compatible endpoint (moto, MinIO…); default: AWS_ENDPOINT_URL or AWS.",
+    )
+    region: str | None = Field(default=None, description="AWS region; default: the AWS chain.")
+
+
+def _default_sources() -> list[FolderSource | S3Source]:
+    return [FolderSource(path=Path("inbox"))]
+
+
+def is_s3(location: str) -> bool:
+    """Whether a lake/quarantine location is an ``s3://`` URI."""
+    return location.startswith("s3://")
+
+
 class HopperConfig(BaseModel):
     """The whole of ``hopper.yaml``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    sources: list[FolderSource] = Field(
-        default_factory=lambda: [FolderSource(path=Path("inbox"))],
+    sources: list[FolderSource | S3Source] = Field(
+        default_factory=_default_sources,
         description="Where files arrive.",
     )
     routing: list[RoutingRule] = Field(
         default_factory=list, description="Explicit glob rules; they override default routing."
     )
-    lake: Path = Field(default=Path("lake"), description="Where Parquet is written.")
-    quarantine: Path = Field(default=Path("quarantine"), description="Where rejects go.")
+    lake: str = Field(
+        default="lake", description="Where Parquet is written: a folder, or s3://bucket/prefix."
+    )
+    quarantine: str = Field(
+        default="quarantine",
+        description="Where rejected files go: a folder, or s3://bucket/prefix.",
+    )
+    s3: S3Options = Field(default_factory=S3Options, description="S3 endpoint and region.")
     datasets_dir: Path = Field(default=Path("datasets"), description="Dataset contracts.")
     state_dir: Path = Field(default=Path(".hopper"), description="Ledger and local state.")
     work_pool: str = Field(default="hopper", description="Prefect work pool that runs flows.")
@@ -216,15 +246,27 @@ class HopperConfig(BaseModel):
         def absolute(p: Path) -> Path:
             return p if p.is_absolute() else (base / p).resolve()
 
+        def location(text: str) -> str:
+            return text.rstrip("/") if is_s3(text) else str(absolute(Path(text)))
+
+        sources = [
+            s.model_copy(update={"path": absolute(s.path)}) if isinstance(s, FolderSource) else s
+            for s in self.sources
+        ]
         return self.model_copy(
             update={
-                "sources": [s.model_copy(update={"path": absolute(s.path)}) for s in self.sources],
-                "lake": absolute(self.lake),
-                "quarantine": absolute(self.quarantine),
+                "sources": sources,
+                "lake": location(self.lake),
+                "quarantine": location(self.quarantine),
                 "datasets_dir": absolute(self.datasets_dir),
                 "state_dir": absolute(self.state_dir),
             }
         )
+
+    @property
+    def folders(self) -> list[FolderSource]:
+        """The local folder sources."""
+        return [s for s in self.sources if isinstance(s, FolderSource)]
 
     def contract_path(self, dataset: str) -> Path:
         """Where the contract of ``dataset`` lives."""

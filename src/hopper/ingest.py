@@ -12,16 +12,17 @@ import shlex
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from hopper.config import HopperConfig, load_config
+from hopper.config import HopperConfig, is_s3, load_config
 from hopper.contracts import Contract, load_contract, read_and_conform
-from hopper.errors import SourceGoneError, TerminalError, UnknownDatasetError
+from hopper.errors import TerminalError, UnknownDatasetError
 from hopper.ledger import Ledger, sqlite_url
 from hopper.models import FileRef, FileState, IngestOutcome, IngestRequest
 from hopper.settings import HopperSettings
-from hopper.sink import quarantine_copy, write_outputs, write_parquet_atomic
+from hopper.sink import quarantine_file, write_outputs, write_rejected_rows
 from hopper.transform import add_lineage
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,18 @@ class Home:
 
     config: HopperConfig
     ledger: Ledger
+
+    @cached_property
+    def s3(self) -> Any:
+        """The S3 client for the lake, the quarantine and S3 sources (created on first use)."""
+        from hopper.storage import make_s3_client
+
+        return make_s3_client(self.config.s3.endpoint_url, self.config.s3.region)
+
+    def s3_for(self, ref: FileRef) -> Any:
+        """The S3 client if ``ref``, the lake or the quarantine is on S3, else None."""
+        on_s3 = not ref.is_local or is_s3(self.config.lake) or is_s3(self.config.quarantine)
+        return self.s3 if on_s3 else None
 
     @classmethod
     def open(cls, config_path: Path | str | None = None) -> Home:
@@ -66,50 +79,41 @@ def load_dataset_contract(config: HopperConfig, ref: FileRef) -> Contract:
 
 
 def ingest(
-    request: IngestRequest, config: HopperConfig, *, flow_run_id: str | None = None
+    request: IngestRequest,
+    config: HopperConfig,
+    *,
+    flow_run_id: str | None = None,
+    s3: Any = None,
 ) -> IngestOutcome:
     """Ingest one file version and return its outcome (ingested or quarantined).
+
+    Args:
+        request: the file and its dispatch.
+        config: the Hopper home's configuration.
+        flow_run_id: the Prefect flow run doing the work (for reason files and the ledger).
+        s3: an S3 client, needed when the source, the lake or the quarantine is on S3.
 
     Raises:
         TransientError: (and other unexpected errors) for the caller to retry or fail.
     """
+    from hopper.storage import fetch_to_local
+
     ref = request.ref
     started = time.monotonic()
     now = datetime.now(UTC)
-    outcome = IngestOutcome(
-        uri=ref.uri, fingerprint=ref.fingerprint, dataset=ref.dataset, state=FileState.INGESTED
-    )
     contract: Contract | None = None
+    local: Path | None = None
     try:
         contract = load_dataset_contract(config, ref)
-        if not ref.is_local:
-            raise TerminalError(f"{ref.uri}: only local files are supported by this worker")
-        path = ref.local_path()
-        if not path.is_file():
-            raise SourceGoneError(
-                f"{ref.uri}: the file is gone (deleted or moved before it could be read)."
-            )
-        result = read_and_conform(path, contract, source_name=ref.uri, ingested_at=now)
-        table = add_lineage(result.table, ref.uri, now)
-        outputs = write_outputs(
-            table,
-            lake=config.lake,
-            dataset=contract.name,
-            partition_by=list(contract.partition_by),
-            source_name=ref.name,
-            uri=ref.uri,
-            compression=contract.compression,
-        )
-        outcome.rows_in = result.rows_in
-        outcome.rows_out = table.num_rows
-        outcome.outputs = [str(p) for p in outputs]
-        outcome.schema_ = {f.name: str(f.type) for f in table.schema}
-        if result.rejected is not None and result.rejected.num_rows:
-            outcome.rows_rejected = result.rejected.num_rows
-            outcome.quarantine_path = str(_write_rejected_rows(config, ref, result.rejected, now))
-            outcome.reason = f"{outcome.rows_rejected} bad rows quarantined"
-    except TerminalError as exc:
-        outcome = _quarantine(config, ref, exc, contract, flow_run_id, now)
+        with fetch_to_local(
+            ref.uri, s3, config.state_dir / "tmp", etag=ref.etag, version_id=ref.version_id
+        ) as local:
+            try:
+                outcome = _convert(ref, local, contract, config, now, s3)
+            except TerminalError as exc:  # quarantine while the local copy still exists
+                outcome = _quarantine(config, ref, exc, contract, flow_run_id, now, local, s3)
+    except TerminalError as exc:  # no contract, or the source is gone
+        outcome = _quarantine(config, ref, exc, contract, flow_run_id, now, None, s3)
     outcome.seconds = round(time.monotonic() - started, 3)
     log.info(
         "%s → %s (%d rows in, %d out) in %.2fs",
@@ -122,17 +126,45 @@ def ingest(
     return outcome
 
 
-def _write_rejected_rows(config: HopperConfig, ref: FileRef, rejected: Any, now: datetime) -> Path:
-    from hopper.sink import output_name
-
-    target = (
-        config.quarantine
-        / (ref.dataset or "_unrouted")
-        / now.strftime("%Y-%m-%d")
-        / output_name(ref.name, ref.uri).replace(".parquet", ".rejected.parquet")
+def _convert(
+    ref: FileRef, path: Path, contract: Contract, config: HopperConfig, now: datetime, s3: Any
+) -> IngestOutcome:
+    """Validate, transform and write one readable file."""
+    result = read_and_conform(path, contract, source_name=ref.uri, ingested_at=now)
+    table = add_lineage(result.table, ref.uri, now)
+    outputs = write_outputs(
+        table,
+        lake=config.lake,
+        dataset=contract.name,
+        partition_by=list(contract.partition_by),
+        source_name=ref.name,
+        uri=ref.uri,
+        compression=contract.compression,
+        s3=s3,
     )
-    write_parquet_atomic(rejected, target)
-    return target
+    outcome = IngestOutcome(
+        uri=ref.uri,
+        fingerprint=ref.fingerprint,
+        dataset=ref.dataset,
+        state=FileState.INGESTED,
+        rows_in=result.rows_in,
+        rows_out=table.num_rows,
+        outputs=outputs,
+        schema={f.name: str(f.type) for f in table.schema},
+    )
+    if result.rejected is not None and result.rejected.num_rows:
+        outcome.rows_rejected = result.rejected.num_rows
+        outcome.quarantine_path = write_rejected_rows(
+            result.rejected,
+            quarantine=config.quarantine,
+            dataset=ref.dataset,
+            source_name=ref.name,
+            uri=ref.uri,
+            when=now,
+            s3=s3,
+        )
+        outcome.reason = f"{outcome.rows_rejected} bad rows quarantined"
+    return outcome
 
 
 def _quarantine(
@@ -142,6 +174,8 @@ def _quarantine(
     contract: Contract | None,
     flow_run_id: str | None,
     now: datetime,
+    local: Path | None,
+    s3: Any,
 ) -> IngestOutcome:
     """Copy the file to quarantine with a reason file, and describe that as an outcome."""
     reason = str(exc)
@@ -159,16 +193,21 @@ def _quarantine(
         "quarantined_at": now.isoformat(),
         "replay": replay_command(ref),
     }
-    source = ref.local_path() if ref.is_local else Path(ref.name)
-    copy = quarantine_copy(
-        source, quarantine=config.quarantine, dataset=ref.dataset, when=now, reason=body
+    copy = quarantine_file(
+        source_uri=ref.uri,
+        local_copy=local if local is not None else (ref.local_path() if ref.is_local else None),
+        quarantine=config.quarantine,
+        dataset=ref.dataset,
+        when=now,
+        reason=body,
+        s3=s3,
     )
     return IngestOutcome(
         uri=ref.uri,
         fingerprint=ref.fingerprint,
         dataset=ref.dataset,
         state=FileState.QUARANTINED,
-        quarantine_path=str(copy),
+        quarantine_path=copy,
         reason=first_line,
     )
 

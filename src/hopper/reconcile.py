@@ -117,7 +117,7 @@ def reconcile(
 def _rescan(config: HopperConfig, ledger: Ledger) -> int:
     """Record every complete local file the ledger does not know yet."""
     found = 0
-    for source in config.sources:
+    for source in config.folders:
         folder = LocalFolder(source, config.routing, ignore=config.watch.ignore, stable_seconds=0)
         folder.scan()
         for ref in folder.poll():

@@ -111,7 +111,7 @@ def current_ref(record: FileRecord, config: HopperConfig) -> FileRef:
     path = ref.local_path()
     if not path.is_file():
         raise SourceGoneError(f"{path}: the source file is gone; it cannot be replayed")
-    rel = relative_to_source(path, config.sources)
+    rel = relative_to_source(path, config.folders)
     fresh = describe_file(path, rel, config.routing) if rel else None
     if fresh is None:
         return ref

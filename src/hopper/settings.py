@@ -7,6 +7,7 @@ the processes behave; *what to ingest and how* lives in ``hopper.yaml`` (see :mo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,7 +41,12 @@ class HopperSettings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Interface the Prefect server binds to.")
     port: int = Field(default=4200, description="Port of the Prefect server `hopper up` starts.")
     worker_poll_seconds: float = Field(
-        default=1.0, description="How often the worker started by `hopper up` polls for runs."
+        default=0.5, description="How often the worker started by `hopper up` polls for runs."
+    )
+    worker: Literal["warm", "process"] = Field(
+        default="warm",
+        description="Worker `hopper up` starts: 'warm' runs flows in-process (fast); "
+        "'process' is Prefect's process worker (a new Python per run).",
     )
     worker_limit: int = Field(
         default=4, ge=1, description="Flow runs the worker started by `hopper up` runs at once."

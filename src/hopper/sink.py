@@ -25,6 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from hopper.config import is_s3
+
 log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -99,58 +101,132 @@ def write_parquet_atomic(table: pa.Table, target: Path, compression: str = "zstd
         tmp.unlink(missing_ok=True)
 
 
+def _join(first: str, *parts: str) -> str:
+    """Join path parts with '/', keeping the first part's leading '/' (absolute paths)."""
+    return "/".join([first.rstrip("/"), *(p.strip("/") for p in parts if p)])
+
+
 def write_outputs(
     table: pa.Table,
     *,
-    lake: Path,
+    lake: str,
     dataset: str,
     partition_by: list[str],
     source_name: str,
     uri: str,
     compression: str = "zstd",
-) -> list[Path]:
-    """Write a source's rows to the lake, replacing that source's earlier outputs.
+    s3: Any = None,
+) -> list[str]:
+    """Write a source's rows to the lake (a folder or ``s3://``), replacing earlier outputs.
 
     Returns:
         The files written. Earlier files of the same source that the new version no longer
         touches (other partitions) are removed after the new ones are in place.
     """
-    written: list[Path] = []
-    for values, rows in split_partitions(table, partition_by):
-        target = output_path(lake, dataset, partition_dir(values), source_name, uri)
-        write_parquet_atomic(rows, target, compression)
-        written.append(target)
+    from hopper.storage import delete_s3, list_outputs_s3, write_parquet_s3
+
     name = output_name(source_name, uri)
-    for stale in (lake / dataset).rglob(name):
+    written: list[str] = []
+    for values, rows in split_partitions(table, partition_by):
+        if is_s3(lake):
+            target = "s3://" + _join(
+                lake.removeprefix("s3://"), dataset, partition_dir(values), name
+            )
+            written.append(write_parquet_s3(rows, target, s3, compression))
+        else:
+            path = output_path(Path(lake), dataset, partition_dir(values), source_name, uri)
+            write_parquet_atomic(rows, path, compression)
+            written.append(str(path))
+    if is_s3(lake):
+        existing = list_outputs_s3(f"{lake}/{dataset}/", name, s3)
+    else:
+        existing = [str(p) for p in (Path(lake) / dataset).rglob(name)]
+    for stale in existing:
         if stale not in written:
             log.info("removing stale output %s of %s", stale, uri)
-            stale.unlink(missing_ok=True)
+            delete_s3(stale, s3) if is_s3(stale) else Path(stale).unlink(missing_ok=True)
     return written
 
 
-def quarantine_copy(
-    source: Path,
+def quarantine_folder(quarantine: str, dataset: str | None, when: datetime) -> str:
+    """``<quarantine>/<dataset>/<YYYY-MM-DD>`` (pure)."""
+    return _join(quarantine, dataset or "_unrouted", when.strftime("%Y-%m-%d"))
+
+
+def safe_name(name: str) -> str:
+    """A file name reduced to safe characters (never empty, never dot-leading)."""
+    return _UNSAFE.sub("_", name).lstrip(".") or "file"
+
+
+def quarantine_file(
     *,
-    quarantine: Path,
+    source_uri: str,
+    local_copy: Path | None,
+    quarantine: str,
     dataset: str | None,
     when: datetime,
     reason: dict[str, Any],
-) -> Path:
+    s3: Any = None,
+) -> str:
     """Copy a rejected file to ``quarantine/<dataset>/<date>/<file>`` with ``<file>.error.json``.
 
+    Args:
+        source_uri: the rejected file's URI.
+        local_copy: a readable local copy of it (the file itself, or a fetched temp copy),
+            or None if it is gone — the reason file is written all the same.
+        quarantine: a folder or ``s3://`` location.
+        dataset: the file's dataset, if known.
+        when: time of the decision (names the date folder).
+        reason: the reason file's content.
+        s3: an S3 client, needed when the quarantine or the source is on S3.
+
     Returns:
-        The path of the quarantined copy.
+        Where the quarantined copy is.
     """
-    folder = quarantine / (dataset or "_unrouted") / when.strftime("%Y-%m-%d")
+    from hopper.storage import copy_to_quarantine_s3, parse_s3_uri
+
+    name = safe_name(
+        parse_s3_uri(source_uri)[1].rsplit("/", 1)[-1]
+        if is_s3(source_uri)
+        else (local_copy.name if local_copy else source_uri.rsplit("/", 1)[-1])
+    )
+    if is_s3(quarantine):
+        target = "s3://" + _join(
+            quarantine_folder(quarantine.removeprefix("s3://"), dataset, when), name
+        )
+        src = source_uri if is_s3(source_uri) or local_copy is None else local_copy.as_uri()
+        return copy_to_quarantine_s3(src, target, reason, s3)
+    folder = Path(quarantine_folder(quarantine, dataset, when))
     folder.mkdir(parents=True, exist_ok=True)
-    name = _UNSAFE.sub("_", source.name).lstrip(".") or "file"
-    target = folder / name
-    if source.exists():
+    target_path = folder / name
+    if local_copy is not None and local_copy.exists():
         tmp = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        shutil.copyfile(local_copy, tmp)
+        os.replace(tmp, target_path)
     reason_file = folder / f"{name}.error.json"
     tmp_reason = folder / f".{reason_file.name}.tmp"
     tmp_reason.write_text(json.dumps(reason, indent=2, default=str), encoding="utf-8")
     os.replace(tmp_reason, reason_file)
-    return target
+    return str(target_path)
+
+
+def write_rejected_rows(
+    rejected: pa.Table,
+    *,
+    quarantine: str,
+    dataset: str | None,
+    source_name: str,
+    uri: str,
+    when: datetime,
+    s3: Any = None,
+) -> str:
+    """Write a file's bad rows (with their reasons) beside its quarantine date folder."""
+    from hopper.storage import write_parquet_s3
+
+    name = output_name(source_name, uri).replace(".parquet", ".rejected.parquet")
+    if is_s3(quarantine):
+        folder = quarantine_folder(quarantine.removeprefix("s3://"), dataset, when)
+        return write_parquet_s3(rejected, "s3://" + _join(folder, name), s3)
+    target = Path(quarantine_folder(quarantine, dataset, when)) / name
+    write_parquet_atomic(rejected, target)
+    return str(target)

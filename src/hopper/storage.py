@@ -408,3 +408,22 @@ def copy_to_quarantine_s3(
         raise s3_error(exc, reason_uri, "write") from exc
     log.info("quarantined %s to %s", source_uri, target_uri)
     return target_uri
+
+
+def check_bucket(location: str, s3_client: S3Client, what: str) -> None:
+    """Fail with one clear line if the bucket of an ``s3://`` location cannot be reached.
+
+    Raises:
+        ConfigError: naming the bucket and what it is for (lake, quarantine).
+    """
+    from hopper.errors import ConfigError
+
+    bucket, _ = parse_s3_uri(location if location.count("/") > 2 else location + "/")
+    try:
+        s3_client.head_bucket(Bucket=bucket)
+    except (ClientError, BotoCoreError) as exc:
+        code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+        raise ConfigError(
+            f"S3 bucket {bucket!r} for the {what} does not exist or is not reachable at "
+            f"{endpoint_of(s3_client)} ({code})"
+        ) from None

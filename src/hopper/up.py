@@ -195,19 +195,14 @@ class Supervisor:
             "PREFECT_WORKER_QUERY_SECONDS": str(self.settings.worker_poll_seconds),
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
         }
+        if self.settings.worker == "warm":
+            worker_cmd = [sys.executable, "-m", "hopper", "worker", "--pool", self.config.work_pool]
+        else:
+            worker_cmd = [prefect_executable(), "worker", "start", "--pool", self.config.work_pool]
+            worker_cmd += ["--type", "process"]
         worker = Child(
             "worker",
-            [
-                prefect_executable(),
-                "worker",
-                "start",
-                "--pool",
-                self.config.work_pool,
-                "--type",
-                "process",
-                "--limit",
-                str(self.settings.worker_limit),
-            ],
+            [*worker_cmd, "--limit", str(self.settings.worker_limit)],
             worker_env,
             self.logs / "worker.log",
         )

@@ -18,11 +18,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.conftest import CONTRACT, make_home
+
+if TYPE_CHECKING:
+    from tests.moto_server import MotoServer
 
 EVENTS_CONTRACT = """\
 name: events
@@ -162,7 +165,8 @@ class Running:
 
 
 @pytest.fixture(scope="session")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+def up(tmp_path_factory: pytest.TempPathFactory, moto: MotoServer) -> Iterator[Running]:
+    """`hopper up` in a temporary home; started after moto so its worker has AWS settings."""
     root = tmp_path_factory.mktemp("home")
     config = make_home(
         root,

@@ -15,7 +15,6 @@ from hopper.watch.s3 import S3Listing, S3Source
 if TYPE_CHECKING:  # the fixture module is loaded as a plugin, so that pytest rewrites it
     from tests.moto_server import MotoServer
 
-pytest_plugins = ["tests.moto_server"]
 pytestmark = pytest.mark.integration
 
 IGNORE = WatchOptions().ignore

@@ -25,7 +25,6 @@ from hopper.watch.s3 import S3Source, check_s3_source
 if TYPE_CHECKING:  # the fixture module is loaded as a plugin, so that pytest rewrites it
     from tests.moto_server import MotoServer
 
-pytest_plugins = ["tests.moto_server"]
 pytestmark = pytest.mark.integration
 
 

@@ -9,7 +9,7 @@ from hopper.errors import ConfigError
 def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
     (tmp_path / "hopper.yaml").write_text("lake: out/lake\nsources:\n  - path: in\n")
     cfg = load_config(tmp_path / "hopper.yaml")
-    assert cfg.lake == tmp_path / "out" / "lake"
+    assert cfg.lake == str(tmp_path / "out" / "lake")
     assert cfg.sources[0].path == tmp_path / "in"
     assert cfg.contract_path("sales") == tmp_path / "datasets" / "sales.yaml"
 
@@ -40,4 +40,24 @@ def test_missing_file_suggests_init(tmp_path: Path) -> None:
 def test_bad_yaml(tmp_path: Path) -> None:
     (tmp_path / "hopper.yaml").write_text("lake: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "hopper.yaml")
+
+
+def test_s3_locations_and_sources(tmp_path: Path) -> None:
+    (tmp_path / "hopper.yaml").write_text(
+        "lake: s3://lake/tables/\nquarantine: q\nsources:\n  - path: in\n"
+        "  - type: s3\n    bucket: landing\n    prefix: incoming\n"
+        "    mode: notifications\n    queue_url: http://127.0.0.1:1/q\n"
+    )
+    cfg = load_config(tmp_path / "hopper.yaml")
+    assert cfg.lake == "s3://lake/tables" and cfg.quarantine == str(tmp_path / "q")
+    assert [s.type for s in cfg.sources] == ["folder", "s3"]
+    assert cfg.folders == [cfg.sources[0]]
+
+
+def test_notifications_need_a_queue(tmp_path: Path) -> None:
+    (tmp_path / "hopper.yaml").write_text(
+        "sources:\n  - type: s3\n    bucket: landing\n    mode: notifications\n"
+    )
+    with pytest.raises(ConfigError, match="queue_url"):
         load_config(tmp_path / "hopper.yaml")

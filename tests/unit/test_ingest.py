@@ -42,14 +42,14 @@ def test_ingesting_again_replaces_the_output(home: HopperConfig) -> None:
     second = ingest(_request(path), home)
     assert first.outputs == second.outputs
     assert pq.read_table(second.outputs[0]).column("id").to_pylist() == [3]
-    assert len(list(home.lake.rglob("*.parquet"))) == 1
+    assert len(list(Path(home.lake).rglob("*.parquet"))) == 1
 
 
 def test_type_error_quarantines_with_reason_file(home: HopperConfig) -> None:
     path = _write(home, "bad.csv", "id,full name,score\n1,Ada,oops\n")
     outcome = ingest(_request(path), home, flow_run_id="run-7")
     assert outcome.state == FileState.QUARANTINED
-    assert outcome.outputs == [] and not list(home.lake.rglob("*.parquet"))
+    assert outcome.outputs == [] and not list(Path(home.lake).rglob("*.parquet"))
     copy = Path(outcome.quarantine_path or "")
     reason = json.loads((copy.parent / "bad.csv.error.json").read_text())
     assert reason["flow_run_id"] == "run-7" and reason["contract_version"] == 1

@@ -4,7 +4,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hopper.sink import output_path, partition_dir, quarantine_copy, safe_stem, write_outputs
+from hopper.sink import output_path, partition_dir, quarantine_file, safe_stem, write_outputs
 
 
 def test_output_path_is_pure_and_source_specific(tmp_path: Path) -> None:
@@ -30,35 +30,54 @@ def test_rewrite_replaces_and_removes_stale_partitions(tmp_path: Path) -> None:
     first = pa.table({"region": ["EU", "US", "US"], "n": [1, 2, 3]})
     written = write_outputs(
         first,
-        lake=tmp_path,
+        lake=str(tmp_path),
         dataset="sales",
         partition_by=["region"],
         source_name="jan.csv",
         uri=uri,
     )
-    assert sorted(p.parent.name for p in written) == ["region=EU", "region=US"]
+    assert sorted(Path(p).parent.name for p in written) == ["region=EU", "region=US"]
     second = pa.table({"region": ["US"], "n": [9]})
     written2 = write_outputs(
         second,
-        lake=tmp_path,
+        lake=str(tmp_path),
         dataset="sales",
         partition_by=["region"],
         source_name="jan.csv",
         uri=uri,
     )
     files = sorted(tmp_path.rglob("*.parquet"))
-    assert files == written2
+    assert [str(f) for f in files] == written2
     assert pq.read_table(files[0]).to_pydict() == {"n": [9]}
     assert not list(tmp_path.rglob("*.tmp"))
 
 
-def test_quarantine_copy_writes_reason(tmp_path: Path) -> None:
+def test_quarantine_file_writes_copy_and_reason(tmp_path: Path) -> None:
     src = tmp_path / "bad.csv"
     src.write_text("x\n1\n")
     when = datetime(2024, 5, 6, tzinfo=UTC)
-    copy = quarantine_copy(
-        src, quarantine=tmp_path / "q", dataset="sales", when=when, reason={"reason": "broken"}
+    copy = quarantine_file(
+        source_uri=src.as_uri(),
+        local_copy=src,
+        quarantine=str(tmp_path / "q"),
+        dataset="sales",
+        when=when,
+        reason={"reason": "broken"},
     )
-    assert copy == tmp_path / "q" / "sales" / "2024-05-06" / "bad.csv"
-    assert copy.read_text() == "x\n1\n"
-    assert '"broken"' in (copy.parent / "bad.csv.error.json").read_text()
+    assert Path(copy) == tmp_path / "q" / "sales" / "2024-05-06" / "bad.csv"
+    assert Path(copy).read_text() == "x\n1\n"
+    assert '"broken"' in (Path(copy).parent / "bad.csv.error.json").read_text()
+
+
+def test_quarantine_of_a_vanished_file_still_writes_the_reason(tmp_path: Path) -> None:
+    when = datetime(2024, 5, 6, tzinfo=UTC)
+    copy = quarantine_file(
+        source_uri=(tmp_path / "gone.csv").as_uri(),
+        local_copy=None,
+        quarantine=str(tmp_path / "q"),
+        dataset=None,
+        when=when,
+        reason={"reason": "gone"},
+    )
+    assert not Path(copy).exists()
+    assert (tmp_path / "q" / "_unrouted" / "2024-05-06" / "gone.csv.error.json").exists()

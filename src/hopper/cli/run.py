@@ -12,7 +12,7 @@ from typing import Annotated
 from cyclopts import App, Parameter
 from rich.console import Console
 
-from hopper.config import HopperConfig, load_config
+from hopper.config import FolderSource, HopperConfig, is_s3, load_config
 from hopper.settings import HopperSettings
 
 console = Console()
@@ -34,11 +34,12 @@ def resolve_config(config: Path | None) -> HopperConfig:
 
 def prepare_home(cfg: HopperConfig) -> None:
     """Create the folders a home needs (inbox, lake, quarantine, state)."""
-    for folder in [s.path for s in cfg.sources] + [cfg.lake, cfg.quarantine, cfg.state_dir]:
+    locations = [Path(p) for p in (cfg.lake, cfg.quarantine) if not is_s3(p)]
+    for folder in [s.path for s in cfg.folders] + locations + [cfg.state_dir]:
         folder.mkdir(parents=True, exist_ok=True)
     # One inbox folder per contract, so `cp file inbox/<dataset>/` works from the start.
     contracts = sorted(cfg.datasets_dir.glob("*.yaml")) if cfg.datasets_dir.is_dir() else []
-    for source in cfg.sources:
+    for source in cfg.folders:
         for contract in contracts:
             (source.path / contract.stem).mkdir(exist_ok=True)
 
@@ -71,8 +72,11 @@ def up(*, config: ConfigOption = None, port: int | None = None) -> None:
     """
     from hopper.up import Supervisor
 
+    from hopper.watch.daemon import check_sources
+
     settings = HopperSettings()
     cfg = resolve_config(config)
+    check_sources(cfg)
     prepare_home(cfg)
     supervisor = Supervisor(cfg, settings, port or settings.port)
     _on_signals(supervisor.stop)
@@ -82,7 +86,8 @@ def up(*, config: ConfigOption = None, port: int | None = None) -> None:
         console.print("[bold green]Hopper is up.[/]")
         console.print(f"  Prefect UI  {ui}")
         for source in cfg.sources:
-            console.print(f"  inbox       {source.path}  (drop files into <inbox>/<dataset>/)")
+            where = source.path if isinstance(source, FolderSource) else source.root
+            console.print(f"  inbox       {where}  (drop files into <inbox>/<dataset>/)")
         console.print(f"  contracts   {cfg.datasets_dir}")
         console.print(f"  lake        {cfg.lake}")
         console.print(f"  quarantine  {cfg.quarantine}")
@@ -110,7 +115,10 @@ def watch(*, config: ConfigOption = None) -> None:
     from hopper.prefect_api import PrefectAPI
     from hopper.watch.daemon import Watcher
 
+    from hopper.watch.daemon import check_sources
+
     home = Home.open(config or HopperSettings().config)
+    check_sources(home.config)
     prepare_home(home.config)
     api = PrefectAPI()
     watcher = Watcher(home.config, home.ledger, api)
@@ -185,9 +193,49 @@ def reconcile(
         console.print(f"  [red]gave up[/] on {uri}")
 
 
+def worker(*, pool: str = "hopper", limit: int | None = None) -> None:
+    """Run a warm Prefect worker: Hopper's flows run in this process, without start-up cost.
+
+    It serves the same process work pool as `prefect worker start --pool hopper` (which also
+    works, paying ≈ 2–3 s per run to start Python); start several, on several machines, to
+    scale out. Poll interval: PREFECT_WORKER_QUERY_SECONDS. Stops on Ctrl-C or SIGTERM.
+
+    Args:
+        pool: Work pool to serve.
+        limit: Flow runs at once (default $HOPPER_WORKER_LIMIT).
+    """
+    _default_api_url()
+    import anyio
+
+    from hopper.worker import serve
+
+    settings = HopperSettings()
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def until_signalled() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        log.info("received %s; stopping", signal.Signals(signum).name)
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(until_signalled)
+            tg.start_soon(
+                lambda: serve(
+                    pool, project_dir=settings.project_dir, limit=limit or settings.worker_limit
+                )
+            )
+
+    anyio.run(main)
+    log.info("warm worker stopped")
+
+
 def register(app: App) -> None:
     """Add this module's commands to the CLI."""
     app.command(up)
+    app.command(worker)
     app.command(reconcile)
     app.command(watch)
     app.command(deploy)

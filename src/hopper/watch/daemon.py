@@ -9,16 +9,18 @@ harmless (it sees the file settled and skips), and output paths are deterministi
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 from hopper import events
 from hopper.alerts import AlertDispatcher
-from hopper.config import HopperConfig
+from hopper.config import FolderSource, HopperConfig, S3Source, is_s3
 from hopper.ledger import FileRecord, Ledger
 from hopper.models import FileRef, IngestRequest
 from hopper.watch.local import LocalFolder
@@ -42,6 +44,80 @@ class Emitter(Protocol):
     def __call__(self, spec: dict[str, object]) -> bool: ...
 
 
+class Source(Protocol):
+    """What the daemon needs from a source (local folder, S3 listing, SQS notifications)."""
+
+    @property
+    def root(self) -> Any: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def scan(self) -> int: ...
+
+    def poll(self) -> list[FileRef]: ...
+
+    def ack(self) -> None: ...
+
+
+def _cursor_path(config: HopperConfig, source: S3Source) -> Path:
+    digest = hashlib.sha256(source.prefix.encode()).hexdigest()[:8]
+    return config.state_dir / "s3" / f"{source.bucket}-{digest}.json"
+
+
+def build_sources(config: HopperConfig) -> list[Source]:
+    """One source object per configured source (S3 clients created here, once each)."""
+    sources: list[Source] = []
+    for spec in config.sources:
+        if isinstance(spec, FolderSource):
+            sources.append(
+                LocalFolder(
+                    spec,
+                    config.routing,
+                    ignore=config.watch.ignore,
+                    stable_seconds=config.watch.stable_seconds,
+                )
+            )
+            continue
+        from hopper.storage import make_s3_client, make_sqs_client
+        from hopper.watch.s3 import S3Listing, SqsNotifications
+
+        endpoint = spec.endpoint_url or config.s3.endpoint_url
+        region = spec.region or config.s3.region
+        s3 = make_s3_client(endpoint, region)
+        listing = S3Listing(
+            spec, s3, config.routing, config.watch.ignore, _cursor_path(config, spec)
+        )
+        if spec.mode == "listing":
+            sources.append(listing)
+        else:
+            sqs = make_sqs_client(endpoint, region)
+            sources.append(
+                SqsNotifications(spec, sqs, s3, config.routing, config.watch.ignore, listing)
+            )
+    return sources
+
+
+def check_sources(config: HopperConfig) -> None:
+    """Fail fast, with one clear line, if an S3 bucket or SQS queue is missing or unreadable."""
+    for spec in config.sources:
+        if isinstance(spec, S3Source):
+            from hopper.storage import make_s3_client, make_sqs_client
+            from hopper.watch.s3 import check_s3_source
+
+            endpoint = spec.endpoint_url or config.s3.endpoint_url
+            region = spec.region or config.s3.region
+            sqs = make_sqs_client(endpoint, region) if spec.mode == "notifications" else None
+            check_s3_source(spec, make_s3_client(endpoint, region), sqs)
+    for what, location in (("lake", config.lake), ("quarantine", config.quarantine)):
+        if is_s3(location):
+            from hopper.storage import check_bucket, make_s3_client
+
+            client = make_s3_client(config.s3.endpoint_url, config.s3.region)
+            check_bucket(location, client, what)
+
+
 class Watcher:
     """Runs the detect/record/dispatch/confirm loop until stopped."""
 
@@ -61,15 +137,7 @@ class Watcher:
         self.emit = emit
         self.poll_seconds = poll_seconds
         self.confirm_poll_seconds = confirm_poll_seconds
-        self.sources = [
-            LocalFolder(
-                source,
-                config.routing,
-                ignore=config.watch.ignore,
-                stable_seconds=config.watch.stable_seconds,
-            )
-            for source in config.sources
-        ]
+        self.sources = build_sources(config)
         self.alerts = AlertDispatcher(ledger, config.alert_policy, emit)
         self.stopping = threading.Event()
         self._server_up: bool | None = None
@@ -91,7 +159,8 @@ class Watcher:
                 now = time.monotonic()
                 if now >= next_scan:
                     for source in self.sources:
-                        source.scan()
+                        if isinstance(source, LocalFolder):  # S3 sources list on their own
+                            source.scan()
                     next_scan = now + self.config.watch.rescan_seconds
                 self.dispatch()
                 if now >= next_confirm:
@@ -113,6 +182,7 @@ class Watcher:
                 if self.ledger.record_detected(ref):
                     log.info("detected %s (dataset %s)", ref.uri, ref.dataset or "?")
                     new.append(ref)
+            source.ack()  # every ref is in the ledger now: the source may forget them
         return new
 
     def server_up(self) -> bool:

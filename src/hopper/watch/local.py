@@ -232,6 +232,9 @@ class LocalFolder:
             return None
         return ref
 
+    def ack(self) -> None:
+        """Nothing to acknowledge: a local file stays where it is."""
+
     def pending(self) -> int:
         """How many candidates wait for their stability check."""
         with self._lock:

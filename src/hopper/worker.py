@@ -1,0 +1,114 @@
+"""A warm Prefect worker: Hopper's flows run inside the worker's own interpreter.
+
+A process worker starts a fresh Python for every flow run and pays ≈ 2–3 s importing Prefect,
+pyarrow and pandas before any work; for small files that is nearly all of the time. This
+worker serves the same ``process`` work pool but runs the flow runs of Hopper's own
+deployments (their entrypoints live in the project's ``flows/`` folder) in threads of its
+long-lived process, with imports and flow objects already loaded. Any other deployment on the
+pool is handed to the regular process path. Prefect still orchestrates everything: runs are
+created by automations, picked up by polling the pool, and their states, logs and artifacts
+are Prefect's; scale out by starting more workers on the pool.
+
+Cancelling a warm run from the UI is not supported (its "infrastructure" is the worker).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.flows import Flow
+
+log = logging.getLogger(__name__)
+
+
+class WarmWorker(ProcessWorker):
+    """A process-pool worker that runs Hopper's flows in-process."""
+
+    def __init__(self, *args: Any, project_dir: Path, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.project_dir = project_dir.resolve()
+        self._flows: dict[str, Flow[..., Any]] = {}
+        self._entrypoints: dict[str, str | None] = {}
+        self._load_lock = threading.Lock()
+        self._threads = anyio.CapacityLimiter(max(1, self._limit or 4))
+
+    async def _entrypoint(self, flow_run: FlowRun) -> str | None:
+        """The deployment's entrypoint if it is one of Hopper's flows, else None."""
+        if flow_run.deployment_id is None:
+            return None
+        key = str(flow_run.deployment_id)
+        if key not in self._entrypoints:
+            deployment = await self.client.read_deployment(flow_run.deployment_id)
+            entry = deployment.entrypoint or ""
+            path = entry.split(":", 1)[0]
+            ours = path.startswith("flows/") and (self.project_dir / path).is_file()
+            self._entrypoints[key] = entry if ours else None
+        return self._entrypoints[key]
+
+    def _flow(self, entrypoint: str) -> Flow[..., Any]:
+        from prefect.flows import load_flow_from_entrypoint
+
+        with self._load_lock:
+            if entrypoint not in self._flows:
+                path, func = entrypoint.split(":", 1)
+                self._flows[entrypoint] = load_flow_from_entrypoint(
+                    f"{self.project_dir / path}:{func}"
+                )
+            return self._flows[entrypoint]
+
+    async def run(
+        self,
+        flow_run: FlowRun,
+        configuration: ProcessJobConfiguration,
+        task_status: anyio.abc.TaskStatus[int] | None = None,
+    ) -> ProcessWorkerResult:
+        entrypoint = await self._entrypoint(flow_run)
+        if entrypoint is None:
+            return await super().run(flow_run, configuration, task_status)
+        flow = self._flow(entrypoint)
+        if task_status is not None:
+            task_status.started(f"{socket.gethostname()}:warm")  # type: ignore[arg-type]
+        state = await anyio.to_thread.run_sync(
+            _run_in_thread, flow, flow_run, limiter=self._threads
+        )
+        return ProcessWorkerResult(
+            identifier=f"{socket.gethostname()}:warm", status_code=0 if state else 1
+        )
+
+
+def _run_in_thread(flow: Flow[..., Any], flow_run: FlowRun) -> bool:
+    """Run one flow run to a final state; True unless the engine itself crashed."""
+    from prefect.flow_engine import run_flow
+
+    try:
+        run_flow(flow, flow_run=flow_run, return_type="state")
+    except BaseException:  # the engine records the run's state; keep the worker alive
+        log.exception("flow run %s crashed in the warm worker", flow_run.id)
+        return False
+    return True
+
+
+async def serve(pool: str, *, project_dir: Path, limit: int) -> None:
+    """Run a warm worker on ``pool`` until cancelled."""
+    async with WarmWorker(
+        work_pool_name=pool,
+        limit=limit,
+        project_dir=project_dir,
+        prefetch_seconds=5,
+    ) as worker:
+        log.info("warm worker %s serving pool %s (limit %d)", worker.name, pool, limit)
+        await worker.start(
+            run_once=False,
+            with_healthcheck=False,
+            printer=lambda *_args, **_kw: None,
+        )
