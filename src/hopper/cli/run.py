@@ -71,7 +71,6 @@ def up(*, config: ConfigOption = None, port: int | None = None) -> None:
         port: Port of the Prefect server to start or reuse (default $HOPPER_PORT or 4200).
     """
     from hopper.up import Supervisor
-
     from hopper.watch.daemon import check_sources
 
     settings = HopperSettings()
@@ -113,9 +112,7 @@ def watch(*, config: ConfigOption = None) -> None:
     _default_api_url()
     from hopper.ingest import Home
     from hopper.prefect_api import PrefectAPI
-    from hopper.watch.daemon import Watcher
-
-    from hopper.watch.daemon import check_sources
+    from hopper.watch.daemon import Watcher, check_sources
 
     home = Home.open(config or HopperSettings().config)
     check_sources(home.config)
