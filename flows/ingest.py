@@ -16,10 +16,9 @@ from prefect.tasks import exponential_backoff
 
 from hopper import events
 from hopper.config import HopperConfig
-from hopper.contracts import load_contract
-from hopper.errors import HopperError, is_transient
-from hopper.ingest import Home, failed_outcome, ingest
-from hopper.models import IngestOutcome, IngestRequest
+from hopper.errors import is_transient
+from hopper.ingest import Home, failed_outcome, ingest, ingest_with_retries, retry_policy
+from hopper.models import IngestBatch, IngestOutcome, IngestRequest
 
 
 def _run_name() -> str:
@@ -52,17 +51,10 @@ def ingest_task(
 
 
 def _with_retry_policy(config: HopperConfig, request: IngestRequest) -> Any:
-    """The ingest task with the retry policy of the file's dataset contract, if it has one."""
-    path = config.contract_path(request.ref.dataset) if request.ref.dataset else None
-    try:
-        contract = load_contract(path) if path and path.is_file() else None
-    except HopperError:
-        contract = None  # the task itself will quarantine the file with the reason
-    if contract is None:
-        return ingest_task
+    """The ingest task with the retry policy of the file's dataset contract."""
+    retries, delay = retry_policy(config, request.ref)
     return ingest_task.with_options(
-        retries=contract.retries,
-        retry_delay_seconds=exponential_backoff(backoff_factor=contract.retry_backoff_seconds),
+        retries=retries, retry_delay_seconds=exponential_backoff(backoff_factor=delay)
     )
 
 
@@ -132,3 +124,64 @@ def ingest_file(request: IngestRequest) -> dict[str, Any]:
         return outcome.model_dump(mode="json", by_alias=True)
     finally:
         home.ledger.close()
+
+
+def _batch_run_name() -> str:
+    batch: Any = flow_run.parameters.get("batch", {})
+    refs = batch.refs if isinstance(batch, IngestBatch) else IngestBatch(**batch).refs
+    datasets = sorted({r.dataset or "unrouted" for r in refs})
+    label = datasets[0] if len(datasets) == 1 else f"{len(datasets)} datasets"
+    return f"{label}/{len(refs)} files"
+
+
+@flow(name="ingest-batch", flow_run_name=_batch_run_name, log_prints=False)
+def ingest_batch(batch: IngestBatch) -> dict[str, Any]:
+    """Ingest files that arrived together; each keeps its own claim, outcome and events."""
+    logger = get_run_logger()
+    run_id = str(flow_run.id)
+    home = Home.open(batch.config_path)
+    outcomes: list[IngestOutcome] = []
+    skipped = 0
+    try:
+        for request in batch.requests():
+            ref = request.ref
+            if not home.ledger.claim(ref, run_id):
+                skipped += 1
+                continue
+            try:
+                outcome = ingest_with_retries(
+                    request, home.config, flow_run_id=run_id, s3=home.s3_for(ref)
+                )
+            except Exception as exc:  # retries exhausted or a bug: this file fails, not all
+                outcome = failed_outcome(ref, exc)
+                logger.error("%s failed: %s", ref.uri, outcome.reason)
+            home.ledger.finish(outcome, run_id)
+            events.emit(events.outcome_event(ref, outcome, run_id))
+            outcomes.append(outcome)
+        _report_batch(outcomes, skipped)
+        for dataset in sorted({o.dataset for o in outcomes if o.dataset}):
+            _daily_summary(home, dataset)
+    finally:
+        home.ledger.close()
+    counts = {
+        s: sum(o.state.value == s for o in outcomes) for s in ("ingested", "quarantined", "failed")
+    }
+    logger.info("batch of %d files: %s, %d skipped", len(batch.refs), counts, skipped)
+    return {**counts, "skipped": skipped}
+
+
+def _report_batch(outcomes: list[IngestOutcome], skipped: int) -> None:
+    rows = [
+        {
+            "file": o.uri.rsplit("/", 1)[-1],
+            "dataset": o.dataset,
+            "state": o.state.value,
+            "rows in": o.rows_in,
+            "rows out": o.rows_out,
+            "seconds": o.seconds,
+            "reason": o.reason or "",
+        }
+        for o in outcomes[:1000]
+    ]
+    note = f"{len(outcomes)} files ingested or rejected, {skipped} already handled elsewhere"
+    create_table_artifact(table=rows, description=note)

@@ -132,6 +132,12 @@ class WatchOptions(BaseModel):
     confirm_seconds: float = Field(
         default=20.0, gt=0, description="Re-dispatch a file if no flow run exists after this."
     )
+    batch_max_files: int = Field(
+        default=200,
+        ge=1,
+        le=5000,
+        description="Files due together go to one ingest-batch run, at most this many each.",
+    )
     ignore: list[str] = Field(
         default_factory=lambda: [".*", "*.tmp", "*.part", "*.crdownload", "~*", "*.swp"],
         description="File-name globs that are never ingested (temporary and hidden files).",

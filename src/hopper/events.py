@@ -11,7 +11,7 @@ import hashlib
 import logging
 from typing import Any
 
-from hopper.models import FileRef, IngestOutcome, IngestRequest
+from hopper.models import FileRef, IngestBatch, IngestOutcome, IngestRequest
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,7 @@ FILE_DETECTED = "hopper.file.detected"
 FILE_INGESTED = "hopper.file.ingested"
 FILE_QUARANTINED = "hopper.file.quarantined"
 FILE_FAILED = "hopper.file.failed"
+BATCH_DETECTED = "hopper.batch.detected"
 
 ALERT_FILE = "hopper.alert.file"
 ALERT_DIGEST = "hopper.alert.digest"
@@ -26,7 +27,10 @@ ALERT_DIGEST = "hopper.alert.digest"
 RESOURCE_PREFIX = "hopper.file."
 DIGEST_RESOURCE = "hopper.alerts.digest"
 RESOURCE_MATCH = RESOURCE_PREFIX + "*"
+BATCH_PREFIX = "hopper.batch."
+BATCH_MATCH = BATCH_PREFIX + "*"
 INGEST_DEPLOYMENT = "ingest-file/ingest-file"
+BATCH_DEPLOYMENT = "ingest-batch/ingest-batch"
 
 OUTCOME_EVENTS = {
     "ingested": FILE_INGESTED,
@@ -57,6 +61,20 @@ def detected_event(request: IngestRequest) -> dict[str, Any]:
         "event": FILE_DETECTED,
         "resource": file_resource(request.ref),
         "payload": {"request": request.model_dump(mode="json")},
+    }
+
+
+def batch_event(batch: IngestBatch) -> dict[str, Any]:
+    """Arguments of ``emit_event`` for files that arrived together (one ``ingest-batch`` run)."""
+    datasets = sorted({r.dataset or "" for r in batch.refs})
+    return {
+        "event": BATCH_DETECTED,
+        "resource": {
+            "prefect.resource.id": BATCH_PREFIX + batch.dispatch_id,
+            "prefect.resource.name": f"{len(batch.refs)} files",
+            "hopper.datasets": ",".join(datasets),
+        },
+        "payload": {"batch": batch.model_dump(mode="json")},
     }
 
 

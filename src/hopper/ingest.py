@@ -8,8 +8,10 @@ flow's task retries them with backoff.
 from __future__ import annotations
 
 import logging
+import random
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -18,7 +20,7 @@ from typing import Any
 
 from hopper.config import HopperConfig, is_s3, load_config
 from hopper.contracts import Contract, load_contract, read_and_conform
-from hopper.errors import TerminalError, UnknownDatasetError
+from hopper.errors import HopperError, TerminalError, UnknownDatasetError, is_transient
 from hopper.ledger import Ledger, sqlite_url
 from hopper.models import FileRef, FileState, IngestOutcome, IngestRequest
 from hopper.settings import HopperSettings
@@ -224,6 +226,47 @@ def one_line_reason(exc: TerminalError, limit: int = 400) -> str:
         parts.append(f"{where}: {v.get('message', v.get('kind', 'invalid'))}{rows}{samples}")
     text = "; ".join(parts) if parts else (str(exc).splitlines() or [type(exc).__name__])[0]
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def retry_policy(config: HopperConfig, ref: FileRef) -> tuple[int, float]:
+    """``(retries, first delay)`` of a file's dataset contract (defaults if it has none)."""
+    path = config.contract_path(ref.dataset) if ref.dataset else None
+    try:
+        contract = load_contract(path) if path and path.is_file() else None
+    except HopperError:
+        contract = None  # ingesting will quarantine the file with the reason
+    return (contract.retries, contract.retry_backoff_seconds) if contract else (4, 2.0)
+
+
+def ingest_with_retries(
+    request: IngestRequest,
+    config: HopperConfig,
+    *,
+    flow_run_id: str | None = None,
+    s3: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> IngestOutcome:
+    """:func:`ingest` with the contract's retries: exponential backoff, ±50 % jitter.
+
+    Used where a Prefect task per file would cost more than the file (batches); single-file
+    runs use Prefect's task retries with the same policy.
+
+    Raises:
+        The last transient error when retries run out, or any non-transient error at once.
+    """
+    retries, delay = retry_policy(config, request.ref)
+    for attempt in range(retries + 1):
+        try:
+            return ingest(request, config, flow_run_id=flow_run_id, s3=s3)
+        except Exception as exc:
+            if attempt == retries or not is_transient(exc):
+                raise
+            wait = delay * 2**attempt * random.uniform(0.5, 1.5)
+            log.warning(
+                "%s: %s; retry %d/%d in %.1fs", request.ref.uri, exc, attempt + 1, retries, wait
+            )
+            sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def failed_outcome(ref: FileRef, exc: BaseException) -> IngestOutcome:

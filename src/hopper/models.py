@@ -85,6 +85,27 @@ class IngestRequest(BaseModel):
     replay: bool = Field(default=False, description="True when `hopper replay` asked for it.")
 
 
+class IngestBatch(BaseModel):
+    """The ``ingest-batch`` flow's parameter: files that arrived together, one run for all.
+
+    Every file keeps its own ledger entry, outcome, alert and replay; only the flow run (and
+    its start-up cost) is shared.
+    """
+
+    refs: list[FileRef] = Field(min_length=1, description="The files, in arrival order.")
+    dispatch_id: str = Field(description="Unique id of this dispatch.")
+    config_path: str | None = Field(
+        default=None, description="hopper.yaml to use; None means the worker's HOPPER_CONFIG."
+    )
+
+    def requests(self) -> list[IngestRequest]:
+        """One ``IngestRequest`` per file of the batch."""
+        return [
+            IngestRequest(ref=ref, dispatch_id=self.dispatch_id, config_path=self.config_path)
+            for ref in self.refs
+        ]
+
+
 class IngestOutcome(BaseModel):
     """What happened to one file version; stored in the ledger and shown in artifacts."""
 

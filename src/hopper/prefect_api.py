@@ -13,7 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from hopper.errors import TransientError
-from hopper.events import INGEST_DEPLOYMENT
+from hopper.events import BATCH_DEPLOYMENT, INGEST_DEPLOYMENT
 from hopper.models import FileRef
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,10 @@ def run_url(flow_run_id: str | None) -> str | None:
 def _versions_in(parameters: dict[str, Any]) -> list[tuple[str, str]]:
     """The ``(uri, fingerprint)`` of every file a run's parameters ask for."""
     request = parameters.get("request")
+    batch = parameters.get("batch")
     refs = [request.get("ref")] if isinstance(request, dict) else []
+    if isinstance(batch, dict) and isinstance(batch.get("refs"), list):
+        refs += batch["refs"]
     out = []
     for ref in refs:
         try:
@@ -56,6 +59,7 @@ class PrefectAPI:
         self._client = get_client(sync_client=True)
         self._client.__enter__()
         self._deployment_id: UUID | None = None
+        self._batch_deployment_ids: list[UUID] = []
 
     def close(self) -> None:
         """Close the underlying HTTP client."""
@@ -91,6 +95,17 @@ class PrefectAPI:
             self._deployment_id = deployment.id
         return self._deployment_id
 
+    def ingest_deployment_ids(self) -> list[UUID]:
+        """Ids of the deployments that ingest files (``ingest-file`` and ``ingest-batch``)."""
+        if not self._batch_deployment_ids:
+            ids = [self.ingest_deployment_id()]
+            try:
+                ids.append(self._client.read_deployment_by_name(BATCH_DEPLOYMENT).id)
+            except Exception:
+                log.debug("no %s deployment; batches cannot be confirmed", BATCH_DEPLOYMENT)
+            self._batch_deployment_ids = ids
+        return self._batch_deployment_ids
+
     def runs_for_files(
         self, versions: set[tuple[str, str]], since: datetime
     ) -> dict[tuple[str, str], str]:
@@ -109,7 +124,7 @@ class PrefectAPI:
         from prefect.client.schemas.sorting import FlowRunSort
 
         flt = FlowRunFilter(
-            deployment_id=FlowRunFilterDeploymentId(any_=[self.ingest_deployment_id()]),
+            deployment_id=FlowRunFilterDeploymentId(any_=self.ingest_deployment_ids()),
             expected_start_time=FlowRunFilterExpectedStartTime(after_=since),  # type: ignore[arg-type]
         )
         found: dict[tuple[str, str], str] = {}

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from hopper.config import HopperConfig
 from hopper.ingest import ingest
@@ -76,3 +77,30 @@ def test_vanished_source_is_quarantined_with_clear_reason(home: HopperConfig) ->
     path.unlink()
     outcome = ingest(request, home)
     assert outcome.state == FileState.QUARANTINED and "gone" in (outcome.reason or "")
+
+
+def test_transient_faults_are_retried_with_backoff(home: HopperConfig) -> None:
+    from hopper.errors import TransientError
+    from hopper.ingest import ingest_with_retries
+    from tests.integration import faults
+
+    contract = Path(home.datasets_dir) / "people.yaml"
+    contract.write_text(
+        contract.read_text()
+        + 'transform: "tests.integration.faults:flaky_once"\nretry_backoff_seconds: 0.5\n'
+    )
+    faults._calls["flaky"] = 0
+    path = _write(home, "p.csv", "id,full name,score\n1,Ada,1.5\n")
+    waits: list[float] = []
+    outcome = ingest_with_retries(_request(path), home, sleep=waits.append)
+    assert outcome.state == FileState.INGESTED and len(waits) == 1 and 0.25 <= waits[0] <= 0.75
+
+    contract.write_text(
+        contract.read_text()
+        .replace("flaky_once", "always_transient")
+        .replace("retry_backoff_seconds: 0.5", "retry_backoff_seconds: 1\nretries: 3")
+    )
+    waits.clear()
+    with pytest.raises(TransientError, match="never clears"):
+        ingest_with_retries(_request(path), home, sleep=waits.append)
+    assert len(waits) == 3 and waits[1] > waits[0] * 0.3 and waits[2] >= 2

@@ -6,15 +6,18 @@ from pathlib import Path
 import yaml
 
 from hopper import events
-from hopper.models import FileRef, IngestRequest
+from hopper.models import FileRef, IngestBatch, IngestRequest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _ingest_deployment() -> dict:  # type: ignore[type-arg]
+def _deployment(name: str = "ingest-file") -> dict:  # type: ignore[type-arg]
     doc = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    (deployment,) = [d for d in doc["deployments"] if d["name"] == "ingest-file"]
+    (deployment,) = [d for d in doc["deployments"] if d["name"] == name]
     return deployment
+
+
+_ingest_deployment = _deployment
 
 
 def test_trigger_matches_the_detected_event() -> None:
@@ -52,3 +55,24 @@ def test_resource_ids_are_stable_and_safe() -> None:
     rid = events.file_resource_id("file:///in/sales/../../etc\nx.csv")
     assert rid == events.file_resource_id("file:///in/sales/../../etc\nx.csv")
     assert rid.startswith(events.RESOURCE_PREFIX) and rid.replace(".", "").isalnum()
+
+
+def test_batch_trigger_matches_the_batch_event() -> None:
+    deployment = _deployment("ingest-batch")
+    (trigger,) = deployment["triggers"]
+    assert trigger["expect"] == [events.BATCH_DETECTED]
+    assert trigger["match"]["prefect.resource.id"] == events.BATCH_MATCH
+    assert trigger["parameters"] == {"batch": "{{ event.payload.batch }}"}
+    refs = [FileRef(uri=f"file:///in/s/{i}.csv", size=1, mtime=1.0, dataset="s") for i in range(3)]
+    batch = IngestBatch(refs=refs, dispatch_id="b1")
+    event = events.batch_event(batch)
+    assert fnmatchcase(event["resource"]["prefect.resource.id"], events.BATCH_MATCH)
+    assert IngestBatch.model_validate(event["payload"]["batch"]) == batch
+    assert f"ingest-batch/{deployment['name']}" == events.BATCH_DEPLOYMENT
+    module, func = deployment["entrypoint"].split(":")
+    assert f"def {func}(" in (ROOT / module).read_text()
+
+
+def test_reconcile_deployment_is_scheduled() -> None:
+    deployment = _deployment("hopper-reconcile")
+    assert deployment["schedules"][0]["interval"] <= 600

@@ -97,3 +97,30 @@ def test_restart_does_not_dispatch_known_files_again(tmp_path: Path, home: Hoppe
         watcher.dispatch()
         h.ledger.close()
     assert len(server.emitted) == 1
+
+
+def test_files_due_together_are_dispatched_as_batches(home: HopperConfig) -> None:
+    ledger = Ledger(sqlite_url(home.state_dir))
+    server = ScriptedServer()
+    server.up = True
+    watch = home.watch.model_copy(update={"batch_max_files": 2})
+    watcher = Watcher(home.model_copy(update={"watch": watch}), ledger, server, server.emit)
+    inbox = home.sources[0].path
+    (inbox / "people").mkdir(parents=True)
+    for i in range(5):
+        (inbox / "people" / f"{i}.csv").write_text(f"id\n{i}\n")
+    for source in watcher.sources:
+        source.stable_seconds = 0
+        source.scan()
+    assert len(watcher.detect()) == 5
+    assert watcher.dispatch() == 5
+    kinds = [spec["event"] for spec in server.emitted]
+    assert sorted(kinds) == ["hopper.batch.detected"] * 2 + ["hopper.file.detected"]
+    batched = [
+        ref["uri"]
+        for spec in server.emitted
+        if spec["event"] == "hopper.batch.detected"
+        for ref in spec["payload"]["batch"]["refs"]  # type: ignore[index]
+    ]
+    assert len(batched) == 4 and len(set(batched)) == 4
+    assert {r.state.value for r in ledger.records()} == {"dispatched"}

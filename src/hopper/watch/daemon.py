@@ -22,7 +22,7 @@ from hopper import events
 from hopper.alerts import AlertDispatcher
 from hopper.config import FolderSource, HopperConfig, S3Source, is_s3
 from hopper.ledger import FileRecord, Ledger
-from hopper.models import FileRef, IngestRequest
+from hopper.models import FileRef, IngestBatch, IngestRequest
 from hopper.watch.local import LocalFolder
 
 log = logging.getLogger(__name__)
@@ -197,28 +197,43 @@ class Watcher:
         return up
 
     def dispatch(self) -> int:
-        """Emit events for versions due for (re)dispatch, if the server is up."""
-        due = self.ledger.due_for_dispatch(self.config.watch.confirm_seconds)
+        """Emit events for versions due for (re)dispatch, if the server is up.
+
+        A file due alone gets its own ``ingest-file`` run (named after it); files due
+        together are grouped into ``ingest-batch`` runs of at most ``batch_max_files``.
+        """
+        due = self.ledger.due_for_dispatch(self.config.watch.confirm_seconds, limit=5000)
         if not due or not self.server_up():
             return 0
         for record in due:
-            self._dispatch(record)
+            if record.dispatch_count:
+                log.warning(
+                    "no flow run seen for %s after %d dispatch(es); emitting again",
+                    record.uri,
+                    record.dispatch_count,
+                )
+        size = self.config.watch.batch_max_files
+        for start in range(0, len(due), size):
+            self._dispatch(due[start : start + size])
         return len(due)
 
-    def _dispatch(self, record: FileRecord) -> None:
-        request = IngestRequest(
-            ref=record.ref,
-            dispatch_id=uuid.uuid4().hex,
-            config_path=str(self.config.path) if self.config.path else None,
-        )
-        if record.dispatch_count:
-            log.warning(
-                "no flow run seen for %s after %d dispatch(es); emitting again",
-                record.uri,
-                record.dispatch_count,
+    def _dispatch(self, records: list[FileRecord]) -> None:
+        dispatch_id = uuid.uuid4().hex
+        config_path = str(self.config.path) if self.config.path else None
+        if len(records) == 1:
+            request = IngestRequest(
+                ref=records[0].ref, dispatch_id=dispatch_id, config_path=config_path
             )
-        if self.emit(events.detected_event(request)):
-            self.ledger.mark_dispatched(record.uri, record.fingerprint, request.dispatch_id)
+            spec = events.detected_event(request)
+        else:
+            batch = IngestBatch(
+                refs=[r.ref for r in records], dispatch_id=dispatch_id, config_path=config_path
+            )
+            spec = events.batch_event(batch)
+            log.info("dispatching %d files as one batch", len(records))
+        if self.emit(spec):
+            for record in records:
+                self.ledger.mark_dispatched(record.uri, record.fingerprint, dispatch_id)
 
     def confirm(self) -> int:
         """Look up flow runs for dispatched versions; mark the found ones queued."""
