@@ -319,7 +319,9 @@ def big_file(
         except BenchError:
             if not rss.capped:
                 raise
-            log.warning("%s: flow run killed at the RSS cap", name)
+            # Remove the source, so that no retry or reconcile runs it again, unwatched.
+            (up.inbox(dataset) / path.name).unlink(missing_ok=True)
+            log.warning("%s: flow run killed at the RSS cap; source removed", name)
             result.update(capped=True, peak_rss_bytes=rss.capped[1], hopper_mb_s=0.0)
             return result
     seconds = seen - moved

@@ -64,6 +64,19 @@ def replay_command(ref: FileRef) -> str:
     return f"hopper replay {shlex.quote(target)}"
 
 
+_contracts: dict[Path, tuple[int, Contract]] = {}
+
+
+def cached_contract(path: Path) -> Contract:
+    """A contract, parsed again only when its file changes (batches reuse it per file)."""
+    mtime = path.stat().st_mtime_ns
+    hit = _contracts.get(path)
+    if hit is None or hit[0] != mtime:
+        hit = (mtime, load_contract(path))
+        _contracts[path] = hit
+    return hit[1]
+
+
 def load_dataset_contract(config: HopperConfig, ref: FileRef) -> Contract:
     """The contract for a file's dataset; a missing one is a terminal, explained error."""
     if not ref.dataset:
@@ -77,7 +90,7 @@ def load_dataset_contract(config: HopperConfig, ref: FileRef) -> Contract:
             f"{ref.uri}: dataset {ref.dataset!r} has no contract ({path} not found). Create it "
             f"with `hopper contract infer FILE --dataset {ref.dataset} > {path}`, then replay."
         )
-    return load_contract(path)
+    return cached_contract(path)
 
 
 def ingest(
@@ -232,7 +245,7 @@ def retry_policy(config: HopperConfig, ref: FileRef) -> tuple[int, float]:
     """``(retries, first delay)`` of a file's dataset contract (defaults if it has none)."""
     path = config.contract_path(ref.dataset) if ref.dataset else None
     try:
-        contract = load_contract(path) if path and path.is_file() else None
+        contract = cached_contract(path) if path and path.is_file() else None
     except HopperError:
         contract = None  # ingesting will quarantine the file with the reason
     return (contract.retries, contract.retry_backoff_seconds) if contract else (4, 2.0)

@@ -186,6 +186,8 @@ class Ledger:
         now = time.time()
         try:
             with self._begin() as conn:
+                if self._exists(conn, ref):
+                    return False
                 conn.execute(
                     files.insert().values(
                         uri=ref.uri,
@@ -202,6 +204,13 @@ class Ledger:
         except IntegrityError:
             return False
         return True
+
+    @staticmethod
+    def _exists(conn: Connection, ref: FileRef) -> bool:
+        query = sa.select(files.c.id).where(
+            files.c.uri == ref.uri, files.c.fingerprint == ref.fingerprint
+        )
+        return conn.execute(query).first() is not None
 
     def due_for_dispatch(self, confirm_seconds: float, limit: int = 500) -> list[FileRecord]:
         """Versions to (re)dispatch: never dispatched, or dispatched with no run confirmed.

@@ -138,9 +138,12 @@ def write_outputs(
             write_parquet_atomic(rows, path, compression)
             written.append(str(path))
     if is_s3(lake):
-        existing = list_outputs_s3(f"{lake}/{dataset}/", name, s3)
+        existing = list_outputs_s3(f"{lake}/{dataset}/", name, s3) if partition_by else []
     else:
-        existing = [str(p) for p in (Path(lake) / dataset).rglob(name)]
+        # Only this source's file in each partition folder of the current depth: a glob with
+        # a fixed file name, not a walk of the whole dataset (which grows with the lake).
+        pattern = "*/" * len(partition_by) + name
+        existing = [str(p) for p in (Path(lake) / dataset).glob(pattern)]
     for stale in existing:
         if stale not in written:
             log.info("removing stale output %s of %s", stale, uri)

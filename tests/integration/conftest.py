@@ -97,7 +97,7 @@ alert_policy:
   hold_seconds: 8
   max_hold_seconds: 300
   digest_threshold: 10
-  digest_window_minutes: 10
+  digest_window_minutes: 1
 """
 
 

@@ -24,3 +24,11 @@ def flaky_once(table: pa.Table) -> pa.Table:
 def always_transient(table: pa.Table) -> pa.Table:
     """A fault that never clears: retries run out and the run fails."""
     raise TransientError("injected transient fault that never clears")
+
+
+def slow(table: pa.Table) -> pa.Table:
+    """Take a few seconds, so a test can kill the worker in the middle of the run."""
+    import time
+
+    time.sleep(6)
+    return table
