@@ -80,12 +80,8 @@ def test_flow_run_is_named_after_the_file_and_has_an_artifact(up: Running) -> No
     artifacts = httpx.post(
         f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}
     ).json()
-    assert artifacts and artifacts[0]["type"] == "table"
-    rows = (
-        json.loads(artifacts[0]["data"])
-        if isinstance(artifacts[0]["data"], str)
-        else artifacts[0]["data"]
-    )
+    (table,) = [a for a in artifacts if a["type"] == "table"]
+    rows = json.loads(table["data"]) if isinstance(table["data"], str) else table["data"]
     items = {r["item"]: r["value"] for r in rows}
     assert items["rows in"] == 3 and items["rows out"] == 3
     assert items["column score"] == "double"
