@@ -124,10 +124,10 @@ class WatchOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stable_seconds: float = Field(
-        default=0.5, ge=0, description="A file must keep its size and mtime this long."
+        default=0.25, ge=0, description="A file must keep its size and mtime this long."
     )
     rescan_seconds: float = Field(
-        default=30.0, gt=0, description="Period of the full rescan that catches missed events."
+        default=60.0, gt=0, description="Period of the full rescan that catches missed events."
     )
     confirm_seconds: float = Field(
         default=20.0, gt=0, description="Re-dispatch a file if no flow run exists after this."

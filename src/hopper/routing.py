@@ -6,15 +6,22 @@ under the watched root names the dataset (``inbox/<dataset>/file.csv``).
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
+import re
+from fnmatch import fnmatchcase, translate
+from functools import lru_cache
 from pathlib import PurePosixPath
 
 from hopper.config import DATASET_NAME, RoutingRule
 
 
+@lru_cache(maxsize=64)
+def _ignore_regex(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(translate(p) for p in patterns) or "(?!)")
+
+
 def is_ignored(name: str, patterns: list[str]) -> bool:
     """Whether a file name matches one of the ignore globs (temporary, hidden, partial files)."""
-    return any(fnmatchcase(name, pattern) for pattern in patterns)
+    return _ignore_regex(tuple(patterns)).match(name) is not None
 
 
 def route(relative: str, rules: list[RoutingRule]) -> str | None:

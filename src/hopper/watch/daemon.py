@@ -155,14 +155,16 @@ class Watcher:
         next_confirm = 0.0
         try:
             while not self.stopping.is_set():
-                self.detect()
+                new = self.detect()
                 now = time.monotonic()
                 if now >= next_scan:
                     for source in self.sources:
                         if isinstance(source, LocalFolder):  # S3 sources list on their own
                             source.scan()
                     next_scan = now + self.config.watch.rescan_seconds
-                self.dispatch()
+                # Idle, the ledger is asked only every few seconds (re-dispatch, alerts).
+                if new or now >= next_confirm:
+                    self.dispatch()
                 if now >= next_confirm:
                     self.confirm()
                     if self._server_up:

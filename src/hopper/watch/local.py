@@ -16,8 +16,8 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -39,8 +39,7 @@ log = logging.getLogger(__name__)
 HASH_LIMIT = 64 * 1024 * 1024  # hash contents up to this size; larger files use size+mtime
 
 
-@dataclass(frozen=True)
-class Stat:
+class Stat(NamedTuple):
     """What the stability check compares between two looks at a file."""
 
     size: int
@@ -133,7 +132,8 @@ class LocalFolder:
         self._lock = threading.Lock()
         self._candidates: set[Path] = set()
         self._first_look: dict[Path, Stat] = {}
-        self._known: dict[Path, Stat] = {}  # last version handed out, to skip re-hashing
+        # Last version handed out per path (str keys: hashing a Path costs more).
+        self._known: dict[str, Stat] = {}
         self._observer: Observer | None = None  # type: ignore[valid-type]
 
     def start(self) -> None:
@@ -164,19 +164,38 @@ class LocalFolder:
             self._observer.join(timeout=5)
 
     def scan(self) -> int:
-        """Nominate every file under the root (startup and periodic reconciliation)."""
-        found = list(self._walk())
-        with self._lock:
-            self._candidates.update(found)
-        return len(found)
+        """Nominate every new or changed file under the root; return how many files exist.
 
-    def _walk(self) -> Iterator[Path]:
-        if not self.root.is_dir():
+        One ``lstat`` per file (from ``os.scandir``), compared with the version last handed
+        out: tracking 100,000 files costs a fraction of a second per rescan.
+        """
+        seen = 0
+        changed: list[Path] = []
+        for path, stat in self._walk(str(self.root)):
+            seen += 1
+            if self._known.get(path) != stat:
+                changed.append(Path(path))
+        with self._lock:
+            self._candidates.update(changed)
+        return seen
+
+    def _walk(self, folder: str) -> Iterator[tuple[str, Stat]]:
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
             return
-        pattern = "**/*" if self.recursive else "*"
-        for path in self.root.glob(pattern):
-            if not path.is_symlink() and path.is_file():
-                yield path
+        for entry in entries:
+            if is_ignored(entry.name, self.ignore):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if self.recursive:
+                        yield from self._walk(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    yield entry.path, Stat(st.st_size, st.st_mtime_ns)
+            except FileNotFoundError:
+                continue  # vanished while scanning
 
     def _relative(self, path: Path) -> str | None:
         try:
@@ -203,7 +222,7 @@ class LocalFolder:
             if not path.is_file() or path.is_symlink():
                 continue
             stat = Stat(st.st_size, st.st_mtime_ns)
-            if self._known.get(path) == stat:
+            if self._known.get(str(path)) == stat:
                 continue  # already handed out this exact version
             first = self._first_look.get(path)
             self._first_look[path] = stat
@@ -216,7 +235,7 @@ class LocalFolder:
             ref = self._ref(path, rel, st.st_size, st.st_mtime)
             if ref is not None:
                 self._first_look.pop(path, None)
-                self._known[path] = stat
+                self._known[str(path)] = stat
                 ready.append(ref)
         return ready
 
