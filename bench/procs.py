@@ -170,7 +170,7 @@ def clean_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
 class Profile:
     """How a Hopper under test is configured: extra hopper.yaml text and environment.
 
-    The baseline ("one flow run per file, as shipped") and the candidate are both profiles;
+    The baseline (one flow run per file, process worker) and the candidate are both profiles;
     when they are equal one `hopper up` serves both, otherwise each gets its own.
     """
 
