@@ -132,7 +132,7 @@ def candidate_profile(args: argparse.Namespace) -> Profile:
     if any(len(pair) != 2 for pair in env):
         raise SystemExit("--env takes KEY=VALUE")
     if not extra and not env:
-        return BASELINE
+        return Profile("as shipped")
     return Profile("candidate", extra, env)  # type: ignore[arg-type]
 
 

@@ -141,13 +141,15 @@ def ingest_batch(batch: IngestBatch) -> dict[str, Any]:
     run_id = str(flow_run.id)
     home = Home.open(batch.config_path)
     outcomes: list[IngestOutcome] = []
-    skipped = 0
+    unrecorded: list[IngestOutcome] = []
+    requests = batch.requests()
+    owned = home.ledger.claim_many([r.ref for r in requests], run_id)
+    skipped = owned.count(False)
     try:
-        for request in batch.requests():
+        for request, mine in zip(requests, owned, strict=True):
+            if not mine:
+                continue  # another run has it, or it is settled
             ref = request.ref
-            if not home.ledger.claim(ref, run_id):
-                skipped += 1
-                continue
             try:
                 outcome = ingest_with_retries(
                     request, home.config, flow_run_id=run_id, s3=home.s3_for(ref)
@@ -155,9 +157,13 @@ def ingest_batch(batch: IngestBatch) -> dict[str, Any]:
             except Exception as exc:  # retries exhausted or a bug: this file fails, not all
                 outcome = failed_outcome(ref, exc)
                 logger.error("%s failed: %s", ref.uri, outcome.reason)
-            home.ledger.finish(outcome, run_id)
             events.emit(events.outcome_event(ref, outcome, run_id))
             outcomes.append(outcome)
+            unrecorded.append(outcome)
+            if len(unrecorded) >= 50:  # outcomes reach the ledger in small transactions
+                home.ledger.finish_many(unrecorded, run_id)
+                unrecorded.clear()
+        home.ledger.finish_many(unrecorded, run_id)
         _report_batch(outcomes, skipped)
         for dataset in sorted({o.dataset for o in outcomes if o.dataset}):
             _daily_summary(home, dataset)

@@ -68,6 +68,40 @@ history = sa.Table(
 # States a new dispatch must not disturb unless it is an explicit replay.
 _SETTLED = (FileState.RUNNING, FileState.INGESTED, FileState.QUARANTINED)
 
+# Statements used per file in batches, built once (building them costs more than running them).
+_CLAIM = (
+    files.update()
+    .where(
+        files.c.uri == sa.bindparam("u"),
+        files.c.fingerprint == sa.bindparam("f"),
+        sa.or_(
+            files.c.state.notin_([s.value for s in _SETTLED]),
+            files.c.flow_run_id == sa.bindparam("run"),
+        ),
+    )
+    .values(
+        state=FileState.RUNNING.value,
+        flow_run_id=sa.bindparam("b_run"),
+        updated_at=sa.bindparam("now"),
+    )
+)
+_FINISH = (
+    files.update()
+    .where(files.c.uri == sa.bindparam("u"), files.c.fingerprint == sa.bindparam("f"))
+    .values(
+        alert=sa.case(
+            (files.c.alert.in_(["sent", "digested"]), files.c.alert),
+            else_=sa.bindparam("b_alert"),
+        ),
+        state=sa.bindparam("b_state"),
+        dataset=sa.bindparam("b_dataset"),
+        reason=sa.bindparam("b_reason"),
+        outcome=sa.bindparam("b_outcome"),
+        flow_run_id=sa.bindparam("b_run"),
+        updated_at=sa.bindparam("b_now"),
+    )
+)
+
 
 @dataclass(frozen=True)
 class FileRecord:
@@ -323,40 +357,100 @@ class Ledger:
                 self._log(conn, ref.uri, ref.fingerprint, "skipped", flow_run_id=flow_run_id)
             return bool(result.rowcount)
 
+    def claim_many(self, refs: list[FileRef], flow_run_id: str) -> list[bool]:
+        """:meth:`claim` for a batch, in one transaction (statements prepared once).
+
+        Returns:
+            For each ref, whether this run owns it now.
+        """
+        now = time.time()
+        claimed: list[bool] = []
+        with self._begin() as conn:
+            known = {
+                (r.uri, r.fingerprint)
+                for r in conn.execute(
+                    sa.select(files.c.uri, files.c.fingerprint).where(
+                        files.c.uri.in_(sorted({ref.uri for ref in refs}))
+                    )
+                )
+            }
+            missing = [ref for ref in refs if (ref.uri, ref.fingerprint) not in known]
+            if missing:
+                conn.execute(
+                    files.insert(),
+                    [
+                        {
+                            "uri": ref.uri,
+                            "fingerprint": ref.fingerprint,
+                            "dataset": ref.dataset,
+                            "ref": ref.model_dump_json(),
+                            "state": FileState.DETECTED.value,
+                            "dispatch_count": 0,
+                            "detected_at": now,
+                            "updated_at": now,
+                        }
+                        for ref in missing
+                    ],
+                )
+            for ref in refs:
+                params = {"u": ref.uri, "f": ref.fingerprint, "run": flow_run_id, "now": now}
+                result = conn.execute(_CLAIM, {**params, "b_run": flow_run_id})
+                claimed.append(bool(result.rowcount))
+            conn.execute(
+                history.insert(),
+                [
+                    {
+                        "uri": ref.uri,
+                        "fingerprint": ref.fingerprint,
+                        "at": now,
+                        "event": "running" if won else "skipped",
+                        "flow_run_id": flow_run_id,
+                        "detail": None,
+                    }
+                    for ref, won in zip(refs, claimed, strict=True)
+                ],
+            )
+        return claimed
+
+    def finish_many(self, outcomes: list[IngestOutcome], flow_run_id: str | None) -> None:
+        """:meth:`finish` for several outcomes, in one transaction."""
+        with self._begin() as conn:
+            for outcome in outcomes:
+                self._finish(conn, outcome, flow_run_id)
+
     def finish(self, outcome: IngestOutcome, flow_run_id: str | None) -> None:
         """Record a version's final state and outcome."""
-        now = time.time()
-        body = outcome.model_dump(mode="json", by_alias=True)
+        with self._begin() as conn:
+            self._finish(conn, outcome, flow_run_id)
+
+    def _finish(self, conn: Connection, outcome: IngestOutcome, flow_run_id: str | None) -> None:
         # One alert per incident: a failure waits as "pending" for the alert dispatcher; a
         # later success of the same version cancels an alert not yet sent.
         bad = outcome.state in (FileState.QUARANTINED, FileState.FAILED)
-        with self._begin() as conn:
-            conn.execute(
-                files.update()
-                .where(files.c.uri == outcome.uri, files.c.fingerprint == outcome.fingerprint)
-                .values(
-                    alert=sa.case(
-                        (files.c.alert.in_(["sent", "digested"]), files.c.alert),
-                        else_="pending" if bad else None,
-                    ),
-                    state=outcome.state.value,
-                    dataset=outcome.dataset,
-                    reason=outcome.reason,
-                    outcome=json.dumps(body),
-                    flow_run_id=flow_run_id,
-                    updated_at=now,
-                )
-            )
-            self._log(
-                conn,
-                outcome.uri,
-                outcome.fingerprint,
-                outcome.state.value,
-                flow_run_id=flow_run_id,
-                reason=outcome.reason,
-                rows_out=outcome.rows_out,
-                outputs=outcome.outputs,
-            )
+        conn.execute(
+            _FINISH,
+            {
+                "u": outcome.uri,
+                "f": outcome.fingerprint,
+                "b_alert": "pending" if bad else None,
+                "b_state": outcome.state.value,
+                "b_dataset": outcome.dataset,
+                "b_reason": outcome.reason,
+                "b_outcome": json.dumps(outcome.model_dump(mode="json", by_alias=True)),
+                "b_run": flow_run_id,
+                "b_now": time.time(),
+            },
+        )
+        self._log(
+            conn,
+            outcome.uri,
+            outcome.fingerprint,
+            outcome.state.value,
+            flow_run_id=flow_run_id,
+            reason=outcome.reason,
+            rows_out=outcome.rows_out,
+            outputs=outcome.outputs,
+        )
 
     # -- alerts -------------------------------------------------------------------------
 
