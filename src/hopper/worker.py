@@ -66,6 +66,26 @@ class WarmWorker(ProcessWorker):
                 )
             return self._flows[entrypoint]
 
+    def preload(self) -> int:
+        """Import the flows named in ``prefect.yaml`` now, so the first run starts warm."""
+        import yaml
+
+        try:
+            doc = yaml.safe_load((self.project_dir / "prefect.yaml").read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            log.warning("cannot read prefect.yaml to preload flows: %s", exc)
+            return 0
+        loaded = 0
+        for deployment in doc.get("deployments") or []:
+            entry = str(deployment.get("entrypoint", ""))
+            if entry.startswith("flows/") and ":" in entry:
+                try:
+                    self._flow(entry)
+                    loaded += 1
+                except Exception:
+                    log.exception("cannot load flow %s", entry)
+        return loaded
+
     async def run(
         self,
         flow_run: FlowRun,
@@ -106,7 +126,14 @@ async def serve(pool: str, *, project_dir: Path, limit: int) -> None:
         project_dir=project_dir,
         prefetch_seconds=5,
     ) as worker:
-        log.info("warm worker %s serving pool %s (limit %d)", worker.name, pool, limit)
+        loaded = worker.preload()
+        log.info(
+            "warm worker %s serving pool %s (limit %d, %d flows loaded)",
+            worker.name,
+            pool,
+            limit,
+            loaded,
+        )
         await worker.start(
             run_once=False,
             with_healthcheck=False,
