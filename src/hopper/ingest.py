@@ -18,13 +18,22 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from hopper.config import HopperConfig, is_s3, load_config
 from hopper.contracts import Contract, load_contract, read_and_conform
+from hopper.contracts.stream import StreamFallback, StreamingConform, stream_refusal
 from hopper.errors import HopperError, TerminalError, UnknownDatasetError, is_transient
 from hopper.ledger import Ledger, sqlite_url
 from hopper.models import FileRef, FileState, IngestOutcome, IngestRequest
 from hopper.settings import HopperSettings
-from hopper.sink import quarantine_file, write_outputs, write_rejected_rows
+from hopper.sink import (
+    StreamingOutputs,
+    TooManyPartitions,
+    quarantine_file,
+    write_outputs,
+    write_rejected_rows,
+)
 from hopper.transform import add_lineage
 
 log = logging.getLogger(__name__)
@@ -144,7 +153,23 @@ def ingest(
 def _convert(
     ref: FileRef, path: Path, contract: Contract, config: HopperConfig, now: datetime, s3: Any
 ) -> IngestOutcome:
-    """Validate, transform and write one readable file."""
+    """Validate, transform and write one readable file.
+
+    Large CSV/TSV files going to a local lake are streamed block by block in bounded memory
+    (:func:`_convert_streaming`); the rest, and files that turn out not to stream (see
+    :mod:`hopper.contracts.stream`), are read whole. Both give the same outcome and output.
+    """
+    if is_s3(config.lake):
+        refusal: str | None = "streaming writes need a local lake"
+    else:
+        refusal = stream_refusal(path, contract)
+    if refusal is None:
+        try:
+            return _convert_streaming(ref, path, contract, config, now, s3)
+        except (StreamFallback, TooManyPartitions) as exc:
+            log.warning("%s: cannot stream (%s); reading the whole file", ref.uri, exc)
+    else:
+        log.debug("%s: read whole: %s", ref.uri, refusal)
     result = read_and_conform(path, contract, source_name=ref.uri, ingested_at=now)
     table = add_lineage(result.table, ref.uri, now)
     outputs = write_outputs(
@@ -167,19 +192,74 @@ def _convert(
         outputs=outputs,
         schema={f.name: str(f.type) for f in table.schema},
     )
-    if result.rejected is not None and result.rejected.num_rows:
-        outcome.rows_rejected = result.rejected.num_rows
-        outcome.quarantine_path = write_rejected_rows(
-            result.rejected,
-            quarantine=config.quarantine,
-            dataset=ref.dataset,
-            source_name=ref.name,
-            uri=ref.uri,
-            when=now,
-            s3=s3,
-        )
-        outcome.reason = f"{outcome.rows_rejected} bad rows quarantined"
+    _record_rejected(outcome, result.rejected, ref, config, now, s3)
     return outcome
+
+
+def _convert_streaming(
+    ref: FileRef, path: Path, contract: Contract, config: HopperConfig, now: datetime, s3: Any
+) -> IngestOutcome:
+    """:func:`_convert` for a large CSV/TSV file: read, check and write block by block.
+
+    Each block's valid rows get their lineage columns and go to hidden temporary Parquet
+    files, renamed into the lake only once the whole file has passed; a rejected file (even
+    by its last row) leaves nothing in the lake.
+
+    Raises:
+        StreamFallback, TooManyPartitions: the file is to be read whole instead (nothing of
+            it has been left in the lake).
+    """
+    stream = StreamingConform(path, contract, source_name=ref.uri, ingested_at=now)
+    schema: pa.Schema | None = None
+    with StreamingOutputs(
+        lake=Path(config.lake),
+        dataset=contract.name,
+        partition_by=list(contract.partition_by),
+        source_name=ref.name,
+        uri=ref.uri,
+        compression=contract.compression,
+    ) as outputs:
+        for block in stream:
+            table = add_lineage(block, ref.uri, now)
+            schema = schema or table.schema
+            outputs.write(table)
+        written = outputs.commit()
+    outcome = IngestOutcome(
+        uri=ref.uri,
+        fingerprint=ref.fingerprint,
+        dataset=ref.dataset,
+        state=FileState.INGESTED,
+        rows_in=stream.rows_in,
+        rows_out=stream.rows_out,
+        outputs=written,
+        schema={f.name: str(f.type) for f in schema} if schema is not None else {},
+    )
+    _record_rejected(outcome, stream.rejected, ref, config, now, s3)
+    return outcome
+
+
+def _record_rejected(
+    outcome: IngestOutcome,
+    rejected: pa.Table | None,
+    ref: FileRef,
+    config: HopperConfig,
+    now: datetime,
+    s3: Any,
+) -> None:
+    """Write a file's quarantined rows (``bad_rows: quarantine``) and note them in ``outcome``."""
+    if rejected is None or not rejected.num_rows:
+        return
+    outcome.rows_rejected = rejected.num_rows
+    outcome.quarantine_path = write_rejected_rows(
+        rejected,
+        quarantine=config.quarantine,
+        dataset=ref.dataset,
+        source_name=ref.name,
+        uri=ref.uri,
+        when=now,
+        s3=s3,
+    )
+    outcome.reason = f"{outcome.rows_rejected} bad rows quarantined"
 
 
 def _quarantine(

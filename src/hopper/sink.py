@@ -4,6 +4,13 @@ A source's output path depends only on its dataset, partition values and URI, so
 version or a replay of the same source replaces its earlier output rather than adding rows.
 Files are written to a hidden temporary name in the target folder, then renamed into place:
 readers (pyarrow, DuckDB, Spark) skip dot-files and never see a partial Parquet file.
+
+:func:`write_outputs` writes a whole table; :class:`StreamingOutputs` writes a streamed
+file's tables as they come (local lakes only), one ``ParquetWriter`` per partition, each on
+its hidden temporary file, renamed into place only by :meth:`StreamingOutputs.commit`.
+Tables are buffered per partition and written as row groups of about
+:data:`ROW_GROUP_ROWS` rows or :data:`ROW_GROUP_BYTES` bytes, never one small row group
+per block.
 """
 
 from __future__ import annotations
@@ -83,19 +90,40 @@ def split_partitions(
         yield [(c, key[c]) for c in partition_by], rest.filter(mask)
 
 
+ROW_GROUP_ROWS = 1_000_000
+"""Rows per Parquet row group (the most; streamed files also cut at :data:`ROW_GROUP_BYTES`)."""
+ROW_GROUP_BYTES = 128 << 20
+"""Arrow bytes buffered per partition of a streamed file before they become a row group."""
+STREAM_BUFFER_BYTES = 256 << 20
+"""Arrow bytes buffered over all partitions of a streamed file; beyond, the largest is written."""
+MAX_STREAM_PARTITIONS = 256
+"""Partitions one streamed file may write at once (each holds an open file and a buffer)."""
+
+
+class TooManyPartitions(Exception):
+    """A streamed file has more partitions than :data:`MAX_STREAM_PARTITIONS`."""
+
+
+def _writer_options(compression: str) -> dict[str, Any]:
+    """Parquet options shared by whole and streamed writes."""
+    return {
+        "compression": None if compression == "none" else compression,
+        "coerce_timestamps": "us",
+        "allow_truncated_timestamps": True,
+    }
+
+
+def _temp_path(target: Path) -> Path:
+    """A hidden temporary name beside ``target`` (readers skip dot-files)."""
+    return target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+
+
 def write_parquet_atomic(table: pa.Table, target: Path, compression: str = "zstd") -> None:
     """Write ``table`` to ``target`` via a hidden temp file and an atomic rename."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = _temp_path(target)
     try:
-        pq.write_table(
-            table,
-            tmp,
-            compression=None if compression == "none" else compression,
-            coerce_timestamps="us",
-            allow_truncated_timestamps=True,
-            row_group_size=1_000_000,
-        )
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, **_writer_options(compression))
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -123,7 +151,7 @@ def write_outputs(
         The files written. Earlier files of the same source that the new version no longer
         touches (other partitions) are removed after the new ones are in place.
     """
-    from hopper.storage import delete_s3, list_outputs_s3, write_parquet_s3
+    from hopper.storage import write_parquet_s3
 
     name = output_name(source_name, uri)
     written: list[str] = []
@@ -137,6 +165,22 @@ def write_outputs(
             path = output_path(Path(lake), dataset, partition_dir(values), source_name, uri)
             write_parquet_atomic(rows, path, compression)
             written.append(str(path))
+    _remove_stale(lake, dataset, partition_by, name, written, uri, s3)
+    return written
+
+
+def _remove_stale(
+    lake: str,
+    dataset: str,
+    partition_by: list[str],
+    name: str,
+    written: list[str],
+    uri: str,
+    s3: Any,
+) -> None:
+    """Remove this source's earlier outputs that ``written`` does not replace."""
+    from hopper.storage import delete_s3, list_outputs_s3
+
     if is_s3(lake):
         existing = list_outputs_s3(f"{lake}/{dataset}/", name, s3) if partition_by else []
     else:
@@ -148,7 +192,155 @@ def write_outputs(
         if stale not in written:
             log.info("removing stale output %s of %s", stale, uri)
             delete_s3(stale, s3) if is_s3(stale) else Path(stale).unlink(missing_ok=True)
-    return written
+
+
+class _PartitionFile:
+    """One partition's output of a streamed file: target, temp file, writer and buffer."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.tmp = _temp_path(target)
+        self.writer: pq.ParquetWriter | None = None
+        self.schema: pa.Schema | None = None
+        self.buffer: list[pa.Table] = []
+        self.buffered_rows = 0
+        self.buffered_bytes = 0
+        self.row_groups = 0
+
+    def add(self, table: pa.Table) -> None:
+        if self.schema is None:
+            self.schema = table.schema
+        elif not table.schema.equals(self.schema):
+            table = table.cast(self.schema)
+        self.buffer.append(table)
+        self.buffered_rows += table.num_rows
+        self.buffered_bytes += table.nbytes
+
+    def flush(self, compression: str) -> None:
+        if not self.buffer or self.schema is None:
+            return
+        table = pa.concat_tables(self.buffer)
+        self.buffer, self.buffered_rows, self.buffered_bytes = [], 0, 0
+        if self.writer is None:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(self.tmp, self.schema, **_writer_options(compression))
+        self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self.row_groups += 1
+
+    def close(self, compression: str) -> None:
+        self.flush(compression)
+        if self.writer is None and self.schema is not None:  # no rows: an empty file
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(self.tmp, self.schema, **_writer_options(compression))
+        if self.writer is not None:
+            self.writer.close()
+
+    def discard(self) -> None:
+        self.buffer = []
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except (OSError, pa.ArrowException) as exc:
+                log.debug("closing %s: %s", self.tmp, exc)
+        self.tmp.unlink(missing_ok=True)
+
+
+class StreamingOutputs:
+    """Write a streamed source's rows to a local lake, table by table, atomically at the end.
+
+    Use it as a context manager: leaving the block without :meth:`commit` (an exception, a
+    rejected file) deletes every temporary file, so nothing of the source reaches the lake
+    and its earlier outputs stay in place. Partitioned outputs keep one writer per partition
+    value (at most :data:`MAX_STREAM_PARTITIONS`, else :class:`TooManyPartitions`).
+    """
+
+    def __init__(
+        self,
+        *,
+        lake: Path,
+        dataset: str,
+        partition_by: list[str],
+        source_name: str,
+        uri: str,
+        compression: str = "zstd",
+    ) -> None:
+        """Prepare the outputs of one source (nothing is created until rows arrive).
+
+        Args:
+            lake: the local lake folder.
+            dataset: the dataset name (first folder under the lake).
+            partition_by: output columns that become Hive folders.
+            source_name: the source's file name (names the output).
+            uri: the source's URI (its hash makes the output name unique).
+            compression: the Parquet codec, or ``none``.
+        """
+        self.lake = lake
+        self.dataset = dataset
+        self.partition_by = partition_by
+        self.source_name = source_name
+        self.uri = uri
+        self.compression = compression
+        self.files: dict[str, _PartitionFile] = {}
+        self.committed = False
+
+    def __enter__(self) -> StreamingOutputs:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.committed:
+            self.abort()
+
+    def write(self, table: pa.Table) -> None:
+        """Add rows (split by partition); full buffers become row groups on disk.
+
+        Raises:
+            TooManyPartitions: the rows open more than :data:`MAX_STREAM_PARTITIONS` files.
+        """
+        for values, rows in split_partitions(table, self.partition_by):
+            partition = partition_dir(values)
+            part = self.files.get(partition)
+            if part is None:
+                if len(self.files) >= MAX_STREAM_PARTITIONS:
+                    raise TooManyPartitions(
+                        f"{self.uri}: more than {MAX_STREAM_PARTITIONS} partitions"
+                    )
+                target = output_path(self.lake, self.dataset, partition, self.source_name, self.uri)
+                part = self.files[partition] = _PartitionFile(target)
+            part.add(rows)
+            if part.buffered_rows >= ROW_GROUP_ROWS or part.buffered_bytes >= ROW_GROUP_BYTES:
+                part.flush(self.compression)
+        while sum(p.buffered_bytes for p in self.files.values()) > STREAM_BUFFER_BYTES:
+            max(self.files.values(), key=lambda p: p.buffered_bytes).flush(self.compression)
+
+    @property
+    def row_groups(self) -> int:
+        """Row groups written so far, over all partitions."""
+        return sum(part.row_groups for part in self.files.values())
+
+    def commit(self) -> list[str]:
+        """Close every file, rename them into place, remove the source's stale outputs.
+
+        Returns:
+            The files written (as :func:`write_outputs` returns them).
+        """
+        for part in self.files.values():
+            part.close(self.compression)
+        written = []
+        for part in self.files.values():
+            os.replace(part.tmp, part.target)
+            written.append(str(part.target))
+        self.committed = True
+        name = output_name(self.source_name, self.uri)
+        _remove_stale(
+            str(self.lake), self.dataset, self.partition_by, name, written, self.uri, None
+        )
+        return written
+
+    def abort(self) -> None:
+        """Delete every temporary file; the lake is left as it was."""
+        for part in self.files.values():
+            part.discard()
+        self.files = {}
 
 
 def quarantine_folder(quarantine: str, dataset: str | None, when: datetime) -> str:

@@ -1,7 +1,16 @@
-"""Transformations applied after validation: lineage columns and Parquet-friendly types."""
+"""Transformations applied after validation: lineage columns and Parquet-friendly types.
+
+The lineage columns repeat one value on every row. They are built without a Python list per
+row: one *template* chunk of the value (a few MiB at most) is made once per source and the
+column is that chunk repeated, zero-copy, as many times as the rows need. The columns stay
+plain ``string`` and ``timestamp[us, tz=UTC]`` (not dictionary-encoded), so the lake's
+schema does not change and every reader sees the same types as before; Parquet's own
+dictionary encoding still stores each column chunk's single value once.
+"""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 import numpy as np
@@ -10,6 +19,11 @@ import pyarrow as pa
 SOURCE_URI = "_source_uri"
 INGESTED_AT = "_ingested_at"
 LINEAGE_COLUMNS = (SOURCE_URI, INGESTED_AT)
+
+_TEMPLATE_BYTES = 4 << 20
+"""Largest template chunk of ``_source_uri`` values, in bytes of string data."""
+_TEMPLATE_MAX_ROWS = 1 << 18
+_TEMPLATE_MIN_ROWS = 1024
 
 
 def _portable(field: pa.Field) -> pa.DataType:
@@ -22,19 +36,64 @@ def _portable(field: pa.Field) -> pa.DataType:
     return t
 
 
+@functools.lru_cache(maxsize=2)
+def _templates(source_uri: str, micros: int) -> tuple[pa.Array, pa.Array]:
+    """One chunk of ``_source_uri`` and one of ``_ingested_at`` values, built from buffers."""
+    data = source_uri.encode()
+    width = max(len(data), 1)
+    rows = max(_TEMPLATE_MIN_ROWS, min(_TEMPLATE_MAX_ROWS, _TEMPLATE_BYTES // width))
+    offsets = (np.arange(rows + 1, dtype=np.int64) * len(data)).astype(np.int32)
+    uris = pa.StringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(data * rows))
+    stamps = pa.array(np.full(rows, micros, dtype=np.int64)).cast(pa.timestamp("us", tz="UTC"))
+    return uris, stamps
+
+
+def _repeated(template: pa.Array, num_rows: int) -> pa.ChunkedArray:
+    """``template``'s (identical) values repeated to ``num_rows`` rows, sharing its buffers."""
+    size = len(template)
+    whole, rest = divmod(num_rows, size)
+    chunks = [template] * whole + ([template.slice(0, rest)] if rest or not whole else [])
+    return pa.chunked_array(chunks, template.type)
+
+
+def lineage_columns(
+    num_rows: int, source_uri: str, ingested_at: datetime
+) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """The ``_source_uri`` and ``_ingested_at`` columns for ``num_rows`` rows.
+
+    Args:
+        num_rows: how many rows.
+        source_uri: URI of the source file version.
+        ingested_at: timezone-aware ingestion time (stored as timestamp[us, UTC]).
+
+    Returns:
+        Two chunked arrays (``string`` and ``timestamp[us, tz=UTC]``) whose chunks share one
+        template's buffers: memory does not grow with ``num_rows``.
+    """
+    micros = int(ingested_at.timestamp() * 1_000_000)
+    uris, stamps = _templates(source_uri, micros)
+    return _repeated(uris, num_rows), _repeated(stamps, num_rows)
+
+
+def portable_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with types every Parquet reader understands (see :func:`add_lineage`)."""
+    return pa.schema([f.with_type(_portable(f)) for f in schema], metadata=schema.metadata)
+
+
 def add_lineage(table: pa.Table, source_uri: str, ingested_at: datetime) -> pa.Table:
     """Append ``_source_uri`` and ``_ingested_at`` and normalise column types for Parquet.
 
+    The table is cast only when a column needs it (nanosecond timestamps, all-null columns):
+    otherwise no column is copied.
+
     Args:
-        table: validated rows.
+        table: validated rows (a whole file, or one batch of a streamed file).
         source_uri: URI of the source file version.
         ingested_at: timezone-aware ingestion time (stored as timestamp[us, UTC]).
     """
-    schema = pa.schema([f.with_type(_portable(f)) for f in table.schema])
+    schema = portable_schema(table.schema)
     if schema != table.schema:
         table = table.cast(schema)
-    n = table.num_rows
-    table = table.append_column(SOURCE_URI, pa.array([source_uri] * n, pa.string()))
-    micros = int(ingested_at.timestamp() * 1_000_000)
-    stamps = pa.array(np.full(n, micros, dtype=np.int64)).cast(pa.timestamp("us", tz="UTC"))
+    uris, stamps = lineage_columns(table.num_rows, source_uri, ingested_at)
+    table = table.append_column(SOURCE_URI, uris)
     return table.append_column(INGESTED_AT, stamps)

@@ -114,7 +114,13 @@ def diff_file(path: Path, contract: Contract, *, source_name: str | None = None)
 
 
 def diff_inspection(
-    path: Path, contract: Contract, found: _Inspection, source: str
+    path: Path,
+    contract: Contract,
+    found: _Inspection,
+    source: str,
+    *,
+    rows: int | None = None,
+    sample_rows: int | None = None,
 ) -> ContractDiff:
     """Build the diff from an inspection :mod:`hopper.contracts.validate` already made.
 
@@ -123,11 +129,14 @@ def diff_inspection(
         contract: the contract it was inspected against.
         found: the inspection.
         source: the file's name or URI.
+        rows: the file's row count, when ``found`` holds only part of it (a streamed batch).
+        sample_rows: infer the file's types from about this many first rows only (bounded
+            memory for large files); None reads the whole file.
 
     Returns:
         The diff.
     """
-    kind, inferred = _inferred_types(path, contract, found, source)
+    kind, inferred = _inferred_types(path, contract, found, source, sample_rows)
     names = found.raw.column_names
     problems: dict[tuple[str | None, str], Violation] = {
         (v.column, v.kind): v for v in found.violations
@@ -172,7 +181,7 @@ def diff_inspection(
         dataset=contract.name,
         contract_version=contract.version,
         format=kind,
-        rows=found.raw.num_rows,
+        rows=found.raw.num_rows if rows is None else rows,
         extra_columns=contract.extra_columns,
         columns=columns,
     )
@@ -300,7 +309,7 @@ def _duplicate(
 
 
 def _inferred_types(
-    path: Path, contract: Contract, found: _Inspection, source: str
+    path: Path, contract: Contract, found: _Inspection, source: str, sample_rows: int | None
 ) -> tuple[str, dict[str, pa.DataType]]:
     """The format and the type Arrow infers for each column, free of the contract's types.
 
@@ -312,7 +321,7 @@ def _inferred_types(
         kind = detect_format(path, contract.format)
         if kind not in ("csv", "tsv"):
             return kind, raw
-        table = read_table(path, contract.reader, kind, source=source)
+        table = read_table(path, contract.reader, kind, source=source, max_rows=sample_rows)
     except TerminalError as exc:
         logger.info("%s: cannot infer column types (%s); using the contract's reading", path, exc)
         return contract.format, raw

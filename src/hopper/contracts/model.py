@@ -400,6 +400,12 @@ class Contract(BaseModel):
     compression: Literal["zstd", "snappy", "gzip", "none"] = Field(
         default="zstd", description="Parquet compression codec."
     )
+    stream_threshold_mb: float | None = Field(
+        default=None,
+        ge=0,
+        description="CSV/TSV files at least this large (MiB, on disk) are read, checked and "
+        "written in blocks with bounded memory; unset: 64. 0 streams every CSV/TSV file.",
+    )
     retries: int = Field(
         default=4, ge=0, le=20, description="Retries of transient faults (network, throttling)."
     )
@@ -618,6 +624,7 @@ _KEY_ORDER = [
     "drop",
     "partition_by",
     "compression",
+    "stream_threshold_mb",
 ]
 
 

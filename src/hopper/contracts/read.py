@@ -15,7 +15,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -49,6 +49,7 @@ _DELIMITERS = [",", ";", "\t", "|"]
 _QUOTED = re.compile(r'"[^"]*"')
 _HEAD_BYTES = 64 * 1024
 _READ_ERRORS = (pa.ArrowException, OSError, EOFError, ValueError, UnicodeError)
+_BLOCK_BYTES = 16 << 20
 
 
 # --------------------------------------------------------------------------- detection
@@ -218,12 +219,125 @@ def read_for_contract(path: Path, contract: Contract, *, source: str | None = No
         logger.info("%s: typed read failed (%s); re-reading declared columns as text", source, exc)
         text_types = dict.fromkeys(names, pa.string())
         table = read_table(path, reader, contract.format, column_types=text_types, source=source)
-    if not reader.header:
-        declared = [spec.name for spec in contract.columns]
-        table = table.rename_columns(
-            [declared[i] if i < len(declared) else n for i, n in enumerate(table.column_names)]
+    return _with_declared_names(table, contract)
+
+
+class StreamFallback(Exception):
+    """A file cannot be streamed as it is; read it whole instead (not a data problem).
+
+    Raised when a column the contract does not declare changes its Arrow-inferred type after
+    the first block (a stream fixes the types from the first block, a whole read does not),
+    or when a row is longer than the stream's block size.
+    """
+
+
+class _ConversionFailed(Exception):
+    """A block's value does not parse as its column's type (declared or inferred)."""
+
+
+def iter_csv_for_contract(
+    path: Path, contract: Contract, *, source: str | None = None, block_size: int = _BLOCK_BYTES
+) -> Iterator[pa.Table]:
+    """Read a CSV/TSV file for a contract block by block, as :func:`read_for_contract` would.
+
+    The options are those of the whole-file read. Declared columns are parsed into their
+    types while they parse; from the first block where one does not, the rest of the file is
+    read again from a new stream (skipping the rows already yielded) with the declared
+    columns as text, which the caller converts and diagnoses, exactly like the whole-file
+    path does. At least one table is yielded (an empty one for a header-only file).
+
+    Args:
+        path: a CSV or TSV file, possibly compressed.
+        contract: its dataset contract.
+        source: the name used in error messages (defaults to the path).
+        block_size: bytes read at a time; each table holds about one block's rows.
+
+    Yields:
+        Consecutive tables of rows, in file order, with the same columns.
+
+    Raises:
+        UnreadableFileError: the file is empty, corrupt, truncated or not decodable.
+        StreamFallback: an undeclared column's inferred type changes after the first block,
+            or a row is longer than ``block_size``.
+    """
+    source = source or str(path)
+    reader = contract.reader
+    head = read_head(path, source=source)
+    if not head.strip(b" \t\r\n\xef\xbb\xbf"):
+        raise UnreadableFileError(f"{source}: the file is empty; re-send it with data")
+    delimiter = csv_delimiter(head, reader, detect_format(path, contract.format))
+    names = _file_names(contract)
+    fast_types = {
+        name: _fast_type(spec) for name, spec in zip(names, contract.columns, strict=True)
+    }
+    yielded = 0
+    try:
+        for table in _csv_blocks(path, reader, delimiter, fast_types, source, block_size, 0):
+            yielded += table.num_rows
+            yield _with_declared_names(table, contract)
+        return
+    except _ConversionFailed as exc:
+        logger.info(
+            "%s: typed read failed after %d row(s) (%s); reading the rest with declared "
+            "columns as text",
+            source,
+            yielded,
+            exc,
         )
-    return table
+    text_types = dict.fromkeys(names, pa.string())
+    try:
+        for table in _csv_blocks(path, reader, delimiter, text_types, source, block_size, yielded):
+            yield _with_declared_names(table, contract)
+    except _ConversionFailed as exc:
+        raise StreamFallback(f"{source}: an undeclared column changes type: {exc}") from exc
+
+
+def _csv_blocks(
+    path: Path,
+    reader: ReaderOptions,
+    delimiter: str,
+    column_types: dict[str, pa.DataType],
+    source: str,
+    block_size: int,
+    skip: int,
+) -> Iterator[pa.Table]:
+    """Yield a CSV file's blocks as tables, leaving out the first ``skip`` rows."""
+    options = csv_options(reader, delimiter, column_types, block_size)
+    yielded = False
+    with open_stream(path) as stream:
+        try:
+            batches = pacsv.open_csv(stream, *options)
+            schema = batches.schema
+            for batch in batches:
+                if skip >= batch.num_rows:
+                    skip -= batch.num_rows
+                    continue
+                table = pa.Table.from_batches([batch.slice(skip)], schema=schema)
+                skip = 0
+                _reject_binary_columns(table, source)
+                yielded = True
+                yield table
+        except pa.ArrowInvalid as exc:
+            if str(exc).startswith("In CSV column") and "UTF8" not in str(exc):
+                raise _ConversionFailed(_reason(exc)) from exc
+            if "straddl" in str(exc):  # a row longer than a block: the whole read has larger
+                raise StreamFallback(f"{source}: a row is longer than {block_size} bytes") from exc
+            raise UnreadableFileError(_csv_message(source, exc, delimiter, path, reader)) from exc
+        except _READ_ERRORS as exc:
+            raise UnreadableFileError(_csv_message(source, exc, delimiter, path, reader)) from exc
+        if not yielded:
+            _reject_binary_columns(schema.empty_table(), source)
+            yield schema.empty_table()
+
+
+def _with_declared_names(table: pa.Table, contract: Contract) -> pa.Table:
+    """Without a header, name the first columns as declared (the others stay ``f<index>``)."""
+    if contract.reader.header:
+        return table
+    declared = [spec.name for spec in contract.columns]
+    return table.rename_columns(
+        [declared[i] if i < len(declared) else n for i, n in enumerate(table.column_names)]
+    )
 
 
 def _file_names(contract: Contract) -> list[str]:
@@ -246,19 +360,25 @@ def _arrow_encoding(encoding: str) -> str:
     return "utf8" if name in ("utf-8", "utf-8-sig") else name
 
 
-def _read_csv(
-    path: Path,
+def csv_options(
     reader: ReaderOptions,
     delimiter: str,
     column_types: dict[str, pa.DataType],
-    source: str,
-    max_rows: int | None,
-) -> pa.Table:
+    block_size: int = _BLOCK_BYTES,
+) -> tuple[pacsv.ReadOptions, pacsv.ParseOptions, pacsv.ConvertOptions]:
+    """Arrow's CSV options for a contract's reader: the same for whole reads and streams.
+
+    Args:
+        reader: the contract's decoding options.
+        delimiter: the delimiter to use (see :func:`csv_delimiter`).
+        column_types: Arrow types for some columns, parsed directly.
+        block_size: bytes Arrow reads (and a stream yields) at a time.
+    """
     read_options = pacsv.ReadOptions(
         encoding=_arrow_encoding(reader.encoding),
         skip_rows=reader.skip_rows,
         autogenerate_column_names=not reader.header,
-        block_size=16 << 20,
+        block_size=block_size,
     )
     parse_options = pacsv.ParseOptions(
         delimiter=delimiter, quote_char=reader.quote_char, newlines_in_values=True
@@ -270,7 +390,18 @@ def _read_csv(
         quoted_strings_can_be_null=True,
         decimal_point=reader.decimal_point,
     )
-    options = (read_options, parse_options, convert_options)
+    return read_options, parse_options, convert_options
+
+
+def _read_csv(
+    path: Path,
+    reader: ReaderOptions,
+    delimiter: str,
+    column_types: dict[str, pa.DataType],
+    source: str,
+    max_rows: int | None,
+) -> pa.Table:
+    options = csv_options(reader, delimiter, column_types)
     try:
         table = _csv_sample(path, options, max_rows) if max_rows else None
         if table is None:

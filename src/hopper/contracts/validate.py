@@ -109,6 +109,7 @@ class ConformResult:
 class _Issue:
     violation: Violation
     mask: pa.ChunkedArray  # True on offending rows, never null
+    what: str = ""  # the message without its leading count
 
 
 @dataclass
@@ -165,12 +166,8 @@ def read_and_conform(
             _failure_message(path, contract, found, source, changed),
             violations=[v.to_dict() for v in violations],
         )
-    table = _output_table(found, contract)
-    rejected = None
-    if found.issues:
-        bad = _any(found.issues, found.raw.num_rows)
-        rejected = _rejected_rows(found.raw, found.issues, bad)
-        table = table.filter(pc.invert(bad))
+    table, rejected = _conform_rows(found, contract)
+    if rejected is not None:
         logger.warning("%s: %d row(s) quarantined", source, rejected.num_rows)
     if has_transforms(contract):
         when = ingested_at or dt.datetime.now(dt.UTC)
@@ -251,7 +248,14 @@ def format_violations(
 
 
 def _inspect(path: Path, contract: Contract, source: str) -> _Inspection:
-    raw = read_for_contract(path, contract, source=source)
+    return _inspect_table(read_for_contract(path, contract, source=source), contract)
+
+
+def _inspect_table(raw: pa.Table, contract: Contract) -> _Inspection:
+    """Check the structure of ``raw`` (a whole file, or one batch of it) and convert it.
+
+    Row numbers in the violations are relative to ``raw`` (1 = its first row).
+    """
     found = _Inspection(raw, {}, [], [], [])
     names = raw.column_names
     declared = {spec.name for spec in contract.columns}
@@ -285,9 +289,20 @@ def _type_changes(found: _Inspection, contract: Contract) -> list[Violation]:
 
 
 def _failure_message(
-    path: Path, contract: Contract, found: _Inspection, source: str, changed: list[Violation]
+    path: Path,
+    contract: Contract,
+    found: _Inspection,
+    source: str,
+    changed: list[Violation],
+    *,
+    rows: int | None = None,
+    sample_rows: int | None = None,
 ) -> str:
-    """The violations, plus a column-by-column diff when columns are missing or mistyped."""
+    """The violations, plus a column-by-column diff when columns are missing or mistyped.
+
+    ``rows`` overrides the row count of ``found.raw`` and ``sample_rows`` bounds the re-read
+    that infers the file's own types (both for streamed files, whose inspection is a batch).
+    """
     violations = found.violations
     if not any(v.kind in ("missing_column", "extra_column", "type") for v in violations):
         return format_violations(violations, source)
@@ -299,7 +314,8 @@ def _failure_message(
         "quarantined (not just its rows)."
         for v in changed
     ]
-    details += format_diff(diff_inspection(path, contract, found, source)).splitlines()
+    diff = diff_inspection(path, contract, found, source, rows=rows, sample_rows=sample_rows)
+    details += format_diff(diff).splitlines()
     return format_violations(violations, source, details=details)
 
 
@@ -428,7 +444,7 @@ def _add(
         count=count,
     )
     issues.append(
-        _Issue(violation, pa.chunked_array([mask]) if isinstance(mask, pa.Array) else mask)
+        _Issue(violation, pa.chunked_array([mask]) if isinstance(mask, pa.Array) else mask, what)
     )
 
 
@@ -594,6 +610,23 @@ def _as_array(values: Any) -> pa.Array:
 # --------------------------------------------------------------------------- output
 
 
+def _conform_rows(
+    found: _Inspection, contract: Contract, first_row: int = 1
+) -> tuple[pa.Table, pa.Table | None]:
+    """Split an inspection into its valid output rows and its rejected rows (or None).
+
+    Args:
+        found: the inspection of a whole file or of one batch.
+        contract: the contract it was inspected against.
+        first_row: the file-relative number of ``found.raw``'s first row (for ``_row``).
+    """
+    table = _output_table(found, contract)
+    if not found.issues:
+        return table, None
+    bad = _any(found.issues, found.raw.num_rows)
+    return table.filter(pc.invert(bad)), _rejected_rows(found.raw, found.issues, bad, first_row)
+
+
 def _output_table(found: _Inspection, contract: Contract) -> pa.Table:
     columns = dict(found.typed)
     if contract.extra_columns == "evolve":
@@ -608,14 +641,18 @@ def _any(issues: list[_Issue], num_rows: int) -> pa.ChunkedArray:
     return bad
 
 
-def _rejected_rows(raw: pa.Table, issues: list[_Issue], bad: pa.ChunkedArray) -> pa.Table:
+def _rejected_rows(
+    raw: pa.Table, issues: list[_Issue], bad: pa.ChunkedArray, first_row: int = 1
+) -> pa.Table:
+    """The bad rows of ``raw`` as text, with ``_row`` (``first_row`` = raw's first) and why."""
     labels = [
         pc.if_else(issue.mask, f"{issue.violation.column}: {issue.violation.kind}; ", "")
         for issue in issues
     ]
     reasons = pc.utf8_rtrim(pc.binary_join_element_wise(*labels, ""), characters="; ")
     columns = {name: _as_text(raw.column(name)) for name in dict.fromkeys(raw.column_names)}
-    columns["_row"] = pa.chunked_array([pa.array(np.arange(1, raw.num_rows + 1), pa.int64())])
+    rows = np.arange(first_row, first_row + raw.num_rows, dtype=np.int64)
+    columns["_row"] = pa.chunked_array([pa.array(rows, pa.int64())])
     columns["_reason"] = reasons
     return pa.table(columns).filter(bad)
 
