@@ -100,11 +100,13 @@ def cmdline(pid: int) -> str:
 
 
 class PeakRSS:
-    """Samples the peak RSS of every descendant of a process in a background thread.
+    """Samples the peak RSS of a process and its descendants in a background thread.
 
     Reads ``VmHWM`` (the kernel's own high-water mark) of each descendant every
     ``interval`` seconds, so a peak between two samples is still seen; only a process that
-    peaks and exits within one interval can be missed. A descendant whose RSS passes
+    peaks and exits within one interval can be missed. The root process itself (a warm
+    worker runs flows in-process) is sampled by ``VmRSS``: its high-water mark would include
+    whatever it did before the measurement started. A descendant whose RSS passes
     ``cap`` bytes is killed (and :attr:`capped` set), so a runaway run cannot exhaust memory.
     """
 
@@ -128,9 +130,10 @@ class PeakRSS:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            for pid in descendants(self.root_pid):
+            for pid in [self.root_pid, *descendants(self.root_pid)]:
                 mem = proc_memory(pid)
-                peak = max(mem.get("VmHWM", 0), mem.get("VmRSS", 0))
+                rss = mem.get("VmRSS", 0)
+                peak = rss if pid == self.root_pid else max(mem.get("VmHWM", 0), rss)
                 if peak > self.peaks.get(pid, 0):
                     self.peaks[pid] = peak
                     self.commands.setdefault(pid, cmdline(pid)[:200])
