@@ -239,6 +239,20 @@ class Ledger:
             return False
         return True
 
+    def _insert_new(self) -> Any:
+        """INSERT of file versions that skips those another process inserted first."""
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(files).on_conflict_do_nothing(index_elements=["uri", "fingerprint"])
+        if self.engine.dialect.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            return sqlite_insert(files).on_conflict_do_nothing(
+                index_elements=["uri", "fingerprint"]
+            )
+        return files.insert()
+
     @staticmethod
     def _exists(conn: Connection, ref: FileRef) -> bool:
         query = sa.select(files.c.id).where(
@@ -377,7 +391,7 @@ class Ledger:
             missing = [ref for ref in refs if (ref.uri, ref.fingerprint) not in known]
             if missing:
                 conn.execute(
-                    files.insert(),
+                    self._insert_new(),
                     [
                         {
                             "uri": ref.uri,
