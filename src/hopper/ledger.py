@@ -324,6 +324,59 @@ class Ledger:
             else:
                 self._log(conn, uri, fp, "dispatched", dispatch_id=dispatch_id)
 
+    def take_for_dispatch(self, records: list[FileRecord], dispatch_id: str) -> list[FileRecord]:
+        """Mark versions dispatched under ``dispatch_id``, only if nobody else did meanwhile.
+
+        Each update is conditional on the state and dispatch id the caller read, so when
+        several watchers share one ledger (scale-out), each due version is taken by one.
+
+        Returns:
+            The records this caller now dispatches.
+        """
+        now = time.time()
+        taken: list[FileRecord] = []
+        with self._begin() as conn:
+            for record in records:
+                same_dispatch = (
+                    files.c.dispatch_id.is_(None)
+                    if record.dispatch_id is None
+                    else files.c.dispatch_id == record.dispatch_id
+                )
+                result = conn.execute(
+                    files.update()
+                    .where(
+                        files.c.uri == record.uri,
+                        files.c.fingerprint == record.fingerprint,
+                        files.c.state == record.state.value,
+                        same_dispatch,
+                    )
+                    .values(
+                        state=FileState.DISPATCHED.value,
+                        dispatch_id=dispatch_id,
+                        dispatched_at=now,
+                        dispatch_count=files.c.dispatch_count + 1,
+                        updated_at=now,
+                    )
+                )
+                if result.rowcount:
+                    taken.append(record)
+            if taken:
+                conn.execute(
+                    history.insert(),
+                    [
+                        {
+                            "uri": r.uri,
+                            "fingerprint": r.fingerprint,
+                            "at": now,
+                            "event": "dispatched",
+                            "flow_run_id": None,
+                            "detail": json.dumps({"dispatch_id": dispatch_id}),
+                        }
+                        for r in taken
+                    ],
+                )
+        return taken
+
     def mark_queued(self, uri: str, fp: str, flow_run_id: str) -> None:
         """A flow run exists for this version's dispatch: stop re-dispatching it."""
         with self._begin() as conn:

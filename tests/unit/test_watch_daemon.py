@@ -124,3 +124,36 @@ def test_files_due_together_are_dispatched_as_batches(home: HopperConfig) -> Non
     ]
     assert len(batched) == 4 and len(set(batched)) == 4
     assert {r.state.value for r in ledger.records()} == {"dispatched"}
+
+
+def test_two_watchers_sharing_a_ledger_dispatch_each_file_once(home: HopperConfig) -> None:
+    server = ScriptedServer()
+    server.up = True
+    inbox = home.sources[0].path
+    (inbox / "people").mkdir(parents=True)
+    for i in range(20):
+        (inbox / "people" / f"{i}.csv").write_text(f"id\n{i}\n")
+    watchers = [
+        Watcher(home, Ledger(sqlite_url(home.state_dir)), server, server.emit) for _ in range(2)
+    ]
+    for watcher in watchers:
+        for source in watcher.sources:
+            source.stable_seconds = 0
+            source.scan()
+        watcher.detect()
+    # Both see the same 20 due versions (read before either dispatches)...
+    due = [w.ledger.due_for_dispatch(60) for w in watchers]
+    assert [len(d) for d in due] == [20, 20]
+    for watcher, records in zip(watchers, due, strict=True):
+        watcher._dispatch(records)
+    # ...but each version is emitted by exactly one of them.
+    uris = [
+        ref["uri"]
+        for spec in server.emitted
+        for ref in (
+            spec["payload"]["batch"]["refs"]  # type: ignore[index]
+            if spec["event"] == "hopper.batch.detected"
+            else [spec["payload"]["request"]["ref"]]  # type: ignore[index]
+        )
+    ]
+    assert len(uris) == 20 and len(set(uris)) == 20

@@ -219,9 +219,14 @@ class Watcher:
             self._dispatch(due[start : start + size])
         return len(due)
 
-    def _dispatch(self, records: list[FileRecord]) -> None:
+    def _dispatch(self, due: list[FileRecord]) -> None:
         dispatch_id = uuid.uuid4().hex
         config_path = str(self.config.path) if self.config.path else None
+        # Taken in the ledger first: a watcher sharing the ledger cannot send them as well.
+        # Should the event be lost, the version is due again after confirm_seconds.
+        records = self.ledger.take_for_dispatch(due, dispatch_id)
+        if not records:
+            return
         if len(records) == 1:
             request = IngestRequest(
                 ref=records[0].ref, dispatch_id=dispatch_id, config_path=config_path
@@ -233,9 +238,8 @@ class Watcher:
             )
             spec = events.batch_event(batch)
             log.info("dispatching %d files as one batch", len(records))
-        if self.emit(spec):
-            for record in records:
-                self.ledger.mark_dispatched(record.uri, record.fingerprint, dispatch_id)
+        if not self.emit(spec):
+            log.warning("could not emit the event for %d file(s); will retry", len(records))
 
     def confirm(self) -> int:
         """Look up flow runs for dispatched versions; mark the found ones queued."""
