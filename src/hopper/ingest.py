@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from hopper.config import HopperConfig, is_s3, load_config
 from hopper.contracts import Contract, load_contract, read_and_conform
+from hopper.contracts.limits import check_file_limits, check_table_limits
 from hopper.contracts.stream import StreamFallback, StreamingConform, stream_refusal
 from hopper.errors import HopperError, TerminalError, UnknownDatasetError, is_transient
 from hopper.ledger import Ledger, sqlite_url
@@ -159,6 +160,7 @@ def _convert(
     (:func:`_convert_streaming`); the rest, and files that turn out not to stream (see
     :mod:`hopper.contracts.stream`), are read whole. Both give the same outcome and output.
     """
+    check_file_limits(path, contract, source=ref.uri)
     if is_s3(config.lake):
         refusal: str | None = "streaming writes need a local lake"
     else:
@@ -171,6 +173,7 @@ def _convert(
     else:
         log.debug("%s: read whole: %s", ref.uri, refusal)
     result = read_and_conform(path, contract, source_name=ref.uri, ingested_at=now)
+    check_table_limits(result.table.num_columns, contract, source=ref.uri)
     table = add_lineage(result.table, ref.uri, now)
     outputs = write_outputs(
         table,
@@ -220,6 +223,7 @@ def _convert_streaming(
         compression=contract.compression,
     ) as outputs:
         for block in stream:
+            check_table_limits(block.num_columns, contract, source=ref.uri)
             table = add_lineage(block, ref.uri, now)
             schema = schema or table.schema
             outputs.write(table)

@@ -406,6 +406,17 @@ class Contract(BaseModel):
         description="CSV/TSV files at least this large (MiB, on disk) are read, checked and "
         "written in blocks with bounded memory; unset: 64. 0 streams every CSV/TSV file.",
     )
+    max_file_mb: float = Field(
+        default=20_480, gt=0, description="Files larger than this (MB) are quarantined."
+    )
+    max_decompression_ratio: float = Field(
+        default=200,
+        gt=1,
+        description="A compressed file may decompress to at most this many times its size.",
+    )
+    max_columns: int = Field(
+        default=5_000, ge=1, description="Files with more columns than this are quarantined."
+    )
     retries: int = Field(
         default=4, ge=0, le=20, description="Retries of transient faults (network, throttling)."
     )
