@@ -120,10 +120,18 @@ class PrefectAPI:
             FlowRunFilter,
             FlowRunFilterDeploymentId,
             FlowRunFilterExpectedStartTime,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
         )
+        from prefect.client.schemas.objects import StateType
         from prefect.client.schemas.sorting import FlowRunSort
 
+        # Only runs that have not started: a started run claims its files in the ledger, which
+        # takes them out of the watcher's "unconfirmed" list by itself.
         flt = FlowRunFilter(
+            state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING])
+            ),
             deployment_id=FlowRunFilterDeploymentId(any_=self.ingest_deployment_ids()),
             expected_start_time=FlowRunFilterExpectedStartTime(after_=since),  # type: ignore[arg-type]
         )

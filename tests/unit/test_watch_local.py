@@ -105,3 +105,17 @@ def test_files_in_a_new_folder_are_found_without_a_rescan(tmp_path: Path) -> Non
         assert sorted(r.dataset for r in refs) == ["ds0", "ds1", "ds2"]  # type: ignore[type-var]
     finally:
         folder.stop()
+
+
+def test_quick_rescans_skip_unchanged_folders_but_find_new_files(tmp_path: Path) -> None:
+    root = tmp_path / "inbox"
+    for d in ("a", "b"):
+        (root / d).mkdir(parents=True)
+        (root / d / "old.csv").write_text("x\n1\n")
+    folder = LocalFolder(FolderSource(path=root), [], ignore=IGNORE, stable_seconds=0)
+    assert folder.scan() == 2
+    assert len(folder.poll()) == 2
+    assert folder.rescan() == 0  # nothing changed: no folder listed again
+    (root / "b" / "new.csv").write_text("x\n2\n")
+    assert folder.rescan() == 2  # only folder b (its mtime changed) was listed
+    assert [r.name for r in folder.poll()] == ["new.csv"]

@@ -160,7 +160,7 @@ class Watcher:
                 if now >= next_scan:
                     for source in self.sources:
                         if isinstance(source, LocalFolder):  # S3 sources list on their own
-                            source.scan()
+                            source.rescan()
                     next_scan = now + self.config.watch.rescan_seconds
                 # Idle, the ledger is asked only every few seconds (re-dispatch, alerts).
                 if new or now >= next_confirm:
@@ -247,7 +247,7 @@ class Watcher:
         if not pending:
             return 0
         oldest = min(r.dispatched_at or time.time() for r in pending)
-        since = datetime.fromtimestamp(oldest, UTC) - timedelta(seconds=60)
+        since = datetime.fromtimestamp(oldest, UTC) - timedelta(seconds=5)
         versions = {(r.uri, r.fingerprint) for r in pending}
         try:
             found = self.orchestrator.runs_for_files(versions, since)
