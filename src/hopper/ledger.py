@@ -377,6 +377,30 @@ class Ledger:
                 )
         return taken
 
+    def requeue(self, records: list[FileRecord]) -> int:
+        """Make queued versions due for dispatch again (their run died before starting)."""
+        now = time.time()
+        done = 0
+        with self._begin() as conn:
+            for record in records:
+                result = conn.execute(
+                    files.update()
+                    .where(
+                        files.c.uri == record.uri,
+                        files.c.fingerprint == record.fingerprint,
+                        files.c.state == FileState.QUEUED.value,
+                        files.c.flow_run_id == record.flow_run_id,
+                    )
+                    .values(state=FileState.DETECTED.value, updated_at=now)
+                )
+                if result.rowcount:
+                    done += 1
+                    self._log(
+                        conn, record.uri, record.fingerprint, "requeued",
+                        dead_run=record.flow_run_id,
+                    )  # fmt: skip
+        return done
+
     def mark_queued(self, uri: str, fp: str, flow_run_id: str) -> None:
         """A flow run exists for this version's dispatch: stop re-dispatching it."""
         with self._begin() as conn:

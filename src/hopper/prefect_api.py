@@ -153,6 +153,20 @@ class PrefectAPI:
             offset += page
         return found
 
+    def run_states(self, flow_run_ids: set[str]) -> dict[str, str]:
+        """State types (e.g. ``CRASHED``) of flow runs, read in one request per 200 runs."""
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+        ids = sorted(flow_run_ids)
+        states: dict[str, str] = {}
+        for start in range(0, len(ids), 200):
+            chunk = [UUID(i) for i in ids[start : start + 200]]
+            runs = self._client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)), limit=200
+            )
+            states.update({str(r.id): r.state.type.value for r in runs if r.state})
+        return states
+
     def create_ingest_run(self, parameters: dict[str, Any], idempotency_key: str) -> str:
         """Start an ``ingest-file`` run directly (used by replay); returns its id."""
         run = self._client.create_flow_run_from_deployment(

@@ -20,6 +20,7 @@ class ScriptedServer:
     def __init__(self) -> None:
         self.up = False
         self.runs: dict[tuple[str, str], str] = {}
+        self.states: dict[str, str] = {}
         self.emitted: list[dict[str, object]] = []
 
     def healthy(self) -> bool:
@@ -29,6 +30,9 @@ class ScriptedServer:
         self, versions: set[tuple[str, str]], since: datetime
     ) -> dict[tuple[str, str], str]:
         return {v: r for v, r in self.runs.items() if v in versions}
+
+    def run_states(self, flow_run_ids: set[str]) -> dict[str, str]:
+        return {i: self.states.get(i, "SCHEDULED") for i in flow_run_ids}
 
     def emit(self, spec: dict[str, object]) -> bool:
         self.emitted.append(spec)
@@ -157,3 +161,28 @@ def test_two_watchers_sharing_a_ledger_dispatch_each_file_once(home: HopperConfi
         )
     ]
     assert len(uris) == 20 and len(set(uris)) == 20
+
+
+def test_files_whose_run_crashed_before_starting_are_sent_again(home: HopperConfig) -> None:
+    ledger = Ledger(sqlite_url(home.state_dir))
+    server = ScriptedServer()
+    server.up = True
+    watch = home.watch.model_copy(update={"confirm_seconds": 0.0})
+    watcher = Watcher(home.model_copy(update={"watch": watch}), ledger, server, server.emit)
+    inbox = home.sources[0].path
+    (inbox / "people").mkdir(parents=True)
+    (inbox / "people" / "a.csv").write_text("id\n1\n")
+    for source in watcher.sources:
+        source.stable_seconds = 0
+        source.scan()
+    watcher.detect()
+    watcher.dispatch()
+    (record,) = ledger.records()
+    server.runs[(record.uri, record.fingerprint)] = "run-1"
+    watcher.confirm()
+    assert watcher.revive() == 0  # the run is scheduled: leave it alone
+    server.states["run-1"] = "CRASHED"  # the worker could not submit it
+    assert watcher.revive() == 1
+    assert watcher.dispatch() == 1 and len(server.emitted) == 2
+    events = [h["event"] for h in ledger.history(record.uri)]
+    assert events == ["detected", "dispatched", "queued", "requeued", "dispatched"]

@@ -22,7 +22,8 @@ from hopper import events
 from hopper.alerts import AlertDispatcher
 from hopper.config import FolderSource, HopperConfig, S3Source, is_s3
 from hopper.ledger import FileRecord, Ledger
-from hopper.models import FileRef, IngestBatch, IngestRequest
+from hopper.models import FileRef, FileState, IngestBatch, IngestRequest
+from hopper.reconcile import DEAD_RUN_STATES
 from hopper.watch.local import LocalFolder
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ class Orchestrator(Protocol):
     def runs_for_files(
         self, versions: set[tuple[str, str]], since: datetime
     ) -> dict[tuple[str, str], str]: ...
+
+    def run_states(self, flow_run_ids: set[str]) -> dict[str, str]: ...
 
 
 class Emitter(Protocol):
@@ -168,6 +171,8 @@ class Watcher:
                 if now >= next_confirm:
                     self.confirm()
                     if self._server_up:
+                        self.revive()
+                    if self._server_up:
                         self.alerts.tick()
                     next_confirm = now + self.confirm_poll_seconds
                 self.stopping.wait(self.poll_seconds)
@@ -257,3 +262,30 @@ class Watcher:
         for (uri, fingerprint), run_id in found.items():
             self.ledger.mark_queued(uri, fingerprint, run_id)
         return len(found)
+
+    def revive(self) -> int:
+        """Send again the queued files whose run died before starting.
+
+        A worker can fail to submit a run (e.g. the server answers 503 under load) and mark
+        it Crashed before the flow ever claimed its files; those files would otherwise wait
+        for the reconcile deployment. Returns how many files are due again.
+        """
+        queued = self.ledger.records(states=[FileState.QUEUED])
+        old = [r for r in queued if time.time() - r.updated_at > self.config.watch.confirm_seconds]
+        if not old:
+            return 0
+        try:
+            states = self.orchestrator.run_states({r.flow_run_id for r in old if r.flow_run_id})
+        except Exception as exc:  # server hiccup: next round
+            log.warning("could not read run states yet: %s", exc)
+            return 0
+        # Bounded: past a few dispatches the reconcile deployment decides (and fails it).
+        dead = [
+            r
+            for r in old
+            if states.get(r.flow_run_id or "") in DEAD_RUN_STATES and r.dispatch_count < 5
+        ]
+        if dead:
+            log.warning("%d file(s) whose run died before starting are sent again", len(dead))
+            self.ledger.requeue(dead)
+        return len(dead)
