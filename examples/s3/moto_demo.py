@@ -80,12 +80,10 @@ def main() -> int:
         "s3://landing/incoming/sales/",
         ENDPOINT,
     )
-    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        return proc.wait()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored
+        signal.signal(signum, lambda *_: proc.terminate())
+    proc.wait()
+    return 0
 
 
 if __name__ == "__main__":
