@@ -127,11 +127,11 @@ def ingest_file(request: IngestRequest) -> dict[str, Any]:
 
 
 def _batch_run_name() -> str:
-    batch: Any = flow_run.parameters.get("batch", {})
-    refs = batch.refs if isinstance(batch, IngestBatch) else IngestBatch(**batch).refs
-    datasets = sorted({r.dataset or "unrouted" for r in refs})
+    raw: Any = flow_run.parameters.get("batch", {})
+    batch = raw if isinstance(raw, IngestBatch) else IngestBatch(**raw)
+    datasets = batch.datasets or sorted({r.dataset or "unrouted" for r in batch.refs})
     label = datasets[0] if len(datasets) == 1 else f"{len(datasets)} datasets"
-    return f"{label}/{len(refs)} files"
+    return f"{label}/{batch.count or len(batch.refs)} files"
 
 
 @flow(name="ingest-batch", flow_run_name=_batch_run_name, log_prints=False)
@@ -142,7 +142,10 @@ def ingest_batch(batch: IngestBatch) -> dict[str, Any]:
     home = Home.open(batch.config_path)
     outcomes: list[IngestOutcome] = []
     unrecorded: list[IngestOutcome] = []
-    requests = batch.requests()
+    refs = batch.refs or [r.ref for r in home.ledger.dispatched_under(batch.dispatch_id)]
+    if not refs:
+        logger.info("dispatch %s has no files left (re-sent under a newer one)", batch.dispatch_id)
+    requests = batch.requests(refs)
     owned = home.ledger.claim_many([r.ref for r in requests], run_id)
     skipped = owned.count(False)
     try:
@@ -172,7 +175,7 @@ def ingest_batch(batch: IngestBatch) -> dict[str, Any]:
     counts = {
         s: sum(o.state.value == s for o in outcomes) for s in ("ingested", "quarantined", "failed")
     }
-    logger.info("batch of %d files: %s, %d skipped", len(batch.refs), counts, skipped)
+    logger.info("batch of %d files: %s, %d skipped", len(requests), counts, skipped)
     return {**counts, "skipped": skipped}
 
 

@@ -133,7 +133,7 @@ class WatchOptions(BaseModel):
         default=20.0, gt=0, description="Re-dispatch a file if no flow run exists after this."
     )
     batch_max_files: int = Field(
-        default=200,
+        default=500,
         ge=1,
         le=5000,
         description="Files due together go to one ingest-batch run, at most this many each.",

@@ -66,12 +66,13 @@ def detected_event(request: IngestRequest) -> dict[str, Any]:
 
 def batch_event(batch: IngestBatch) -> dict[str, Any]:
     """Arguments of ``emit_event`` for files that arrived together (one ``ingest-batch`` run)."""
-    datasets = sorted({r.dataset or "" for r in batch.refs})
+    count = batch.count or len(batch.refs)
+    datasets = batch.datasets or sorted({r.dataset or "" for r in batch.refs})
     return {
         "event": BATCH_DETECTED,
         "resource": {
             "prefect.resource.id": BATCH_PREFIX + batch.dispatch_id,
-            "prefect.resource.name": f"{len(batch.refs)} files",
+            "prefect.resource.name": f"{count} files",
             "hopper.datasets": ",".join(datasets),
         },
         "payload": {"batch": batch.model_dump(mode="json")},

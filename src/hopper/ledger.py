@@ -260,6 +260,59 @@ class Ledger:
         )
         return conn.execute(query).first() is not None
 
+    def record_many(self, refs: list[FileRef]) -> list[FileRef]:
+        """:meth:`record_detected` for many versions in one transaction; return the new ones."""
+        if not refs:
+            return []
+        now = time.time()
+        with self._begin() as conn:
+            known = {
+                (r.uri, r.fingerprint)
+                for r in conn.execute(
+                    sa.select(files.c.uri, files.c.fingerprint).where(
+                        files.c.uri.in_(sorted({ref.uri for ref in refs}))
+                    )
+                )
+            }
+            new = []
+            for ref in refs:
+                key = (ref.uri, ref.fingerprint)
+                if key not in known:
+                    known.add(key)
+                    new.append(ref)
+            if new:
+                conn.execute(
+                    self._insert_new(),
+                    [
+                        {
+                            "uri": ref.uri,
+                            "fingerprint": ref.fingerprint,
+                            "dataset": ref.dataset,
+                            "ref": ref.model_dump_json(),
+                            "state": FileState.DETECTED.value,
+                            "dispatch_count": 0,
+                            "detected_at": now,
+                            "updated_at": now,
+                        }
+                        for ref in new
+                    ],
+                )
+                conn.execute(
+                    history.insert(),
+                    [
+                        {
+                            "uri": ref.uri,
+                            "fingerprint": ref.fingerprint,
+                            "at": now,
+                            "event": "detected",
+                            "flow_run_id": None,
+                            "detail": json.dumps({"size": ref.size}),
+                        }
+                        for ref in new
+                    ],
+                )
+        return new
+
     def due_for_dispatch(self, confirm_seconds: float, limit: int = 500) -> list[FileRecord]:
         """Versions to (re)dispatch: never dispatched, or dispatched with no run confirmed.
 
@@ -401,6 +454,19 @@ class Ledger:
                     )  # fmt: skip
         return done
 
+    def dispatched_under(self, dispatch_id: str) -> list[FileRecord]:
+        """The versions a dispatch took and that no run has claimed since."""
+        query = (
+            sa.select(files)
+            .where(
+                files.c.dispatch_id == dispatch_id,
+                files.c.state.in_([FileState.DISPATCHED.value, FileState.QUEUED.value]),
+            )
+            .order_by(files.c.detected_at)
+        )
+        with self._begin() as conn:
+            return [FileRecord.from_row(r) for r in conn.execute(query)]
+
     def mark_queued(self, uri: str, fp: str, flow_run_id: str) -> None:
         """A flow run exists for this version's dispatch: stop re-dispatching it."""
         with self._begin() as conn:
@@ -454,6 +520,8 @@ class Ledger:
         Returns:
             For each ref, whether this run owns it now.
         """
+        if not refs:
+            return []
         now = time.time()
         claimed: list[bool] = []
         with self._begin() as conn:

@@ -89,20 +89,27 @@ class IngestBatch(BaseModel):
     """The ``ingest-batch`` flow's parameter: files that arrived together, one run for all.
 
     Every file keeps its own ledger entry, outcome, alert and replay; only the flow run (and
-    its start-up cost) is shared.
+    its start-up cost) is shared. The watcher sends only the dispatch id: the files are the
+    ledger's versions taken under it, which keeps the event small however large the batch
+    (Prefect's automation renders and stores every parameter).
     """
 
-    refs: list[FileRef] = Field(min_length=1, description="The files, in arrival order.")
     dispatch_id: str = Field(description="Unique id of this dispatch.")
+    count: int = Field(default=0, ge=0, description="How many files the dispatch took.")
+    datasets: list[str] = Field(default_factory=list, description="Their datasets.")
+    refs: list[FileRef] = Field(
+        default_factory=list,
+        description="The files themselves, if given; otherwise read from the ledger.",
+    )
     config_path: str | None = Field(
         default=None, description="hopper.yaml to use; None means the worker's HOPPER_CONFIG."
     )
 
-    def requests(self) -> list[IngestRequest]:
-        """One ``IngestRequest`` per file of the batch."""
+    def requests(self, refs: list[FileRef] | None = None) -> list[IngestRequest]:
+        """One ``IngestRequest`` per file of the batch (``refs`` if given, else ``self.refs``)."""
         return [
             IngestRequest(ref=ref, dispatch_id=self.dispatch_id, config_path=self.config_path)
-            for ref in self.refs
+            for ref in (self.refs if refs is None else refs)
         ]
 
 

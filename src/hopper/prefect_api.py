@@ -33,14 +33,22 @@ def run_url(flow_run_id: str | None) -> str | None:
     return f"{ui_base()}/runs/flow-run/{flow_run_id}" if flow_run_id else None
 
 
-def _versions_in(parameters: dict[str, Any]) -> list[tuple[str, str]]:
-    """The ``(uri, fingerprint)`` of every file a run's parameters ask for."""
+def _versions_in(
+    parameters: dict[str, Any], by_dispatch: dict[str, list[tuple[str, str]]]
+) -> list[tuple[str, str]]:
+    """The ``(uri, fingerprint)`` of every file a run's parameters ask for.
+
+    A batch names its files by dispatch id (``by_dispatch`` maps it to the versions taken
+    under it) or, if sent with them, by its refs.
+    """
     request = parameters.get("request")
     batch = parameters.get("batch")
     refs = [request.get("ref")] if isinstance(request, dict) else []
-    if isinstance(batch, dict) and isinstance(batch.get("refs"), list):
-        refs += batch["refs"]
-    out = []
+    out: list[tuple[str, str]] = []
+    if isinstance(batch, dict):
+        out += by_dispatch.get(str(batch.get("dispatch_id")), [])
+        if isinstance(batch.get("refs"), list):
+            refs += batch["refs"]
     for ref in refs:
         try:
             parsed = FileRef.model_validate(ref)
@@ -107,7 +115,10 @@ class PrefectAPI:
         return self._batch_deployment_ids
 
     def runs_for_files(
-        self, versions: set[tuple[str, str]], since: datetime
+        self,
+        versions: set[tuple[str, str]],
+        since: datetime,
+        by_dispatch: dict[str, list[tuple[str, str]]] | None = None,
     ) -> dict[tuple[str, str], str]:
         """Map file versions ``(uri, fingerprint)`` to an ``ingest-file`` run that carries them.
 
@@ -145,7 +156,7 @@ class PrefectAPI:
                 offset=offset,
             )
             for run in runs:
-                for key in _versions_in(run.parameters or {}):
+                for key in _versions_in(run.parameters or {}, by_dispatch or {}):
                     if key in versions:
                         found[key] = str(run.id)
             if len(runs) < page:

@@ -95,3 +95,10 @@ def test_redispatch_backs_off_exponentially(tmp_path: Path) -> None:
     assert ledger.due_for_dispatch(confirm_seconds=0.05) == []
     time.sleep(0.25)
     assert [r.dispatch_count for r in ledger.due_for_dispatch(confirm_seconds=0.05)] == [3]
+
+
+def test_batch_operations_accept_nothing(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    assert ledger.claim_many([], "run-1") == []
+    ledger.finish_many([], "run-1")
+    assert ledger.dispatched_under("nope") == []

@@ -27,7 +27,10 @@ class ScriptedServer:
         return self.up
 
     def runs_for_files(
-        self, versions: set[tuple[str, str]], since: datetime
+        self,
+        versions: set[tuple[str, str]],
+        since: datetime,
+        by_dispatch: dict[str, list[tuple[str, str]]] | None = None,
     ) -> dict[tuple[str, str], str]:
         return {v: r for v, r in self.runs.items() if v in versions}
 
@@ -120,12 +123,14 @@ def test_files_due_together_are_dispatched_as_batches(home: HopperConfig) -> Non
     assert watcher.dispatch() == 5
     kinds = [spec["event"] for spec in server.emitted]
     assert sorted(kinds) == ["hopper.batch.detected"] * 2 + ["hopper.file.detected"]
-    batched = [
-        ref["uri"]
+    batches = [
+        spec["payload"]["batch"]  # type: ignore[index]
         for spec in server.emitted
         if spec["event"] == "hopper.batch.detected"
-        for ref in spec["payload"]["batch"]["refs"]  # type: ignore[index]
     ]
+    assert [b["count"] for b in batches] == [2, 2] and all(b["refs"] == [] for b in batches)
+    # The event names the dispatch; its files are the ledger's versions taken under it.
+    batched = [r.uri for b in batches for r in ledger.dispatched_under(b["dispatch_id"])]
     assert len(batched) == 4 and len(set(batched)) == 4
     assert {r.state.value for r in ledger.records()} == {"dispatched"}
 
@@ -151,13 +156,14 @@ def test_two_watchers_sharing_a_ledger_dispatch_each_file_once(home: HopperConfi
     for watcher, records in zip(watchers, due, strict=True):
         watcher._dispatch(records)
     # ...but each version is emitted by exactly one of them.
+    ledger = watchers[0].ledger
     uris = [
-        ref["uri"]
+        uri
         for spec in server.emitted
-        for ref in (
-            spec["payload"]["batch"]["refs"]  # type: ignore[index]
+        for uri in (
+            [r.uri for r in ledger.dispatched_under(spec["payload"]["batch"]["dispatch_id"])]  # type: ignore[index]
             if spec["event"] == "hopper.batch.detected"
-            else [spec["payload"]["request"]["ref"]]  # type: ignore[index]
+            else [spec["payload"]["request"]["ref"]["uri"]]  # type: ignore[index]
         )
     ]
     assert len(uris) == 20 and len(set(uris)) == 20

@@ -29,13 +29,19 @@ from hopper.watch.local import LocalFolder
 log = logging.getLogger(__name__)
 
 
+BATCH_WAIT = 1.0  # seconds a burst's first files may wait for the rest of their batch
+
+
 class Orchestrator(Protocol):
     """What the daemon needs from Prefect (a real :class:`~hopper.prefect_api.PrefectAPI`)."""
 
     def healthy(self) -> bool: ...
 
     def runs_for_files(
-        self, versions: set[tuple[str, str]], since: datetime
+        self,
+        versions: set[tuple[str, str]],
+        since: datetime,
+        by_dispatch: dict[str, list[tuple[str, str]]] | None = None,
     ) -> dict[tuple[str, str], str]: ...
 
     def run_states(self, flow_run_ids: set[str]) -> dict[str, str]: ...
@@ -144,6 +150,7 @@ class Watcher:
         self.alerts = AlertDispatcher(ledger, config.alert_policy, emit)
         self.stopping = threading.Event()
         self._server_up: bool | None = None
+        self._holding_since: float | None = None
 
     def stop(self) -> None:
         """Ask the loop to end (safe from a signal handler)."""
@@ -166,7 +173,7 @@ class Watcher:
                             source.rescan()
                     next_scan = now + self.config.watch.rescan_seconds
                 # Idle, the ledger is asked only every few seconds (re-dispatch, alerts).
-                if new or now >= next_confirm:
+                if new or self._holding_since is not None or now >= next_confirm:
                     self.dispatch()
                 if now >= next_confirm:
                     self.confirm()
@@ -185,8 +192,9 @@ class Watcher:
         """Record every newly complete file version; return the new ones."""
         new: list[FileRef] = []
         for source in self.sources:
-            for ref in source.poll():
-                if self.ledger.record_detected(ref):
+            refs = source.poll()
+            for start in range(0, len(refs), 1000):  # a burst is recorded in few transactions
+                for ref in self.ledger.record_many(refs[start : start + 1000]):
                     log.info("detected %s (dataset %s)", ref.uri, ref.dataset or "?")
                     new.append(ref)
             source.ack()  # every ref is in the ledger now: the source may forget them
@@ -210,7 +218,7 @@ class Watcher:
         together are grouped into ``ingest-batch`` runs of at most ``batch_max_files``.
         """
         due = self.ledger.due_for_dispatch(self.config.watch.confirm_seconds, limit=5000)
-        if not due or not self.server_up():
+        if not due or self._filling_batch(len(due)) or not self.server_up():
             return 0
         for record in due:
             if record.dispatch_count:
@@ -223,6 +231,26 @@ class Watcher:
         for start in range(0, len(due), size):
             self._dispatch(due[start : start + size])
         return len(due)
+
+    def _filling_batch(self, due: int) -> bool:
+        """Whether to hold due files a moment because more of a burst is still being checked.
+
+        During a burst the stability checks finish a few hundred files at a time; sending each
+        handful as its own batch would start many small runs. Files are held while other
+        candidates are pending, until a batch is full, for at most ``BATCH_WAIT`` seconds. A
+        lone file (nothing pending) goes at once.
+        """
+        pending = sum(s.pending() for s in self.sources if isinstance(s, LocalFolder))
+        if not pending or due >= self.config.watch.batch_max_files:
+            self._holding_since = None
+            return False
+        now = time.monotonic()
+        if self._holding_since is None:
+            self._holding_since = now
+        if now - self._holding_since >= BATCH_WAIT:
+            self._holding_since = None
+            return False
+        return True
 
     def _dispatch(self, due: list[FileRecord]) -> None:
         dispatch_id = uuid.uuid4().hex
@@ -239,7 +267,10 @@ class Watcher:
             spec = events.detected_event(request)
         else:
             batch = IngestBatch(
-                refs=[r.ref for r in records], dispatch_id=dispatch_id, config_path=config_path
+                dispatch_id=dispatch_id,
+                count=len(records),
+                datasets=sorted({r.dataset or "unrouted" for r in records}),
+                config_path=config_path,
             )
             spec = events.batch_event(batch)
             log.info("dispatching %d files as one batch", len(records))
@@ -248,14 +279,18 @@ class Watcher:
 
     def confirm(self) -> int:
         """Look up flow runs for dispatched versions; mark the found ones queued."""
-        pending = self.ledger.unconfirmed()
+        pending = self.ledger.unconfirmed(limit=50_000)  # a whole burst, not one batch
         if not pending:
             return 0
         oldest = min(r.dispatched_at or time.time() for r in pending)
         since = datetime.fromtimestamp(oldest, UTC) - timedelta(seconds=5)
         versions = {(r.uri, r.fingerprint) for r in pending}
+        by_dispatch: dict[str, list[tuple[str, str]]] = {}
+        for r in pending:
+            if r.dispatch_id:
+                by_dispatch.setdefault(r.dispatch_id, []).append((r.uri, r.fingerprint))
         try:
-            found = self.orchestrator.runs_for_files(versions, since)
+            found = self.orchestrator.runs_for_files(versions, since, by_dispatch)
         except Exception as exc:  # server hiccup: try again on the next round
             log.warning("could not confirm flow runs yet: %s", exc)
             return 0
