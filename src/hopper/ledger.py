@@ -239,6 +239,36 @@ class Ledger:
             return False
         return True
 
+    def _insert_missing(self, conn: Connection, refs: list[FileRef], now: float) -> list[FileRef]:
+        """Insert the versions the ledger does not know yet (as detected); return them."""
+        query = sa.select(files.c.uri, files.c.fingerprint).where(
+            files.c.uri.in_(sorted({ref.uri for ref in refs}))
+        )
+        known = {(r.uri, r.fingerprint) for r in conn.execute(query)}
+        new: list[FileRef] = []
+        for ref in refs:
+            if (ref.uri, ref.fingerprint) not in known:
+                known.add((ref.uri, ref.fingerprint))
+                new.append(ref)
+        if new:
+            conn.execute(
+                self._insert_new(),
+                [
+                    {
+                        "uri": ref.uri,
+                        "fingerprint": ref.fingerprint,
+                        "dataset": ref.dataset,
+                        "ref": ref.model_dump_json(),
+                        "state": FileState.DETECTED.value,
+                        "dispatch_count": 0,
+                        "detected_at": now,
+                        "updated_at": now,
+                    }
+                    for ref in new
+                ],
+            )
+        return new
+
     def _insert_new(self) -> Any:
         """INSERT of file versions that skips those another process inserted first."""
         if self.engine.dialect.name == "postgresql":
@@ -266,37 +296,8 @@ class Ledger:
             return []
         now = time.time()
         with self._begin() as conn:
-            known = {
-                (r.uri, r.fingerprint)
-                for r in conn.execute(
-                    sa.select(files.c.uri, files.c.fingerprint).where(
-                        files.c.uri.in_(sorted({ref.uri for ref in refs}))
-                    )
-                )
-            }
-            new = []
-            for ref in refs:
-                key = (ref.uri, ref.fingerprint)
-                if key not in known:
-                    known.add(key)
-                    new.append(ref)
+            new = self._insert_missing(conn, refs, now)
             if new:
-                conn.execute(
-                    self._insert_new(),
-                    [
-                        {
-                            "uri": ref.uri,
-                            "fingerprint": ref.fingerprint,
-                            "dataset": ref.dataset,
-                            "ref": ref.model_dump_json(),
-                            "state": FileState.DETECTED.value,
-                            "dispatch_count": 0,
-                            "detected_at": now,
-                            "updated_at": now,
-                        }
-                        for ref in new
-                    ],
-                )
                 conn.execute(
                     history.insert(),
                     [
@@ -525,32 +526,7 @@ class Ledger:
         now = time.time()
         claimed: list[bool] = []
         with self._begin() as conn:
-            known = {
-                (r.uri, r.fingerprint)
-                for r in conn.execute(
-                    sa.select(files.c.uri, files.c.fingerprint).where(
-                        files.c.uri.in_(sorted({ref.uri for ref in refs}))
-                    )
-                )
-            }
-            missing = [ref for ref in refs if (ref.uri, ref.fingerprint) not in known]
-            if missing:
-                conn.execute(
-                    self._insert_new(),
-                    [
-                        {
-                            "uri": ref.uri,
-                            "fingerprint": ref.fingerprint,
-                            "dataset": ref.dataset,
-                            "ref": ref.model_dump_json(),
-                            "state": FileState.DETECTED.value,
-                            "dispatch_count": 0,
-                            "detected_at": now,
-                            "updated_at": now,
-                        }
-                        for ref in missing
-                    ],
-                )
+            self._insert_missing(conn, refs, now)  # a replay may precede detection
             for ref in refs:
                 params = {"u": ref.uri, "f": ref.fingerprint, "run": flow_run_id, "now": now}
                 result = conn.execute(_CLAIM, {**params, "b_run": flow_run_id})
