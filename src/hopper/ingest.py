@@ -185,18 +185,25 @@ def _convert(
         compression=contract.compression,
         s3=s3,
     )
-    outcome = IngestOutcome(
+    outcome = _ingested(ref, result.rows_in, table.num_rows, outputs, table.schema)
+    _record_rejected(outcome, result.rejected, ref, config, now, s3)
+    return outcome
+
+
+def _ingested(
+    ref: FileRef, rows_in: int, rows_out: int, outputs: list[str], schema: pa.Schema | None
+) -> IngestOutcome:
+    """The outcome of a file written to the lake (whole or streamed)."""
+    return IngestOutcome(
         uri=ref.uri,
         fingerprint=ref.fingerprint,
         dataset=ref.dataset,
         state=FileState.INGESTED,
-        rows_in=result.rows_in,
-        rows_out=table.num_rows,
+        rows_in=rows_in,
+        rows_out=rows_out,
         outputs=outputs,
-        schema={f.name: str(f.type) for f in table.schema},
+        schema={f.name: str(f.type) for f in schema} if schema is not None else {},
     )
-    _record_rejected(outcome, result.rejected, ref, config, now, s3)
-    return outcome
 
 
 def _convert_streaming(
@@ -228,16 +235,7 @@ def _convert_streaming(
             schema = schema or table.schema
             outputs.write(table)
         written = outputs.commit()
-    outcome = IngestOutcome(
-        uri=ref.uri,
-        fingerprint=ref.fingerprint,
-        dataset=ref.dataset,
-        state=FileState.INGESTED,
-        rows_in=stream.rows_in,
-        rows_out=stream.rows_out,
-        outputs=written,
-        schema={f.name: str(f.type) for f in schema} if schema is not None else {},
-    )
+    outcome = _ingested(ref, stream.rows_in, stream.rows_out, written, schema)
     _record_rejected(outcome, stream.rejected, ref, config, now, s3)
     return outcome
 

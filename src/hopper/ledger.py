@@ -217,27 +217,10 @@ class Ledger:
 
     def record_detected(self, ref: FileRef) -> bool:
         """Record a complete file version; True if it is new (and so must be dispatched)."""
-        now = time.time()
         try:
-            with self._begin() as conn:
-                if self._exists(conn, ref):
-                    return False
-                conn.execute(
-                    files.insert().values(
-                        uri=ref.uri,
-                        fingerprint=ref.fingerprint,
-                        dataset=ref.dataset,
-                        ref=ref.model_dump_json(),
-                        state=FileState.DETECTED.value,
-                        dispatch_count=0,
-                        detected_at=now,
-                        updated_at=now,
-                    )
-                )
-                self._log(conn, ref.uri, ref.fingerprint, "detected", size=ref.size)
-        except IntegrityError:
+            return bool(self.record_many([ref]))
+        except IntegrityError:  # recorded by another process in between (other dialects)
             return False
-        return True
 
     def _insert_missing(self, conn: Connection, refs: list[FileRef], now: float) -> list[FileRef]:
         """Insert the versions the ledger does not know yet (as detected); return them."""
@@ -282,13 +265,6 @@ class Ledger:
                 index_elements=["uri", "fingerprint"]
             )
         return files.insert()
-
-    @staticmethod
-    def _exists(conn: Connection, ref: FileRef) -> bool:
-        query = sa.select(files.c.id).where(
-            files.c.uri == ref.uri, files.c.fingerprint == ref.fingerprint
-        )
-        return conn.execute(query).first() is not None
 
     def record_many(self, refs: list[FileRef]) -> list[FileRef]:
         """:meth:`record_detected` for many versions in one transaction; return the new ones."""

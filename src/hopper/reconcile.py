@@ -17,7 +17,7 @@ from typing import Protocol
 from hopper.config import HopperConfig
 from hopper.ledger import FileRecord, Ledger
 from hopper.models import FileState, IngestOutcome
-from hopper.replay import dispatch_replay
+from hopper.replay import RunStarter, dispatch_replay
 from hopper.watch.local import LocalFolder
 
 log = logging.getLogger(__name__)
@@ -25,12 +25,10 @@ log = logging.getLogger(__name__)
 DEAD_RUN_STATES = {"CRASHED", "CANCELLED", "FAILED", "CANCELLING"}
 
 
-class RunLookup(Protocol):
+class RunLookup(RunStarter, Protocol):
     """What reconciliation needs from Prefect (a :class:`~hopper.prefect_api.PrefectAPI`)."""
 
     def flow_run_state(self, flow_run_id: str) -> str | None: ...
-
-    def create_ingest_run(self, parameters: dict[str, object], idempotency_key: str) -> str: ...
 
 
 @dataclass
@@ -78,7 +76,7 @@ def reconcile(
     for record in ledger.records(states=[FileState.DETECTED, FileState.DISPATCHED]):
         if now - record.updated_at > stuck_seconds / 6:  # the watcher should have sent it
             try:
-                dispatch_replay(record, config, ledger, api, replay=False)  # type: ignore[arg-type]
+                dispatch_replay(record, config, ledger, api, replay=False)
                 report.redispatched.append(record.uri)
             except Exception as exc:
                 log.warning("could not dispatch pending %s: %s", record.uri, exc)
@@ -105,7 +103,7 @@ def reconcile(
             report.given_up.append(record.uri)
             continue
         try:
-            dispatch_replay(record, config, ledger, api)  # type: ignore[arg-type]
+            dispatch_replay(record, config, ledger, api)
         except Exception as exc:  # one bad record must not stop the pass
             log.warning("could not re-dispatch %s: %s", record.uri, exc)
             continue

@@ -14,12 +14,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from hopper.config import HopperConfig
 from hopper.errors import HopperError, SourceGoneError
 from hopper.ledger import FileRecord, Ledger
 from hopper.models import FileRef, FileState, IngestRequest
-from hopper.prefect_api import PrefectAPI
 from hopper.watch.local import describe_file, relative_to_source
 
 log = logging.getLogger(__name__)
@@ -118,11 +118,17 @@ def current_ref(record: FileRecord, config: HopperConfig) -> FileRef:
     return fresh if fresh.dataset else fresh.model_copy(update={"dataset": ref.dataset})
 
 
+class RunStarter(Protocol):
+    """What starting a run needs from Prefect (a :class:`~hopper.prefect_api.PrefectAPI`)."""
+
+    def create_ingest_run(self, parameters: dict[str, Any], idempotency_key: str) -> str: ...
+
+
 def dispatch_replay(
     record: FileRecord,
     config: HopperConfig,
     ledger: Ledger,
-    api: PrefectAPI,
+    api: RunStarter,
     *,
     replay: bool = True,
 ) -> tuple[FileRef, str]:
