@@ -109,7 +109,8 @@ def ingest_file(request: IngestRequest) -> dict[str, Any]:
             return {"uri": ref.uri, "skipped": True}
         try:
             task_ = _with_retry_policy(home.config, request)
-            outcome = task_(request, home.config, run_id, home.s3_for(ref))
+            with home.lease(run_id):
+                outcome = task_(request, home.config, run_id, home.s3_for(ref))
         except Exception as exc:
             outcome = failed_outcome(ref, exc)
             home.ledger.finish(outcome, run_id)
@@ -149,24 +150,25 @@ def ingest_batch(batch: IngestBatch) -> dict[str, Any]:
     owned = home.ledger.claim_many([r.ref for r in requests], run_id)
     skipped = owned.count(False)
     try:
-        for request, mine in zip(requests, owned, strict=True):
-            if not mine:
-                continue  # another run has it, or it is settled
-            ref = request.ref
-            try:
-                outcome = ingest_with_retries(
-                    request, home.config, flow_run_id=run_id, s3=home.s3_for(ref)
-                )
-            except Exception as exc:  # retries exhausted or a bug: this file fails, not all
-                outcome = failed_outcome(ref, exc)
-                logger.error("%s failed: %s", ref.uri, outcome.reason)
-            events.emit(events.outcome_event(ref, outcome, run_id))
-            outcomes.append(outcome)
-            unrecorded.append(outcome)
-            if len(unrecorded) >= 50:  # outcomes reach the ledger in small transactions
-                home.ledger.finish_many(unrecorded, run_id)
-                unrecorded.clear()
-        home.ledger.finish_many(unrecorded, run_id)
+        with home.lease(run_id):  # renewed while the batch works
+            for request, mine in zip(requests, owned, strict=True):
+                if not mine:
+                    continue  # another run has it, or it is settled
+                ref = request.ref
+                try:
+                    outcome = ingest_with_retries(
+                        request, home.config, flow_run_id=run_id, s3=home.s3_for(ref)
+                    )
+                except Exception as exc:  # retries exhausted or a bug: this file fails, not all
+                    outcome = failed_outcome(ref, exc)
+                    logger.error("%s failed: %s", ref.uri, outcome.reason)
+                events.emit(events.outcome_event(ref, outcome, run_id))
+                outcomes.append(outcome)
+                unrecorded.append(outcome)
+                if len(unrecorded) >= 50:  # outcomes reach the ledger in small transactions
+                    home.ledger.finish_many(unrecorded, run_id)
+                    unrecorded.clear()
+            home.ledger.finish_many(unrecorded, run_id)
         _report_batch(outcomes, skipped)
         for dataset in sorted({o.dataset for o in outcomes if o.dataset}):
             _daily_summary(home, dataset)

@@ -25,7 +25,7 @@ from hopper.contracts import Contract, load_contract, read_and_conform
 from hopper.contracts.limits import check_file_limits, check_table_limits
 from hopper.contracts.stream import StreamFallback, StreamingConform, stream_refusal
 from hopper.errors import HopperError, TerminalError, UnknownDatasetError, is_transient
-from hopper.ledger import Ledger, sqlite_url
+from hopper.ledger import Lease, Ledger, sqlite_url
 from hopper.models import FileRef, FileState, IngestOutcome, IngestRequest
 from hopper.settings import HopperSettings
 from hopper.sink import (
@@ -58,6 +58,10 @@ class Home:
         """The S3 client if ``ref``, the lake or the quarantine is on S3, else None."""
         on_s3 = not ref.is_local or is_s3(self.config.lake) or is_s3(self.config.quarantine)
         return self.s3 if on_s3 else None
+
+    def lease(self, flow_run_id: str) -> Lease:
+        """Hold ``flow_run_id``'s claimed files while it works (see :class:`Lease`)."""
+        return Lease(self.ledger, flow_run_id, HopperSettings().lease_seconds)
 
     @classmethod
     def open(cls, config_path: Path | str | None = None) -> Home:

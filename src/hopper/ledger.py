@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -408,7 +409,11 @@ class Ledger:
         return taken
 
     def requeue(self, records: list[FileRecord]) -> int:
-        """Make queued versions due for dispatch again (their run died before starting)."""
+        """Make versions due for dispatch again: their run died, or its lease expired.
+
+        Each update is conditional on the state, run and ``updated_at`` the caller read, so
+        a version that moved on meanwhile (claimed, renewed, settled) is left alone.
+        """
         now = time.time()
         done = 0
         with self._begin() as conn:
@@ -418,8 +423,9 @@ class Ledger:
                     .where(
                         files.c.uri == record.uri,
                         files.c.fingerprint == record.fingerprint,
-                        files.c.state == FileState.QUEUED.value,
+                        files.c.state == record.state.value,
                         files.c.flow_run_id == record.flow_run_id,
+                        files.c.updated_at == record.updated_at,
                     )
                     .values(state=FileState.DETECTED.value, updated_at=now)
                 )
@@ -430,6 +436,23 @@ class Ledger:
                         dead_run=record.flow_run_id,
                     )  # fmt: skip
         return done
+
+    def renew(self, flow_run_id: str) -> int:
+        """Renew the lease of ``flow_run_id`` on the versions it is running (its heartbeat).
+
+        A running version whose lease is not renewed for ``lease_seconds`` counts as lost:
+        its worker died, and the version is dispatched again.
+        """
+        with self._begin() as conn:
+            result = conn.execute(
+                files.update()
+                .where(
+                    files.c.flow_run_id == flow_run_id,
+                    files.c.state == FileState.RUNNING.value,
+                )
+                .values(updated_at=time.time())
+            )
+        return int(result.rowcount or 0)
 
     def dispatched_under(self, dispatch_id: str) -> list[FileRecord]:
         """The versions a dispatch took and that no run has claimed since."""
@@ -709,3 +732,34 @@ class Ledger:
             per = out.setdefault(rec.dataset or "(unrouted)", {})
             per[rec.state.value] = per.get(rec.state.value, 0) + 1
         return out
+
+
+class Lease:
+    """A flow run's hold on the versions it claimed, renewed in a background thread.
+
+    Use it around the work of a run: ``with Lease(ledger, run_id, seconds): ...``. The lease
+    is renewed every quarter of ``seconds``; when the process dies, renewals stop and the
+    watchers (and reconciliation) take the versions back once ``seconds`` have passed.
+    """
+
+    def __init__(self, ledger: Ledger, flow_run_id: str, seconds: float) -> None:
+        self.ledger = ledger
+        self.flow_run_id = flow_run_id
+        self.every = max(seconds / 4, 0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="hopper-lease", daemon=True)
+
+    def __enter__(self) -> Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.ledger.renew(self.flow_run_id)
+            except TransientError as exc:  # the next beat tries again
+                log.warning("could not renew the lease of run %s: %s", self.flow_run_id, exc)

@@ -192,3 +192,12 @@ class PrefectAPI:
         except Exception:
             return None
         return run.state.type.value if run.state else None
+
+    def mark_crashed(self, flow_run_id: str, message: str) -> None:
+        """Set a run whose worker is gone to Crashed (best effort: logged, never raised)."""
+        from prefect.states import Crashed
+
+        try:
+            self._client.set_flow_run_state(UUID(flow_run_id), Crashed(message=message), force=True)
+        except Exception as exc:
+            log.warning("could not mark run %s crashed: %s", flow_run_id, exc)

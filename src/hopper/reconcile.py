@@ -18,6 +18,7 @@ from hopper.config import HopperConfig
 from hopper.ledger import FileRecord, Ledger
 from hopper.models import FileState, IngestOutcome
 from hopper.replay import RunStarter, dispatch_replay
+from hopper.settings import HopperSettings
 from hopper.watch.local import LocalFolder
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ class RunLookup(RunStarter, Protocol):
 
     def flow_run_state(self, flow_run_id: str) -> str | None: ...
 
+    def mark_crashed(self, flow_run_id: str, message: str) -> None: ...
+
 
 @dataclass
 class ReconcileReport:
@@ -40,23 +43,26 @@ class ReconcileReport:
     detected: int = 0
 
 
-def is_dead(record: FileRecord, run_state: str | None, now: float, stuck_seconds: float) -> bool:
+def is_dead(record: FileRecord, run_state: str | None, now: float, lease_seconds: float) -> bool:
     """Whether a queued/running version's run can no longer finish it (pure).
 
     Args:
         record: the ledger's view of the version.
         run_state: the Prefect state type of its flow run (None if the run is unknown).
         now: current time.
-        stuck_seconds: a run RUNNING without a ledger update for this long counts as lost.
+        lease_seconds: a run renews its lease on the files it runs every quarter of this;
+            past it without renewal, the worker is taken as lost. A run that started
+            (PENDING/RUNNING) but has not claimed its queued files for as long is lost too.
     """
+    idle = now - record.updated_at
     if record.flow_run_id is None:
-        return now - record.updated_at > stuck_seconds
+        return idle > lease_seconds
     if run_state is None or run_state in DEAD_RUN_STATES:
         return True
     if run_state == "COMPLETED":
         # Completed without recording an outcome in the ledger: the outcome was lost.
         return True
-    return run_state == "RUNNING" and now - record.updated_at > stuck_seconds
+    return run_state in ("RUNNING", "PENDING") and idle > lease_seconds
 
 
 def reconcile(
@@ -65,25 +71,48 @@ def reconcile(
     api: RunLookup,
     *,
     max_dispatches: int = 3,
-    stuck_seconds: float = 1800.0,
+    stuck_seconds: float | None = None,
+    pending_seconds: float = 300.0,
     rescan: bool = True,
 ) -> ReconcileReport:
-    """One reconciliation pass (see the module docstring)."""
+    """One reconciliation pass (see the module docstring).
+
+    Args:
+        config: the Hopper home's configuration.
+        ledger: its ledger.
+        api: the Prefect server.
+        max_dispatches: give up on a version (a failure, which alerts) after this many.
+        stuck_seconds: lease after which a running version counts as lost (default: the
+            ``HOPPER_LEASE_SECONDS`` setting).
+        pending_seconds: a version detected or dispatched this long ago with no run is sent
+            again (the watcher should have done it).
+        rescan: also look for local files the ledger does not know.
+    """
     report = ReconcileReport()
     now = time.time()
+    lease = stuck_seconds if stuck_seconds is not None else HopperSettings().lease_seconds
     if rescan:
         report.detected = _rescan(config, ledger)
     for record in ledger.records(states=[FileState.DETECTED, FileState.DISPATCHED]):
-        if now - record.updated_at > stuck_seconds / 6:  # the watcher should have sent it
+        if now - record.updated_at > pending_seconds:  # the watcher should have sent it
             try:
                 dispatch_replay(record, config, ledger, api, replay=False)
                 report.redispatched.append(record.uri)
             except Exception as exc:
                 log.warning("could not dispatch pending %s: %s", record.uri, exc)
+    lost: set[str] = set()
     for record in ledger.records(states=[FileState.QUEUED, FileState.RUNNING]):
         state = api.flow_run_state(record.flow_run_id) if record.flow_run_id else None
-        if not is_dead(record, state, now, stuck_seconds):
+        if not is_dead(record, state, now, lease):
             continue
+        if (
+            record.flow_run_id
+            and state in ("RUNNING", "PENDING")
+            and record.flow_run_id not in lost
+        ):
+            lost.add(record.flow_run_id)
+            # Its worker is gone: say so in Prefect, or the UI shows it running forever.
+            api.mark_crashed(record.flow_run_id, "lost: its worker stopped renewing the lease")
         if record.dispatch_count >= max_dispatches:
             reason = (
                 f"its flow run ended {state or 'without trace'} {record.dispatch_count} times; "

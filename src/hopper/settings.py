@@ -51,6 +51,13 @@ class HopperSettings(BaseSettings):
     worker_limit: int = Field(
         default=4, ge=1, description="Flow runs the worker started by `hopper up` runs at once."
     )
+    lease_seconds: float = Field(
+        default=60.0,
+        ge=1.0,
+        description="A running file whose flow run has not renewed its lease in the ledger "
+        "for this long is taken as lost (its worker died) and dispatched again; runs renew "
+        "every quarter of it.",
+    )
     log_level: str = Field(default="INFO", description="Log level of Hopper's processes.")
     server_start_timeout: float = Field(
         default=120.0, description="Seconds to wait for a Prefect server to answer /api/health."

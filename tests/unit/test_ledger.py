@@ -1,6 +1,8 @@
+import dataclasses
+import time
 from pathlib import Path
 
-from hopper.ledger import Ledger, sqlite_url
+from hopper.ledger import Lease, Ledger, sqlite_url
 from hopper.models import FileRef, FileState, IngestOutcome
 
 
@@ -102,3 +104,24 @@ def test_batch_operations_accept_nothing(tmp_path: Path) -> None:
     assert ledger.claim_many([], "run-1") == []
     ledger.finish_many([], "run-1")
     assert ledger.dispatched_under("nope") == []
+
+
+def test_a_lease_is_renewed_while_held_and_a_lapsed_one_is_requeued(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    held, lost = _ref("held.csv"), _ref("lost.csv")
+    assert ledger.claim_many([held, lost], "run-alive") == [True, True]
+    ledger.claim(lost, "run-dead", replay=True)  # taken over by a run that then dies
+    before = ledger.get(held.uri, held.fingerprint).updated_at  # type: ignore[union-attr]
+    with Lease(ledger, "run-alive", seconds=0.8):  # renewed every 0.2 s
+        time.sleep(0.7)
+    renewed = ledger.get(held.uri, held.fingerprint)
+    stale = ledger.get(lost.uri, lost.fingerprint)
+    assert renewed is not None and renewed.updated_at > before
+    assert stale is not None and stale.updated_at < renewed.updated_at
+    # requeue is conditional on what was read: a renewed record is left alone
+    outdated = dataclasses.replace(renewed, updated_at=before)
+    assert ledger.requeue([outdated, stale]) == 1
+    assert ledger.get(held.uri, held.fingerprint).state == FileState.RUNNING  # type: ignore[union-attr]
+    assert ledger.get(lost.uri, lost.fingerprint).state == FileState.DETECTED  # type: ignore[union-attr]
+    assert [r.uri for r in ledger.due_for_dispatch(confirm_seconds=60)] == [lost.uri]
+    assert ledger.history(lost.uri)[-1]["event"] == "requeued"

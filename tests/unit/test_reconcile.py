@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -16,9 +17,14 @@ class ScriptedRuns:
     def __init__(self, states: dict[str, str]) -> None:
         self.states = states
         self.created: list[dict[str, object]] = []
+        self.crashed: list[str] = []
 
     def flow_run_state(self, flow_run_id: str) -> str | None:
         return self.states.get(flow_run_id)
+
+    def mark_crashed(self, flow_run_id: str, message: str) -> None:
+        self.crashed.append(flow_run_id)
+        self.states[flow_run_id] = "CRASHED"
 
     def create_ingest_run(self, parameters: dict[str, object], idempotency_key: str) -> str:
         self.created.append(parameters)
@@ -64,6 +70,11 @@ def test_is_dead_rules() -> None:
     assert not is_dead(rec, "RUNNING", now + 10, 60)
     assert is_dead(rec, "RUNNING", now + 61, 60)
     assert not is_dead(rec, "SCHEDULED", now + 600, 60)
+    queued = dataclasses.replace(rec, state=FileState.QUEUED)
+    assert is_dead(queued, "COMPLETED", now, 60)  # completed without an outcome
+    assert not is_dead(queued, "PENDING", now + 10, 60)
+    assert is_dead(queued, "PENDING", now + 61, 60)  # picked up, never claimed: worker lost
+    assert not is_dead(queued, "SCHEDULED", now + 600, 60)  # waiting for a free worker
 
 
 def test_crashed_run_is_redispatched_then_given_up(home: HopperConfig, tmp_path: Path) -> None:

@@ -6,13 +6,14 @@ the server off and on and decide when a flow run "exists".
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from pathlib import Path
 
 from hopper.config import HopperConfig
 from hopper.ingest import Home
-from hopper.ledger import Ledger, sqlite_url
-from hopper.models import FileState
+from hopper.ledger import Lease, Ledger, sqlite_url
+from hopper.models import FileRef, FileState
 from hopper.watch.daemon import Watcher
 
 
@@ -22,6 +23,7 @@ class ScriptedServer:
         self.runs: dict[tuple[str, str], str] = {}
         self.states: dict[str, str] = {}
         self.emitted: list[dict[str, object]] = []
+        self.crashed: list[str] = []
 
     def healthy(self) -> bool:
         return self.up
@@ -36,6 +38,10 @@ class ScriptedServer:
 
     def run_states(self, flow_run_ids: set[str]) -> dict[str, str]:
         return {i: self.states.get(i, "SCHEDULED") for i in flow_run_ids}
+
+    def mark_crashed(self, flow_run_id: str, message: str) -> None:
+        self.crashed.append(flow_run_id)
+        self.states[flow_run_id] = "CRASHED"
 
     def emit(self, spec: dict[str, object]) -> bool:
         self.emitted.append(spec)
@@ -192,3 +198,29 @@ def test_files_whose_run_crashed_before_starting_are_sent_again(home: HopperConf
     assert watcher.dispatch() == 1 and len(server.emitted) == 2
     events = [h["event"] for h in ledger.history(record.uri)]
     assert events == ["detected", "dispatched", "queued", "requeued", "dispatched"]
+
+
+def test_files_of_a_lost_worker_are_sent_again_once_its_lease_lapses(home: HopperConfig) -> None:
+    ledger = Ledger(sqlite_url(home.state_dir))
+    server = ScriptedServer()
+    server.up = True
+    watcher = Watcher(home, ledger, server, server.emit, lease_seconds=0.8)
+    refs = [FileRef(uri=f"file:///in/people/{n}.csv", size=1, mtime=1.0) for n in "abc"]
+    ledger.record_many(refs)
+    ledger.claim(refs[0], "run-alive")  # its worker renews the lease
+    ledger.claim(refs[1], "run-lost")  # its worker was killed mid-run
+    ledger.mark_dispatched(refs[2].uri, refs[2].fingerprint, "d1")
+    ledger.mark_queued(refs[2].uri, refs[2].fingerprint, "run-waiting")  # no worker free yet
+    server.states.update({"run-alive": "RUNNING", "run-lost": "RUNNING"})
+    assert watcher.revive() == 0  # nothing has lapsed yet
+    with Lease(ledger, "run-alive", seconds=0.8):
+        time.sleep(1.0)
+    assert watcher.revive() == 1
+    assert server.crashed == ["run-lost"]  # shown as Crashed in Prefect, not running forever
+    states = {r.uri: r.state for r in ledger.records()}
+    assert states == {
+        refs[0].uri: FileState.RUNNING,
+        refs[1].uri: FileState.DETECTED,  # due for dispatch again
+        refs[2].uri: FileState.QUEUED,  # its run is scheduled, not lost
+    }
+    assert watcher.dispatch() == 1

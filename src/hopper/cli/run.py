@@ -118,7 +118,7 @@ def watch(*, config: ConfigOption = None) -> None:
     check_sources(home.config)
     prepare_home(home.config)
     api = PrefectAPI()
-    watcher = Watcher(home.config, home.ledger, api)
+    watcher = Watcher(home.config, home.ledger, api, lease_seconds=HopperSettings().lease_seconds)
     _on_signals(watcher.stop)
     log.info("watcher dispatching to %s", api.api_url)
     try:
@@ -150,7 +150,7 @@ def deploy(*, config: ConfigOption = None) -> None:
 
 
 def reconcile(
-    *, config: ConfigOption = None, max_dispatches: int = 3, stuck_seconds: float = 1800.0
+    *, config: ConfigOption = None, max_dispatches: int = 3, stuck_seconds: float | None = None
 ) -> None:
     """Re-dispatch files whose flow run died without an outcome; rescan the sources.
 
@@ -160,7 +160,8 @@ def reconcile(
     Args:
         config: hopper.yaml of the Hopper home.
         max_dispatches: Give up (record a failure, which alerts) after this many dispatches.
-        stuck_seconds: A run RUNNING this long without progress counts as lost.
+        stuck_seconds: A running file whose run has not renewed its lease for this long
+            counts as lost (default: $HOPPER_LEASE_SECONDS, 60).
     """
     _default_api_url()
     from hopper.ingest import Home

@@ -23,7 +23,7 @@ from hopper.alerts import AlertDispatcher
 from hopper.config import FolderSource, HopperConfig, S3Source, is_s3
 from hopper.ledger import FileRecord, Ledger
 from hopper.models import FileRef, FileState, IngestBatch, IngestRequest
-from hopper.reconcile import DEAD_RUN_STATES
+from hopper.reconcile import is_dead
 from hopper.watch.local import LocalFolder
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ class Orchestrator(Protocol):
     ) -> dict[tuple[str, str], str]: ...
 
     def run_states(self, flow_run_ids: set[str]) -> dict[str, str]: ...
+
+    def mark_crashed(self, flow_run_id: str, message: str) -> None: ...
 
 
 class Emitter(Protocol):
@@ -139,6 +141,7 @@ class Watcher:
         *,
         poll_seconds: float = 0.2,
         confirm_poll_seconds: float = 2.0,
+        lease_seconds: float = 60.0,
     ) -> None:
         self.config = config
         self.ledger = ledger
@@ -146,6 +149,7 @@ class Watcher:
         self.emit = emit
         self.poll_seconds = poll_seconds
         self.confirm_poll_seconds = confirm_poll_seconds
+        self.lease_seconds = lease_seconds
         self.sources = build_sources(config)
         self.alerts = AlertDispatcher(ledger, config.alert_policy, emit)
         self.stopping = threading.Event()
@@ -299,14 +303,22 @@ class Watcher:
         return len(found)
 
     def revive(self) -> int:
-        """Send again the queued files whose run died before starting.
+        """Send again the files whose run died or whose worker was lost.
 
         A worker can fail to submit a run (e.g. the server answers 503 under load) and mark
-        it Crashed before the flow ever claimed its files; those files would otherwise wait
-        for the reconcile deployment. Returns how many files are due again.
+        it Crashed before the flow ever claimed its files; a worker can also die mid-run, and
+        its run's lease on its files then expires (:class:`~hopper.ledger.Lease`). Such
+        files go back to the dispatch queue at once, rather than wait for the reconcile
+        deployment; the dead run is marked Crashed. Returns how many files are due again.
         """
-        queued = self.ledger.records(states=[FileState.QUEUED])
-        old = [r for r in queued if time.time() - r.updated_at > self.config.watch.confirm_seconds]
+        now = time.time()
+        confirm, lease = self.config.watch.confirm_seconds, self.lease_seconds
+        old = [
+            r
+            for r in self.ledger.records(states=[FileState.QUEUED, FileState.RUNNING])
+            if r.flow_run_id
+            and now - r.updated_at > (lease if r.state == FileState.RUNNING else confirm)
+        ]
         if not old:
             return 0
         try:
@@ -318,9 +330,19 @@ class Watcher:
         dead = [
             r
             for r in old
-            if states.get(r.flow_run_id or "") in DEAD_RUN_STATES and r.dispatch_count < 5
+            if r.flow_run_id in states  # a run Prefect does not know: reconcile decides
+            and r.dispatch_count < 5
+            and is_dead(r, states[r.flow_run_id], now, lease)
         ]
-        if dead:
-            log.warning("%d file(s) whose run died before starting are sent again", len(dead))
-            self.ledger.requeue(dead)
-        return len(dead)
+        if not dead:
+            return 0
+        lost = {
+            r.flow_run_id
+            for r in dead
+            if r.flow_run_id and states[r.flow_run_id] in ("RUNNING", "PENDING")
+        }
+        for run_id in sorted(lost):
+            self.orchestrator.mark_crashed(run_id, "lost: its worker stopped renewing the lease")
+        done = self.ledger.requeue(dead)
+        log.warning("%d file(s) whose run died or was lost are sent again", done)
+        return done
