@@ -4,9 +4,19 @@ quarantine with a reason — nothing is inflated, nothing reaches the lake."""
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hopper.config import HopperConfig
+from hopper.contracts import load_contract
+from hopper.contracts.limits import LineScan, check_file_limits
+from hopper.errors import TerminalError
 from hopper.ingest import ingest
 from hopper.models import FileRef, FileState, IngestRequest
 
@@ -53,3 +63,146 @@ def test_too_many_columns(home: HopperConfig) -> None:
     )
     state, reason = _ingest(home, path, "max_columns: 20\n")
     assert state == FileState.QUARANTINED and "max_columns" in reason
+
+
+# --------------------------------------------------------------------------- long lines
+
+
+def test_line_over_max_line_bytes_names_limit_and_line(home: HopperConfig) -> None:
+    path = _file(home, "long.csv")
+    path.write_text("id,full name,score\n1,a,1.5\n2," + "x" * 5_000 + ",2.5\n3,c,3.5\n")
+    state, reason = _ingest(home, path, "max_line_bytes: 4096\n")
+    assert state == FileState.QUARANTINED
+    assert "max_line_bytes" in reason and "line 3" in reason and "4096" in reason
+
+
+def test_line_at_max_line_bytes_is_accepted(home: HopperConfig) -> None:
+    path = _file(home, "edge.csv")
+    line = "2," + "x" * 50 + ",2.5"
+    path.write_text(f"id,full name,score\n{line}\n")
+    contract = Path(home.datasets_dir) / "people.yaml"
+    contract.write_text(contract.read_text() + f"max_line_bytes: {len(line)}\n")
+    check_file_limits(path, load_contract(contract))  # exactly at the limit: fine
+    with pytest.raises(TerminalError, match="max_line_bytes"):
+        check_file_limits(
+            path, load_contract(contract).model_copy(update={"max_line_bytes": len(line) - 1})
+        )
+
+
+def test_long_line_in_a_gzip_file_is_found_while_streaming(home: HopperConfig) -> None:
+    path = _file(home, "long.csv.gz")
+    with gzip.open(path, "wb") as out:
+        out.write(b"id,full name,score\n")
+        out.write(b"1,a,1.5\n" * 1000)
+        out.write(b"2," + b"y" * (3 << 20) + b",2.5\n")  # 3 MiB line, spans several chunks
+    state, reason = _ingest(home, path, "max_decompression_ratio: 100000\n")
+    assert state == FileState.QUARANTINED
+    assert "max_line_bytes" in reason and "line 1002" in reason
+
+
+def test_file_without_any_line_break_is_one_long_line(home: HopperConfig) -> None:
+    path = _file(home, "flat.csv")
+    path.write_bytes(b"id,full name,score" + b",z" * 600_000)  # 1.2 MB, no newline at all
+    state, reason = _ingest(home, path, "")
+    assert state == FileState.QUARANTINED and "line 1 " in reason and "1048576" in reason
+
+
+def test_default_line_limit_leaves_ordinary_files_alone(home: HopperConfig) -> None:
+    path = _file(home, "fine.csv")
+    path.write_text("id,full name,score\r\n" + "1,abc,1.5\r\n" * 200_000)  # CRLF, 2 MB
+    contract = load_contract(Path(home.datasets_dir) / "people.yaml")
+    assert contract.max_line_bytes == 1 << 20 and contract.max_json_depth == 64
+    check_file_limits(path, contract)
+
+
+def test_json_array_document_is_not_held_to_the_line_limit(home: HopperConfig) -> None:
+    path = _file(home, "array.json")
+    rows = [{"id": i, "full name": "n" * 20, "score": 1.5} for i in range(2000)]
+    path.write_text(json.dumps(rows))  # one line of ≈ 100 KB
+    contract = load_contract(Path(home.datasets_dir) / "people.yaml")
+    auto = contract.model_copy(update={"format": "auto", "max_line_bytes": 1000})
+    check_file_limits(path, auto)
+    check_file_limits(path, auto.model_copy(update={"format": "jsonl"}))  # jsonl reads arrays
+    with pytest.raises(TerminalError, match="max_line_bytes"):  # the same line as CSV
+        check_file_limits(path, auto.model_copy(update={"format": "csv"}))
+
+
+def test_parquet_is_not_scanned_for_lines(home: HopperConfig) -> None:
+    path = _file(home, "p.parquet")
+    pq.write_table(pa.table({"id": [1], "full name": ["x" * 5000], "score": [1.0]}), path)
+    contract = load_contract(Path(home.datasets_dir) / "people.yaml")
+    check_file_limits(path, contract.model_copy(update={"format": "auto", "max_line_bytes": 10}))
+
+
+# --------------------------------------------------------------------------- JSON nesting
+
+
+def _auto_format(home: HopperConfig) -> None:
+    contract = Path(home.datasets_dir) / "people.yaml"
+    contract.write_text(contract.read_text().replace("format: csv", "format: auto"))
+
+
+def test_deeply_nested_json_line_is_quarantined_before_arrow_sees_it(home: HopperConfig) -> None:
+    # 20,000 levels crash pyarrow's JSON reader (a segfault that would kill the worker).
+    path = _file(home, "deep.jsonl")
+    deep = '{"id": 2, "x": ' + '{"a": ' * 20_000 + "1" + "}" * 20_000 + "}"
+    path.write_text('{"id": 1, "full name": "a", "score": 1}\n' + deep + "\n")
+    _auto_format(home)
+    state, reason = _ingest(home, path, "")
+    assert state == FileState.QUARANTINED
+    assert "max_json_depth" in reason and "line 2" in reason
+
+
+def test_deeply_nested_json_array_is_unreadable_not_a_crash(home: HopperConfig) -> None:
+    path = _file(home, "deep.json")
+    path.write_text("[" * 200_000 + "]" * 200_000)  # RecursionError in Python's json module
+    _auto_format(home)
+    state, reason = _ingest(home, path, "")
+    assert state == FileState.QUARANTINED and "cannot read as jsonl" in reason
+
+
+def test_brackets_inside_strings_do_not_add_up_across_lines(home: HopperConfig) -> None:
+    path = _file(home, "logs.jsonl")
+    path.write_text('{"id": 1, "full name": "[[[[[[[[ WARN", "score": 1}\n' * 5000)
+    contract = load_contract(Path(home.datasets_dir) / "people.yaml")
+    check_file_limits(path, contract.model_copy(update={"format": "jsonl", "max_json_depth": 9}))
+
+
+# --------------------------------------------------------------------------- the scanner
+
+
+def _naive(data: bytes, max_line: int, max_depth: int | None) -> str | None:
+    """The reference: split into lines, measure each one."""
+    for line in data.replace(b"\r", b"\n").split(b"\n"):
+        depth = worst = 0
+        for byte in line:
+            depth += (byte in b"{[") - (byte in b"}]")
+            worst = max(worst, depth)
+        if max_depth is not None and worst > max_depth:
+            return "depth"
+        if len(line) > max_line:
+            return "line"
+    return None
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(
+    data=st.binary(max_size=400).map(
+        lambda b: bytes(b"x\n\r{[]}"[c % 7] if c % 3 else c for c in b)
+    ),
+    max_line=st.integers(1, 60),
+    max_depth=st.one_of(st.none(), st.integers(1, 6)),
+    chunk=st.integers(1, 97),
+)
+def test_line_scan_agrees_with_splitting_lines(
+    data: bytes, max_line: int, max_depth: int | None, chunk: int
+) -> None:
+    scan = LineScan(max_line, max_depth)
+    for at in range(0, len(data), chunk):
+        scan.feed(data[at : at + chunk])
+    scan.finish()
+    expected = _naive(data, max_line, max_depth)
+    if expected is None:
+        assert scan.problem is None
+    else:
+        assert scan.problem is not None  # which limit trips first depends on the order

@@ -417,6 +417,18 @@ class Contract(BaseModel):
     max_columns: int = Field(
         default=5_000, ge=1, description="Files with more columns than this are quarantined."
     )
+    max_line_bytes: int = Field(
+        default=1 << 20,
+        ge=1,
+        description="CSV/TSV/JSON-lines files with a longer line (bytes, decompressed, without "
+        "its line break) are quarantined; checked while streaming, before parsing.",
+    )
+    max_json_depth: int = Field(
+        default=64,
+        ge=1,
+        description="JSON-lines records nested deeper than this ({ and [ levels) are "
+        "quarantined before parsing.",
+    )
     retries: int = Field(
         default=4, ge=0, le=20, description="Retries of transient faults (network, throttling)."
     )
@@ -636,6 +648,13 @@ _KEY_ORDER = [
     "partition_by",
     "compression",
     "stream_threshold_mb",
+    "max_file_mb",
+    "max_decompression_ratio",
+    "max_columns",
+    "max_line_bytes",
+    "max_json_depth",
+    "retries",
+    "retry_backoff_seconds",
 ]
 
 

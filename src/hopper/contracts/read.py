@@ -48,7 +48,8 @@ _EXTENSIONS: dict[str, Format] = {
 _DELIMITERS = [",", ";", "\t", "|"]
 _QUOTED = re.compile(r'"[^"]*"')
 _HEAD_BYTES = 64 * 1024
-_READ_ERRORS = (pa.ArrowException, OSError, EOFError, ValueError, UnicodeError)
+# RecursionError: Python's json module on absurdly nested JSON arrays.
+_READ_ERRORS = (pa.ArrowException, OSError, EOFError, ValueError, UnicodeError, RecursionError)
 _BLOCK_BYTES = 16 << 20
 
 
