@@ -23,6 +23,7 @@ from pydantic import (
 from hopper.errors import ConfigError
 
 DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+"""Valid dataset names. Use ``fullmatch``: ``$`` alone also matches before a final newline."""
 
 
 class FolderSource(BaseModel):
@@ -113,7 +114,7 @@ class RoutingRule(BaseModel):
     @field_validator("dataset")
     @classmethod
     def _dataset_name(cls, value: str) -> str:
-        if not DATASET_NAME.match(value):
+        if not DATASET_NAME.fullmatch(value):
             raise ValueError(f"dataset name {value!r} must match {DATASET_NAME.pattern}")
         return value
 

@@ -11,7 +11,9 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hopper.config import DATASET_NAME
 
 
 class FileRef(BaseModel):
@@ -28,6 +30,14 @@ class FileRef(BaseModel):
     sha256: str | None = Field(default=None, description="Content hash, where cheap to compute.")
     etag: str | None = Field(default=None, description="S3 ETag of the object.")
     version_id: str | None = Field(default=None, description="S3 version id, if versioned.")
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, value: str | None) -> str | None:
+        # The dataset names folders in the lake and the quarantine: never a path.
+        if value is not None and not DATASET_NAME.fullmatch(value):
+            raise ValueError(f"dataset name {value!r} must match {DATASET_NAME.pattern}")
+        return value
 
     @property
     def fingerprint(self) -> str:

@@ -42,4 +42,4 @@ def route(relative: str, rules: list[RoutingRule]) -> str | None:
     if len(rel.parts) < 2:
         return None
     folder = rel.parts[0]
-    return folder if DATASET_NAME.match(folder) else None
+    return folder if DATASET_NAME.fullmatch(folder) else None

@@ -24,7 +24,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hopper.config import is_s3
+from hopper.config import DATASET_NAME, is_s3
 
 log = logging.getLogger(__name__)
 
@@ -344,13 +344,28 @@ class StreamingOutputs:
 
 
 def quarantine_folder(quarantine: str, dataset: str | None, when: datetime) -> str:
-    """``<quarantine>/<dataset>/<YYYY-MM-DD>`` (pure)."""
-    return _join(quarantine, dataset or "_unrouted", when.strftime("%Y-%m-%d"))
+    """``<quarantine>/<dataset>/<YYYY-MM-DD>`` (pure); anything but a dataset name is unrouted."""
+    folder = dataset if dataset and DATASET_NAME.fullmatch(dataset) else "_unrouted"
+    return _join(quarantine, folder, when.strftime("%Y-%m-%d"))
 
 
-def safe_name(name: str) -> str:
-    """A file name reduced to safe characters (never empty, never dot-leading)."""
-    return _UNSAFE.sub("_", name).lstrip(".") or "file"
+SAFE_NAME_LIMIT = 150
+"""Longest quarantine file name: with ``.error.json`` and a temp suffix, far below 255 bytes."""
+
+
+def safe_name(name: str, limit: int = SAFE_NAME_LIMIT) -> str:
+    """A file name reduced to safe characters (never empty, never dot-leading, never long).
+
+    Only ``[A-Za-z0-9._-]`` survive (so no separator, control character or odd Unicode); a
+    name longer than ``limit`` keeps its suffixes (``.csv.gz``) and gets a hash of the whole
+    name, so that long names differing only at the end stay apart.
+    """
+    safe = _UNSAFE.sub("_", name).lstrip(".") or "file"
+    if len(safe) <= limit:
+        return safe
+    suffix = "".join(PurePosixPath(safe).suffixes[-2:])[:40]
+    digest = hashlib.sha256(name.encode(errors="surrogateescape")).hexdigest()[:10]
+    return f"{safe[: limit - len(suffix) - 11]}-{digest}{suffix}"
 
 
 def quarantine_file(
@@ -380,6 +395,10 @@ def quarantine_file(
     """
     from hopper.storage import copy_to_quarantine_s3, parse_s3_uri
 
+    if local_copy is not None and local_copy.is_symlink():
+        # Copying would follow the link and put whatever it points at into the quarantine.
+        reason = {**reason, "source_not_copied": "the source is a symbolic link"}
+        local_copy = None
     name = safe_name(
         parse_s3_uri(source_uri)[1].rsplit("/", 1)[-1]
         if is_s3(source_uri)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -42,7 +43,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from hopper.errors import HopperError, SourceGoneError, TransientError
+from hopper.errors import HopperError, SourceGoneError, TransientError, UnreadableFileError
 from hopper.sink import write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ SqsClient = Any
 CHUNK_BYTES = 1 << 20  # read S3 bodies 1 MiB at a time
 MULTIPART_BYTES = 64 * 1024 * 1024  # uploads larger than this go multipart
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+_UNSAFE_LOCAL = re.compile(r"[\x00-\x1f\x7f\\/]")
 
 _GONE_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchVersion", "NoSuchBucket"})
 _TRANSIENT_CODES = frozenset(
@@ -211,9 +213,12 @@ def local_name(key: str, limit: int = 200) -> str:
     """A local file name for an S3 key: its basename, keeping the suffixes if too long.
 
     Format detection works by extension (``.csv``, ``.jsonl.gz``…), so the suffixes are
-    what must survive.
+    what must survive. Backslashes, NUL and other control characters become ``_``, and a
+    basename of ``.`` or ``..`` becomes ``object``: the name stays inside its temp folder.
     """
-    name = PurePosixPath(key).name or "object"
+    name = _UNSAFE_LOCAL.sub("_", PurePosixPath(key).name)
+    if name in ("", ".", ".."):
+        name = "object"
     if len(name.encode()) <= limit:
         return name
     suffix = "".join(PurePosixPath(name).suffixes[-2:])[:40]
@@ -252,10 +257,16 @@ def fetch_to_local(
 
     Raises:
         SourceGoneError: the file or object no longer exists (or changed, with ``etag``).
+        UnreadableFileError: the local file is a symbolic link (links are never followed).
         TransientError: throttling, 5xx, timeouts, connection faults.
     """
     if not uri.startswith("s3://"):
         path = Path(unquote(urlparse(uri).path)) if uri.startswith("file://") else Path(uri)
+        if path.is_symlink():  # swapped in after detection: never read through it
+            raise UnreadableFileError(
+                f"{uri}: is a symbolic link; links are not followed. Fix: copy the file "
+                "itself into the inbox"
+            )
         if not path.is_file():
             raise SourceGoneError(f"{uri}: the file is gone (deleted before it could be read)")
         yield path
@@ -386,7 +397,7 @@ def copy_to_quarantine_s3(
             s3_client.copy({"Bucket": src_bucket, "Key": src_key}, bucket, key)
         else:
             local = Path(unquote(urlparse(source_uri).path))
-            if local.is_file():
+            if local.is_file() and not local.is_symlink():  # never upload what a link points at
                 s3_client.upload_file(str(local), bucket, key)
             else:
                 reason.setdefault("source_missing", True)
