@@ -12,11 +12,30 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from hopper.errors import TransientError
 from hopper.events import BATCH_DEPLOYMENT, INGEST_DEPLOYMENT
 from hopper.models import FileRef
 
 log = logging.getLogger(__name__)
+
+
+class RunState(BaseModel):
+    """A flow run's state as Prefect reports it: its type (e.g. ``RUNNING``) and since when."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: str
+    since: float = Field(description="When the run entered this state (epoch seconds).")
+
+    @classmethod
+    def of(cls, run: Any) -> RunState | None:
+        """The state of a Prefect ``FlowRun`` (None if it has none)."""
+        state = run.state
+        if state is None:
+            return None
+        return cls(type=state.type.value, since=state.timestamp.timestamp())
 
 
 def ui_base() -> str:
@@ -164,18 +183,21 @@ class PrefectAPI:
             offset += page
         return found
 
-    def run_states(self, flow_run_ids: set[str]) -> dict[str, str]:
-        """State types (e.g. ``CRASHED``) of flow runs, read in one request per 200 runs."""
+    def run_states(self, flow_run_ids: set[str]) -> dict[str, RunState]:
+        """States of flow runs, read in one request per 200 runs (unknown runs left out)."""
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
         ids = sorted(flow_run_ids)
-        states: dict[str, str] = {}
+        states: dict[str, RunState] = {}
         for start in range(0, len(ids), 200):
             chunk = [UUID(i) for i in ids[start : start + 200]]
             runs = self._client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)), limit=200
             )
-            states.update({str(r.id): r.state.type.value for r in runs if r.state})
+            for run in runs:
+                state = RunState.of(run)
+                if state is not None:
+                    states[str(run.id)] = state
         return states
 
     def create_ingest_run(self, parameters: dict[str, Any], idempotency_key: str) -> str:
@@ -185,13 +207,13 @@ class PrefectAPI:
         )
         return str(run.id)
 
-    def flow_run_state(self, flow_run_id: str) -> str | None:
-        """The state type name of a flow run (e.g. COMPLETED), or None if unknown."""
+    def flow_run_state(self, flow_run_id: str) -> RunState | None:
+        """The state of a flow run, or None if it is unknown."""
         try:
             run = self._client.read_flow_run(UUID(flow_run_id))
         except Exception:
             return None
-        return run.state.type.value if run.state else None
+        return RunState.of(run)
 
     def mark_crashed(self, flow_run_id: str, message: str) -> None:
         """Set a run whose worker is gone to Crashed (best effort: logged, never raised)."""

@@ -17,6 +17,7 @@ from typing import Protocol
 from hopper.config import HopperConfig
 from hopper.ledger import FileRecord, Ledger
 from hopper.models import FileState, IngestOutcome
+from hopper.prefect_api import RunState
 from hopper.replay import RunStarter, dispatch_replay
 from hopper.settings import HopperSettings
 from hopper.watch.local import LocalFolder
@@ -29,7 +30,7 @@ DEAD_RUN_STATES = {"CRASHED", "CANCELLED", "FAILED", "CANCELLING"}
 class RunLookup(RunStarter, Protocol):
     """What reconciliation needs from Prefect (a :class:`~hopper.prefect_api.PrefectAPI`)."""
 
-    def flow_run_state(self, flow_run_id: str) -> str | None: ...
+    def flow_run_state(self, flow_run_id: str) -> RunState | None: ...
 
     def mark_crashed(self, flow_run_id: str, message: str) -> None: ...
 
@@ -43,26 +44,31 @@ class ReconcileReport:
     detected: int = 0
 
 
-def is_dead(record: FileRecord, run_state: str | None, now: float, lease_seconds: float) -> bool:
+def is_dead(record: FileRecord, run: RunState | None, now: float, lease_seconds: float) -> bool:
     """Whether a queued/running version's run can no longer finish it (pure).
 
     Args:
         record: the ledger's view of the version.
-        run_state: the Prefect state type of its flow run (None if the run is unknown).
+        run: the state of its flow run (None if Prefect does not know the run).
         now: current time.
         lease_seconds: a run renews its lease on the files it runs every quarter of this;
             past it without renewal, the worker is taken as lost. A run that started
-            (PENDING/RUNNING) but has not claimed its queued files for as long is lost too.
+            (PENDING/RUNNING) that long ago without claiming its queued files is lost too.
     """
-    idle = now - record.updated_at
     if record.flow_run_id is None:
-        return idle > lease_seconds
-    if run_state is None or run_state in DEAD_RUN_STATES:
+        return now - record.updated_at > lease_seconds
+    if run is None or run.type in DEAD_RUN_STATES:
         return True
-    if run_state == "COMPLETED":
+    if run.type == "COMPLETED":
         # Completed without recording an outcome in the ledger: the outcome was lost.
         return True
-    return run_state in ("RUNNING", "PENDING") and idle > lease_seconds
+    if run.type not in ("RUNNING", "PENDING"):
+        return False  # scheduled (waiting for a free worker) or paused
+    if record.state == FileState.RUNNING:
+        return now - record.updated_at > lease_seconds  # its lease was not renewed
+    # Queued: a run waits, scheduled, as long as the pool is busy; the clock starts when a
+    # worker takes it.
+    return now - max(record.updated_at, run.since) > lease_seconds
 
 
 def reconcile(
@@ -102,9 +108,10 @@ def reconcile(
                 log.warning("could not dispatch pending %s: %s", record.uri, exc)
     lost: set[str] = set()
     for record in ledger.records(states=[FileState.QUEUED, FileState.RUNNING]):
-        state = api.flow_run_state(record.flow_run_id) if record.flow_run_id else None
-        if not is_dead(record, state, now, lease):
+        run = api.flow_run_state(record.flow_run_id) if record.flow_run_id else None
+        if not is_dead(record, run, now, lease):
             continue
+        state = run.type if run else None
         if (
             record.flow_run_id
             and state in ("RUNNING", "PENDING")
@@ -136,7 +143,9 @@ def reconcile(
         except Exception as exc:  # one bad record must not stop the pass
             log.warning("could not re-dispatch %s: %s", record.uri, exc)
             continue
-        log.warning("%s: run %s ended %s; re-dispatched", record.uri, record.flow_run_id, state)
+        log.warning(
+            "%s: run %s ended %s; re-dispatched", record.uri, record.flow_run_id, state or "?"
+        )
         report.redispatched.append(record.uri)
     return report
 

@@ -15,6 +15,7 @@ Cancelling a warm run from the UI is not supported (its "infrastructure" is the 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from pathlib import Path
@@ -96,14 +97,14 @@ class WarmWorker(ProcessWorker):
         if entrypoint is None:
             return await super().run(flow_run, configuration, task_status)
         flow = self._flow(entrypoint)
+        # Shown as the run's infrastructure in the UI: which worker process runs it.
+        identifier = f"{socket.gethostname()}:{os.getpid()}"
         if task_status is not None:
-            task_status.started(f"{socket.gethostname()}:warm")  # type: ignore[arg-type]
+            task_status.started(identifier)  # type: ignore[arg-type]
         state = await anyio.to_thread.run_sync(
             _run_in_thread, flow, flow_run, limiter=self._threads
         )
-        return ProcessWorkerResult(
-            identifier=f"{socket.gethostname()}:warm", status_code=0 if state else 1
-        )
+        return ProcessWorkerResult(identifier=identifier, status_code=0 if state else 1)
 
 
 def _run_in_thread(flow: Flow[..., Any], flow_run: FlowRun) -> bool:

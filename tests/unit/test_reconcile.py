@@ -9,6 +9,7 @@ from pathlib import Path
 from hopper.config import HopperConfig
 from hopper.ledger import Ledger, sqlite_url
 from hopper.models import FileRef, FileState
+from hopper.prefect_api import RunState
 from hopper.reconcile import is_dead, reconcile
 from hopper.watch.local import describe_file
 
@@ -19,8 +20,9 @@ class ScriptedRuns:
         self.created: list[dict[str, object]] = []
         self.crashed: list[str] = []
 
-    def flow_run_state(self, flow_run_id: str) -> str | None:
-        return self.states.get(flow_run_id)
+    def flow_run_state(self, flow_run_id: str) -> RunState | None:
+        state = self.states.get(flow_run_id)
+        return RunState(type=state, since=time.time()) if state else None
 
     def mark_crashed(self, flow_run_id: str, message: str) -> None:
         self.crashed.append(flow_run_id)
@@ -65,16 +67,23 @@ def test_is_dead_rules() -> None:
         now,
         now,
     )
-    assert is_dead(rec, "CRASHED", now, 60)
+
+    def run(kind: str, since: float = now) -> RunState:
+        return RunState(type=kind, since=since)
+
+    assert is_dead(rec, run("CRASHED"), now, 60)
     assert is_dead(rec, None, now, 60)
-    assert not is_dead(rec, "RUNNING", now + 10, 60)
-    assert is_dead(rec, "RUNNING", now + 61, 60)
-    assert not is_dead(rec, "SCHEDULED", now + 600, 60)
+    assert not is_dead(rec, run("RUNNING"), now + 10, 60)
+    assert is_dead(rec, run("RUNNING"), now + 61, 60)  # its lease was not renewed
+    assert not is_dead(rec, run("SCHEDULED"), now + 600, 60)
     queued = dataclasses.replace(rec, state=FileState.QUEUED)
-    assert is_dead(queued, "COMPLETED", now, 60)  # completed without an outcome
-    assert not is_dead(queued, "PENDING", now + 10, 60)
-    assert is_dead(queued, "PENDING", now + 61, 60)  # picked up, never claimed: worker lost
-    assert not is_dead(queued, "SCHEDULED", now + 600, 60)  # waiting for a free worker
+    assert is_dead(queued, run("COMPLETED"), now, 60)  # completed without an outcome
+    assert not is_dead(queued, run("PENDING"), now + 10, 60)
+    assert is_dead(queued, run("PENDING"), now + 61, 60)  # picked up, never claimed: lost
+    assert not is_dead(queued, run("SCHEDULED"), now + 600, 60)  # waiting for a free worker
+    # queued long ago, taken by a worker only now: the clock starts when the run started
+    assert not is_dead(queued, run("RUNNING", since=now + 590), now + 600, 60)
+    assert is_dead(queued, run("RUNNING", since=now + 530), now + 600, 60)
 
 
 def test_crashed_run_is_redispatched_then_given_up(home: HopperConfig, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from hopper.config import HopperConfig
 from hopper.ingest import Home
 from hopper.ledger import Lease, Ledger, sqlite_url
 from hopper.models import FileRef, FileState
+from hopper.prefect_api import RunState
 from hopper.watch.daemon import Watcher
 
 
@@ -36,8 +37,11 @@ class ScriptedServer:
     ) -> dict[tuple[str, str], str]:
         return {v: r for v, r in self.runs.items() if v in versions}
 
-    def run_states(self, flow_run_ids: set[str]) -> dict[str, str]:
-        return {i: self.states.get(i, "SCHEDULED") for i in flow_run_ids}
+    def run_states(self, flow_run_ids: set[str]) -> dict[str, RunState]:
+        since = time.time() - 1
+        return {
+            i: RunState(type=self.states.get(i, "SCHEDULED"), since=since) for i in flow_run_ids
+        }
 
     def mark_crashed(self, flow_run_id: str, message: str) -> None:
         self.crashed.append(flow_run_id)

@@ -23,6 +23,7 @@ from hopper.alerts import AlertDispatcher
 from hopper.config import FolderSource, HopperConfig, S3Source, is_s3
 from hopper.ledger import FileRecord, Ledger
 from hopper.models import FileRef, FileState, IngestBatch, IngestRequest
+from hopper.prefect_api import RunState
 from hopper.reconcile import is_dead
 from hopper.watch.local import LocalFolder
 
@@ -44,7 +45,7 @@ class Orchestrator(Protocol):
         by_dispatch: dict[str, list[tuple[str, str]]] | None = None,
     ) -> dict[tuple[str, str], str]: ...
 
-    def run_states(self, flow_run_ids: set[str]) -> dict[str, str]: ...
+    def run_states(self, flow_run_ids: set[str]) -> dict[str, RunState]: ...
 
     def mark_crashed(self, flow_run_id: str, message: str) -> None: ...
 
@@ -339,10 +340,11 @@ class Watcher:
         lost = {
             r.flow_run_id
             for r in dead
-            if r.flow_run_id and states[r.flow_run_id] in ("RUNNING", "PENDING")
+            if r.flow_run_id and states[r.flow_run_id].type in ("RUNNING", "PENDING")
         }
         for run_id in sorted(lost):
             self.orchestrator.mark_crashed(run_id, "lost: its worker stopped renewing the lease")
         done = self.ledger.requeue(dead)
-        log.warning("%d file(s) whose run died or was lost are sent again", done)
+        if done:
+            log.warning("%d file(s) whose run died or was lost are sent again", done)
         return done
