@@ -24,13 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cases
+from bench import cases, scaleout
 from bench.procs import REPO, HopperUp, Profile
 from bench.stats import Result, format_table, is_flat, mib
 
 log = logging.getLogger("bench")
 
-BENCHMARKS = ("latency", "big", "rss", "idle", "burst")
+BENCHMARKS = ("latency", "big", "rss", "idle", "burst", "scaleout")
 DATASETS = ["bench_latency", "bench_big", "bench_rss", "bench_burst", "bench_burst_base"]
 # The naive Prefect setup the goals are measured against: one flow run per file (no
 # batching) on Prefect's stock process worker (a new Python process per run).
@@ -60,10 +60,11 @@ class Sizes:
     idle_files: int
     idle_seconds: float
     idle_settle_timeout: float
+    scaleout_files: int
 
 
-FULL = Sizes(20, 10_000, 20, 300, 1000, 2000, 100_000, 60, 600)
-QUICK = Sizes(5, 200, 8, 30, 50, 100, 2_000, 10, 120)
+FULL = Sizes(20, 10_000, 20, 300, 1000, 2000, 100_000, 60, 600, 2000)
+QUICK = Sizes(5, 200, 8, 30, 50, 100, 2_000, 10, 120, 200)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rss-mb", type=int, help="size of the peak-RSS CSV, MB")
     p.add_argument("--idle-files", type=int, help="files the idle watcher tracks")
     p.add_argument("--idle-seconds", type=float, help="seconds the idle watcher is measured")
+    p.add_argument(
+        "--scaleout-files", type=int, help="files in each scale-out burst (1, then 2 workers)"
+    )
     p.add_argument(
         "--extra-yaml",
         type=Path,
@@ -242,6 +246,23 @@ def idle_result(run: dict[str, Any]) -> Result:
     )
 
 
+def scaleout_result(run: dict[str, Any]) -> Result:
+    """Table row for the scale-out benchmark (1 then 2 workers, PostgreSQL)."""
+    one, two = run["one_worker"], run["two_workers"]
+    measured = (
+        f"2 workers: {two['files_per_s']:.1f} files/s ({run['ratio']:.2f}× 1 worker); "
+        f"ceiling: {scaleout.ceiling(two)}"
+    )
+    return Result(
+        f"burst of {run['files']:,} on PostgreSQL, 1 → 2 workers",
+        measured,
+        "all once with each; where the ceiling is",
+        f"1 worker: {one['files_per_s']:.1f} files/s; {scaleout.ceiling(one)}",
+        one["exactly_once"] and two["exactly_once"],
+        {"run": run},
+    )
+
+
 def error_result(name: str, exc: BaseException) -> Result:
     """Table row for a benchmark that could not produce its figure."""
     return Result(name, f"error: {str(exc).splitlines()[0][:80]}", "—", "—", None, {})
@@ -292,74 +313,83 @@ def run_all(
                     prefix="base",
                 )
 
-    with HopperUp(work / "home", DATASETS, candidate) as up:
-        facts["hopper_up_start_seconds"] = round(up.started_in, 1)
-        if "latency" in only:
-            attempt(
-                results,
-                "latency",
-                lambda: latency_result(
-                    cases.latency(up, "bench_latency", sizes.latency_files), baseline_latency
-                ),
-            )
-        if "big" in only:
-            attempt(
-                results,
-                "big file",
-                lambda: big_result(
-                    cases.big_file(up, "bench_big", sizes.big_mb * 1_000_000, work / "big")
-                ),
-            )
-        if "rss" in only:
-            attempt(
-                results,
-                "peak RSS",
-                lambda: rss_result(
-                    cases.big_file(
-                        up,
-                        "bench_rss",
-                        sizes.rss_mb * 1_000_000,
-                        work / "big",
-                        bare=False,
-                        rss_cap=int(args.rss_cap_gb * (1 << 30)),
-                    )
-                ),
-            )
-        if "idle" in only:
-            attempt(
-                results,
-                "watcher idle",
-                lambda: idle_result(
-                    cases.watcher_idle(
-                        work / "home-idle",
-                        up.api_url,
-                        sizes.idle_files,
-                        sizes.idle_seconds,
-                        settle_timeout=sizes.idle_settle_timeout,
-                    )
-                ),
-            )
-        if "burst" in only:
-
-            def burst_step() -> Result:
-                nonlocal baseline_burst
-                if baseline_burst is None:
-                    log.info("burst baseline: %d files", sizes.burst_baseline_files)
-                    baseline_burst = cases.burst(
-                        up,
-                        "bench_burst_base",
-                        sizes.burst_baseline_files,
-                        work / "staging-baseline",
-                        timeout=max(sizes.burst_timeout, 300),
-                        prefix="base",
-                    )
-                    log.info("burst baseline: %.2f files/s", baseline_burst["files_per_s"])
-                run = cases.burst(
-                    up, "bench_burst", sizes.burst_files, work / "staging", sizes.burst_timeout
+    if only - {"scaleout"}:  # the scale-out benchmark runs a Hopper of its own
+        with HopperUp(work / "home", DATASETS, candidate) as up:
+            facts["hopper_up_start_seconds"] = round(up.started_in, 1)
+            if "latency" in only:
+                attempt(
+                    results,
+                    "latency",
+                    lambda: latency_result(
+                        cases.latency(up, "bench_latency", sizes.latency_files), baseline_latency
+                    ),
                 )
-                return burst_result(run, baseline_burst)
+            if "big" in only:
+                attempt(
+                    results,
+                    "big file",
+                    lambda: big_result(
+                        cases.big_file(up, "bench_big", sizes.big_mb * 1_000_000, work / "big")
+                    ),
+                )
+            if "rss" in only:
+                attempt(
+                    results,
+                    "peak RSS",
+                    lambda: rss_result(
+                        cases.big_file(
+                            up,
+                            "bench_rss",
+                            sizes.rss_mb * 1_000_000,
+                            work / "big",
+                            bare=False,
+                            rss_cap=int(args.rss_cap_gb * (1 << 30)),
+                        )
+                    ),
+                )
+            if "idle" in only:
+                attempt(
+                    results,
+                    "watcher idle",
+                    lambda: idle_result(
+                        cases.watcher_idle(
+                            work / "home-idle",
+                            up.api_url,
+                            sizes.idle_files,
+                            sizes.idle_seconds,
+                            settle_timeout=sizes.idle_settle_timeout,
+                        )
+                    ),
+                )
+            if "burst" in only:
 
-            attempt(results, "burst", burst_step)
+                def burst_step() -> Result:
+                    nonlocal baseline_burst
+                    if baseline_burst is None:
+                        log.info("burst baseline: %d files", sizes.burst_baseline_files)
+                        baseline_burst = cases.burst(
+                            up,
+                            "bench_burst_base",
+                            sizes.burst_baseline_files,
+                            work / "staging-baseline",
+                            timeout=max(sizes.burst_timeout, 300),
+                            prefix="base",
+                        )
+                        log.info("burst baseline: %.2f files/s", baseline_burst["files_per_s"])
+                    run = cases.burst(
+                        up, "bench_burst", sizes.burst_files, work / "staging", sizes.burst_timeout
+                    )
+                    return burst_result(run, baseline_burst)
+
+                attempt(results, "burst", burst_step)
+    if "scaleout" in only:
+        attempt(
+            results,
+            "scale-out",
+            lambda: scaleout_result(
+                scaleout.scaleout(work, sizes.scaleout_files, timeout=sizes.burst_timeout)
+            ),
+        )
     return results, facts
 
 

@@ -127,3 +127,36 @@ def test_cli_sizes_and_profiles(tmp_path: Path) -> None:
     assert Profile("x").same_setup(Profile("y"))
     with pytest.raises(SystemExit):
         run.parse_args(["--only", "latency,nope"])
+
+
+def test_scaleout_row_names_the_ceiling() -> None:
+    def burst(fps: float, cores: dict[str, float], busy: float) -> dict[str, object]:
+        return {
+            "files_per_s": fps,
+            "exactly_once": True,
+            "cpu_cores": cores,
+            "machine_busy_percent": busy,
+        }
+
+    one = burst(40.0, {"server": 0.9, "workers": 0.5, "watcher": 0.1, "postgres": 0.2}, 85.0)
+    two = burst(50.0, {"server": 1.0, "workers": 0.7, "watcher": 0.1, "postgres": 0.3}, 99.0)
+    result = run.scaleout_result(
+        {"files": 200, "one_worker": one, "two_workers": two, "ratio": 1.25}
+    )
+    assert result.passed is True
+    assert "50.0 files/s (1.25× 1 worker)" in result.measured
+    assert "machine 99 % busy; server 1.00 cores" in result.measured
+    assert result.baseline.startswith("1 worker: 40.0 files/s; machine 85 % busy")
+    two["exactly_once"] = False
+    assert run.scaleout_result({"files": 200, "one_worker": one, "two_workers": two,
+                                "ratio": 1.25}).passed is False  # fmt: skip
+
+
+def test_machine_cpu_counters_advance() -> None:
+    from bench.scaleout import machine_busy_seconds
+
+    busy, total = machine_busy_seconds()
+    assert 0 <= busy <= total
+    sum(i * i for i in range(200_000))
+    busy2, total2 = machine_busy_seconds()
+    assert busy2 >= busy and total2 > total
