@@ -206,3 +206,17 @@ def test_line_scan_agrees_with_splitting_lines(
         assert scan.problem is None
     else:
         assert scan.problem is not None  # which limit trips first depends on the order
+
+
+# --------------------------------------------------------------------------- hostile headers
+
+
+@pytest.mark.parametrize("prefix", [b"\xff\xfe", b"\xc3", b"\x80\x81"])
+def test_header_that_is_not_utf8_is_quarantined_not_a_crash(
+    home: HopperConfig, prefix: bytes
+) -> None:
+    # Arrow reads such a header without complaint and fails only when a name is decoded.
+    path = _file(home, "utf16ish.csv")
+    path.write_bytes(prefix + b"id,full name,score\n1,Ada,1.5\n")
+    state, reason = _ingest(home, path, "")
+    assert state == FileState.QUARANTINED and "not valid UTF-8" in reason

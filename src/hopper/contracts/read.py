@@ -490,7 +490,19 @@ def _ragged_line(path: Path, reader: ReaderOptions, delimiter: str) -> tuple[int
 
 
 def _reject_binary_columns(table: pa.Table, source: str) -> None:
-    """Arrow infers ``binary`` for undeclared CSV columns whose bytes are not valid text."""
+    """Arrow infers ``binary`` for undeclared CSV columns whose bytes are not valid text.
+
+    Arrow does not check the header's bytes either: a column name that is not UTF-8 fails
+    only when it is read, so it is read here, once.
+    """
+    try:
+        table.schema.names  # noqa: B018 - decodes every column name
+    except UnicodeDecodeError as exc:
+        raise UnreadableFileError(
+            f"{source}: the header is not valid UTF-8 text ({exc.reason} at byte "
+            f"{exc.start}). Fix: set reader.encoding in the contract (e.g. latin-1), or "
+            "re-send the file as UTF-8"
+        ) from exc
     binary = [f.name for f in table.schema if pa.types.is_binary(f.type)]
     if binary:
         raise UnreadableFileError(
