@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from hopper.config import HopperConfig, is_s3, load_config
+from hopper.config import HopperConfig, S3Source, is_s3, load_config
 from hopper.contracts import Contract, load_contract, read_and_conform
 from hopper.contracts.limits import check_file_limits, check_table_limits
 from hopper.contracts.stream import StreamFallback, StreamingConform, stream_refusal
@@ -36,6 +36,7 @@ from hopper.sink import (
     write_rejected_rows,
 )
 from hopper.transform import add_lineage
+from hopper.watch.local import relative_to_source
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,21 @@ def load_dataset_contract(config: HopperConfig, ref: FileRef) -> Contract:
     return cached_contract(path)
 
 
+def is_watched(config: HopperConfig, ref: FileRef) -> bool:
+    """Whether ``ref`` lies under one of the configured sources (flows read nothing else).
+
+    A local path counts once resolved (a symlink pointing out of the source does not); an S3
+    object counts if a source watches its bucket and prefix.
+    """
+    if ref.is_local:
+        return relative_to_source(ref.local_path(), config.folders) is not None
+    bucket, _, key = ref.uri.removeprefix("s3://").partition("/")
+    return any(
+        isinstance(s, S3Source) and s.bucket == bucket and key.startswith(s.prefix)
+        for s in config.sources
+    )
+
+
 def ingest(
     request: IngestRequest,
     config: HopperConfig,
@@ -132,6 +148,21 @@ def ingest(
     now = datetime.now(UTC)
     contract: Contract | None = None
     local: Path | None = None
+    if not is_watched(config, ref):
+        # A run's parameters can be forged by anyone who can reach the Prefect API: never
+        # read (or copy to quarantine) a file that no configured source holds.
+        reason = (
+            f"{ref.uri} is not under any source of {config.path or 'hopper.yaml'}: refused, "
+            "neither read nor copied"
+        )
+        log.error(reason)
+        return IngestOutcome(
+            uri=ref.uri,
+            fingerprint=ref.fingerprint,
+            dataset=ref.dataset,
+            state=FileState.FAILED,
+            reason=reason,
+        )
     try:
         contract = load_dataset_contract(config, ref)
         with fetch_to_local(

@@ -104,3 +104,24 @@ def test_transient_faults_are_retried_with_backoff(home: HopperConfig) -> None:
     with pytest.raises(TransientError, match="never clears"):
         ingest_with_retries(_request(path), home, sleep=waits.append)
     assert len(waits) == 3 and waits[1] > waits[0] * 0.3 and waits[2] >= 2
+
+
+def test_a_file_outside_every_source_is_refused_unread(home: HopperConfig, tmp_path: Path) -> None:
+    # A forged run parameter (anyone who reaches the Prefect API can start a run) must not
+    # make the worker read, ingest or copy a file the configured sources do not hold.
+    secret = tmp_path / "elsewhere" / "secret.csv"
+    secret.parent.mkdir()
+    secret.write_text("id,full name,score\n1,Top Secret,1\n")
+    outcome = ingest(_request(secret), home, flow_run_id="forged")
+    assert outcome.state == FileState.FAILED
+    assert "not under any source" in (outcome.reason or "")
+    assert not list(Path(home.lake).rglob("*")) and not list(Path(home.quarantine).rglob("*"))
+    # a link inside a source pointing outside it is refused the same way
+    link = home.sources[0].path / "people" / "link.csv"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(secret)
+    assert ingest(_request(link), home).state == FileState.FAILED
+    # an S3 object in a bucket no source watches
+    foreign = FileRef(uri="s3://someone-else/people/x.csv", size=1, mtime=1.0, dataset="people")
+    outcome = ingest(IngestRequest(ref=foreign, dispatch_id="d"), home)
+    assert outcome.state == FileState.FAILED and "not under any source" in (outcome.reason or "")
