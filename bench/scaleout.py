@@ -95,7 +95,7 @@ def cpu_seconds(pids: list[int]) -> dict[int, float]:
 
 
 def measure(
-    roles: Callable[[], dict[str, list[int]]], step: Callable[[], dict[str, Any]]
+    pids_by_role: Callable[[], dict[str, list[int]]], step: Callable[[], dict[str, Any]]
 ) -> dict[str, Any]:
     """Run ``step`` (a burst) and add the CPU each role and the machine used meanwhile.
 
@@ -103,7 +103,7 @@ def measure(
         The burst's result with ``cpu_cores`` (role → average cores busy) and
         ``machine_busy_percent``.
     """
-    who = roles()
+    who = pids_by_role()
     before = {role: cpu_seconds(pids) for role, pids in who.items()}
     busy0, total0 = machine_busy_seconds()
     began = time.monotonic()
@@ -111,7 +111,7 @@ def measure(
     wall = time.monotonic() - began
     busy1, total1 = machine_busy_seconds()
     cores: dict[str, float] = {}
-    for role, pids in roles().items():
+    for role, pids in pids_by_role().items():
         after = cpu_seconds(pids)
         used = sum(after[p] - before.get(role, {}).get(p, 0.0) for p in after)
         cores[role] = round(used / wall, 2) if wall > 0 else 0.0
@@ -120,7 +120,9 @@ def measure(
     return run
 
 
-def _roles(up: HopperUp, extra_workers: list[int]) -> Callable[[], dict[str, list[int]]]:
+def roles(up: HopperUp, extra_workers: list[int]) -> Callable[[], dict[str, list[int]]]:
+    """A function listing the PIDs of each role of ``up`` (plus extra workers) right now."""
+
     def read() -> dict[str, list[int]]:
         children = up.state()["children"]
 
@@ -177,7 +179,7 @@ def scaleout(work: Path, files: int, timeout: float) -> dict[str, Any]:
         with HopperUp(work / "home-postgres", DATASETS, profile) as up:
             log.info("scale-out: burst of %d with one worker", files)
             one = measure(
-                _roles(up, []),
+                roles(up, []),
                 lambda: cases.burst(
                     up, DATASETS[0], files, work / "staging-scale-1", timeout, prefix="one"
                 ),
@@ -190,7 +192,7 @@ def scaleout(work: Path, files: int, timeout: float) -> dict[str, Any]:
             with second_worker(up, env) as worker:
                 log.info("scale-out: burst of %d with two workers", files)
                 two = measure(
-                    _roles(up, [worker.pid]),
+                    roles(up, [worker.pid]),
                     lambda: cases.burst(
                         up, DATASETS[1], files, work / "staging-scale-2", timeout, prefix="two"
                     ),
