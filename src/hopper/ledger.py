@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from hopper import migrations
 from hopper.errors import TransientError
 from hopper.models import FileRef, FileState, IngestOutcome
 
@@ -51,6 +52,7 @@ files = sa.Table(
     sa.UniqueConstraint("uri", "fingerprint", name="uq_files_uri_fingerprint"),
     sa.Index("ix_files_state", "state"),
     sa.Index("ix_files_alert", "alert"),
+    sa.Index("ix_files_flow_run_id", "flow_run_id"),
 )
 
 history = sa.Table(
@@ -185,8 +187,10 @@ class Ledger:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
-        with self._begin():
-            metadata.create_all(self.engine)
+        try:
+            migrations.upgrade(self.engine)  # tables are created and migrated on first open
+        except OperationalError as exc:
+            raise TransientError(f"ledger database unavailable ({url}): {exc.orig}") from exc
 
     def close(self) -> None:
         """Release the database connections."""
