@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hopper.config import DATASET_NAME, is_s3
+from hopper.errors import TerminalError
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,27 @@ def output_name(source_name: str, uri: str) -> str:
     return f"{safe_stem(source_name)}-{source_id(uri)}.parquet"
 
 
+MAX_PARTITION_SEGMENT = 200
+
+
 def partition_dir(values: list[tuple[str, Any]]) -> str:
-    """Hive-style folders, e.g. ``region=EU/year=2024`` (values URL-quoted, nulls marked)."""
+    """Hive-style folders, e.g. ``region=EU/year=2024`` (values URL-quoted, nulls marked).
+
+    Raises:
+        TerminalError: a value too long to name a folder (the file is quarantined).
+    """
     parts = []
     for name, value in values:
         text = "__HIVE_DEFAULT_PARTITION__" if value is None else quote(str(value), safe="")
-        parts.append(f"{quote(name, safe='')}={text}")
+        segment = f"{quote(name, safe='')}={text}"
+        if len(segment.encode()) > MAX_PARTITION_SEGMENT:
+            raise TerminalError(
+                f"partition column {name!r} has a value of {len(str(value))} characters "
+                f"({str(value)[:40]!r}…): too long to name a folder (at most "
+                f"{MAX_PARTITION_SEGMENT} bytes once URL-quoted). Partition by a shorter "
+                "column, or derive one."
+            )
+        parts.append(segment)
     return "/".join(parts)
 
 

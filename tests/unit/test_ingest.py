@@ -125,3 +125,13 @@ def test_a_file_outside_every_source_is_refused_unread(home: HopperConfig, tmp_p
     foreign = FileRef(uri="s3://someone-else/people/x.csv", size=1, mtime=1.0, dataset="people")
     outcome = ingest(IngestRequest(ref=foreign, dispatch_id="d"), home)
     assert outcome.state == FileState.FAILED and "not under any source" in (outcome.reason or "")
+
+
+def test_a_partition_value_too_long_for_a_folder_is_quarantined(home: HopperConfig) -> None:
+    contract = home.contract_path("people")
+    contract.write_text(contract.read_text() + "partition_by: [full_name]\n")
+    path = _write(home, "long.csv", f"id,full name,score\n1,{'x' * 300},1\n2,Ada,2\n")
+    outcome = ingest(_request(path), home)
+    assert outcome.state == FileState.QUARANTINED
+    assert "too long to name a folder" in (outcome.reason or "")
+    assert not list(Path(home.lake).rglob("*.parquet"))
