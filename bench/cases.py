@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pyarrow as pa
@@ -193,8 +193,22 @@ def latency_phases(up: HopperUp, drops: list[tuple[Path, float, float]]) -> dict
 # --------------------------------------------------------------------------- burst
 
 
+class Probe(Protocol):
+    """Something measured over a burst, from the first move to the last output."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> dict[str, Any]: ...
+
+
 def burst(
-    up: HopperUp, dataset: str, count: int, staging: Path, timeout: float, prefix: str = "b"
+    up: HopperUp,
+    dataset: str,
+    count: int,
+    staging: Path,
+    timeout: float,
+    prefix: str = "b",
+    probe: Probe | None = None,
 ) -> dict[str, Any]:
     """Move ``count`` small files into the inbox at once; time until every output exists.
 
@@ -206,6 +220,8 @@ def burst(
     log.info("burst: writing %d small files to %s", count, staging)
     paths = write_small_files(staging, count, prefix, seed=2)
     inbox = up.inbox(dataset)
+    if probe is not None:
+        probe.start()
     started = time.monotonic()
     for path in paths:
         os.replace(path, inbox / path.name)
@@ -225,6 +241,7 @@ def burst(
             log.info("burst: %d/%d landed after %.0fs", landed, count, now - started)
             next_log = now + 10
         time.sleep(0.25)
+    measured = probe.stop() if probe is not None else {}
     timed_out = landed + bad < count
     seconds = (deadline if timed_out else last_change) - started
     if timed_out:
@@ -252,6 +269,7 @@ def burst(
         "duplicates": duplicates[:20],
         "ledger_ingested": ingested,
         "ledger": ledger,
+        **measured,
         "exactly_once": not timed_out
         and not duplicates
         and len(names) == count

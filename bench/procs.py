@@ -301,6 +301,7 @@ class HopperUp:
         """Environment for `hopper` commands run against this home."""
         return clean_env(
             {
+                **dict(self.profile.env),  # e.g. the ledger URL of a PostgreSQL profile
                 "PREFECT_API_URL": self.api_url,
                 "PREFECT_HOME": str(self.root / ".hopper" / "prefect"),
                 "HOPPER_CONFIG": str(self.config),

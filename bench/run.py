@@ -376,15 +376,13 @@ def run_all(
                             prefix="base",
                         )
                         log.info("burst baseline: %.2f files/s", baseline_burst["files_per_s"])
-                    run = scaleout.measure(
-                        scaleout.roles(up, []),
-                        lambda: cases.burst(
-                            up,
-                            "bench_burst",
-                            sizes.burst_files,
-                            work / "staging",
-                            sizes.burst_timeout,
-                        ),
+                    run = cases.burst(
+                        up,
+                        "bench_burst",
+                        sizes.burst_files,
+                        work / "staging",
+                        sizes.burst_timeout,
+                        probe=scaleout.CpuProbe(scaleout.roles(up, [])),
                     )
                     log.info("burst: where the CPU went: %s", scaleout.ceiling(run))
                     return burst_result(run, baseline_burst)

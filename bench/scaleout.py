@@ -94,30 +94,36 @@ def cpu_seconds(pids: list[int]) -> dict[int, float]:
     return out
 
 
-def measure(
-    pids_by_role: Callable[[], dict[str, list[int]]], step: Callable[[], dict[str, Any]]
-) -> dict[str, Any]:
-    """Run ``step`` (a burst) and add the CPU each role and the machine used meanwhile.
+class CpuProbe:
+    """CPU used by each role (and by the machine) between :meth:`start` and :meth:`stop`."""
 
-    Returns:
-        The burst's result with ``cpu_cores`` (role → average cores busy) and
-        ``machine_busy_percent``.
-    """
-    who = pids_by_role()
-    before = {role: cpu_seconds(pids) for role, pids in who.items()}
-    busy0, total0 = machine_busy_seconds()
-    began = time.monotonic()
-    run = step()
-    wall = time.monotonic() - began
-    busy1, total1 = machine_busy_seconds()
-    cores: dict[str, float] = {}
-    for role, pids in pids_by_role().items():
-        after = cpu_seconds(pids)
-        used = sum(after[p] - before.get(role, {}).get(p, 0.0) for p in after)
-        cores[role] = round(used / wall, 2) if wall > 0 else 0.0
-    run["cpu_cores"] = cores
-    run["machine_busy_percent"] = round(100 * (busy1 - busy0) / max(total1 - total0, 1e-9), 1)
-    return run
+    def __init__(self, pids_by_role: Callable[[], dict[str, list[int]]]) -> None:
+        self.pids_by_role = pids_by_role
+        self._before: dict[str, dict[int, float]] = {}
+        self._machine = (0.0, 0.0)
+        self._began = 0.0
+
+    def start(self) -> None:
+        """Take the first reading (just before the burst's files are moved in)."""
+        self._before = {role: cpu_seconds(pids) for role, pids in self.pids_by_role().items()}
+        self._machine = machine_busy_seconds()
+        self._began = time.monotonic()
+
+    def stop(self) -> dict[str, Any]:
+        """``cpu_cores`` (role → average cores busy) and ``machine_busy_percent`` since start."""
+        wall = time.monotonic() - self._began
+        busy, total = machine_busy_seconds()
+        cores: dict[str, float] = {}
+        for role, pids in self.pids_by_role().items():
+            after = cpu_seconds(pids)
+            before = self._before.get(role, {})
+            used = sum(after[p] - before.get(p, 0.0) for p in after)
+            cores[role] = round(used / wall, 2) if wall > 0 else 0.0
+        spent = max(total - self._machine[1], 1e-9)
+        return {
+            "cpu_cores": cores,
+            "machine_busy_percent": round(100 * (busy - self._machine[0]) / spent, 1),
+        }
 
 
 def roles(up: HopperUp, extra_workers: list[int]) -> Callable[[], dict[str, list[int]]]:
@@ -178,11 +184,14 @@ def scaleout(work: Path, files: int, timeout: float) -> dict[str, Any]:
         )
         with HopperUp(work / "home-postgres", DATASETS, profile) as up:
             log.info("scale-out: burst of %d with one worker", files)
-            one = measure(
-                roles(up, []),
-                lambda: cases.burst(
-                    up, DATASETS[0], files, work / "staging-scale-1", timeout, prefix="one"
-                ),
+            one = cases.burst(
+                up,
+                DATASETS[0],
+                files,
+                work / "staging-scale-1",
+                timeout,
+                prefix="one",
+                probe=CpuProbe(roles(up, [])),
             )
             env = up.cli_env() | {
                 "HOPPER_LEDGER_URL": ledger_url,
@@ -191,11 +200,14 @@ def scaleout(work: Path, files: int, timeout: float) -> dict[str, Any]:
             }
             with second_worker(up, env) as worker:
                 log.info("scale-out: burst of %d with two workers", files)
-                two = measure(
-                    roles(up, [worker.pid]),
-                    lambda: cases.burst(
-                        up, DATASETS[1], files, work / "staging-scale-2", timeout, prefix="two"
-                    ),
+                two = cases.burst(
+                    up,
+                    DATASETS[1],
+                    files,
+                    work / "staging-scale-2",
+                    timeout,
+                    prefix="two",
+                    probe=CpuProbe(roles(up, [worker.pid])),
                 )
     ratio = two["files_per_s"] / one["files_per_s"] if one["files_per_s"] else 0.0
     return {"files": files, "one_worker": one, "two_workers": two, "ratio": round(ratio, 2)}
