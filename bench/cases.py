@@ -135,7 +135,8 @@ def latency(up: HopperUp, dataset: str, count: int, timeout: float = 120) -> dic
         "p95": percentile(latencies, 95),
     }
     try:
-        result["phases"] = latency_phases(up, drops)
+        result["per_drop"] = []
+        result["phases"] = latency_phases(up, drops, result["per_drop"])
     except Exception as exc:  # the breakdown is a diagnosis aid, never a reason to fail
         log.warning("could not break latency down into phases: %s", exc)
     return result
@@ -145,7 +146,11 @@ def _ts(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
-def latency_phases(up: HopperUp, drops: list[tuple[Path, float, float]]) -> dict[str, float]:
+def latency_phases(
+    up: HopperUp,
+    drops: list[tuple[Path, float, float]],
+    per_drop: list[dict[str, float]] | None = None,
+) -> dict[str, float]:
     """Median seconds spent in each step between a drop and its Parquet being visible.
 
     Steps come from the ledger's history (watcher and flow side) and the flow run's state
@@ -157,6 +162,7 @@ def latency_phases(up: HopperUp, drops: list[tuple[Path, float, float]]) -> dict
     ledger = Ledger(sqlite_url(up.root / ".hopper"))
     steps: dict[str, list[float]] = {}
     slowest: dict[str, float] = {}
+    every: list[dict[str, float]] = []
     try:
         with httpx.Client(base_url=up.api_url, timeout=10) as client:
             for path, dropped, seen in drops:
@@ -183,10 +189,13 @@ def latency_phases(up: HopperUp, drops: list[tuple[Path, float, float]]) -> dict
                     previous = end
                 if seen - dropped > sum(slowest.values()):
                     slowest = this
+                every.append(this)
     finally:
         ledger.close()
     medians = {name: round(statistics.median(values), 3) for name, values in steps.items()}
     # The median hides what makes the p95: the steps of the slowest drop, next to it.
+    if per_drop is not None:
+        per_drop.extend(every)
     return {**medians, **{f"slowest drop: {name}": v for name, v in slowest.items()}}
 
 
