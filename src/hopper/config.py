@@ -34,6 +34,21 @@ class FolderSource(BaseModel):
     type: Literal["folder"] = "folder"
     path: Path = Field(description="Folder to watch (relative to hopper.yaml).")
     recursive: bool = Field(default=True, description="Watch sub-folders too.")
+    follow_symlinks: bool = Field(
+        default=False,
+        description="Ingest symbolic links to files, as long as the link resolves inside this "
+        "folder; a link pointing out of it is never followed. Off: links are ignored.",
+    )
+
+    def follows(self, path: Path) -> bool:
+        """Whether ``path`` is a link this source follows: on, and resolving to a file inside."""
+        if not (self.follow_symlinks and path.is_symlink()):
+            return False
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError):  # dangling, or a loop
+            return False
+        return target.is_file() and target.is_relative_to(self.path.resolve())
 
 
 class S3Source(BaseModel):

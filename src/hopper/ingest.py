@@ -166,7 +166,12 @@ def ingest(
     try:
         contract = load_dataset_contract(config, ref)
         with fetch_to_local(
-            ref.uri, s3, config.state_dir / "tmp", etag=ref.etag, version_id=ref.version_id
+            ref.uri,
+            s3,
+            config.state_dir / "tmp",
+            etag=ref.etag,
+            version_id=ref.version_id,
+            follow=lambda link: any(source.follows(link) for source in config.folders),
         ) as local:
             try:
                 outcome = _convert(ref, local, contract, config, now, s3)

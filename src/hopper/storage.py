@@ -22,7 +22,7 @@ import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -240,6 +240,7 @@ def fetch_to_local(
     *,
     etag: str | None = None,
     version_id: str | None = None,
+    follow: Callable[[Path], bool] | None = None,
 ) -> Iterator[Path]:
     """A local path holding the file at ``uri`` for the duration of the ``with`` block.
 
@@ -254,14 +255,18 @@ def fetch_to_local(
             temp folder).
         etag: if given, read only this version of the content (``If-Match``).
         version_id: if given, read this object version (versioned buckets).
+        follow: for a local symbolic link, whether its source follows it (see
+            :meth:`~hopper.config.FolderSource.follows`); other links are never read.
 
     Raises:
         SourceGoneError: the file or object no longer exists (or changed, with ``etag``).
-        UnreadableFileError: the local file is a symbolic link (links are never followed).
+        UnreadableFileError: the local file is a symbolic link its source does not follow.
         TransientError: throttling, 5xx, timeouts, connection faults.
     """
     if not uri.startswith("s3://"):
         path = Path(unquote(urlparse(uri).path)) if uri.startswith("file://") else Path(uri)
+        if path.is_symlink() and follow is not None and follow(path):
+            path = path.resolve(strict=True)  # a link its source follows (inside the source)
         if path.is_symlink():  # swapped in after detection: never read through it
             raise UnreadableFileError(
                 f"{uri}: is a symbolic link; links are not followed. Fix: copy the file "

@@ -135,3 +135,22 @@ def test_a_partition_value_too_long_for_a_folder_is_quarantined(home: HopperConf
     assert outcome.state == FileState.QUARANTINED
     assert "too long to name a folder" in (outcome.reason or "")
     assert not list(Path(home.lake).rglob("*.parquet"))
+
+
+def test_a_followed_link_is_ingested_and_one_pointing_out_is_refused(
+    home: HopperConfig, tmp_path: Path
+) -> None:
+    source = home.sources[0].model_copy(update={"follow_symlinks": True})
+    config = home.model_copy(update={"sources": [source]})
+    real = _write(home, "real.csv", "id,full name,score\n1,Ada,1\n", dataset="shared")
+    link = home.sources[0].path / "people" / "link.csv"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(real)
+    outcome = ingest(_request(link), config)
+    assert outcome.state == FileState.INGESTED and outcome.rows_out == 1
+    assert Path(outcome.outputs[0]).name.startswith("link-")
+    outside = tmp_path / "elsewhere.csv"
+    outside.write_text("id,full name,score\n9,Top Secret,9\n")
+    (home.sources[0].path / "people" / "out.csv").symlink_to(outside)
+    refused = ingest(_request(home.sources[0].path / "people" / "out.csv"), config)
+    assert refused.state == FileState.FAILED and "not under any source" in (refused.reason or "")

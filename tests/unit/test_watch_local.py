@@ -119,3 +119,27 @@ def test_quick_rescans_skip_unchanged_folders_but_find_new_files(tmp_path: Path)
     (root / "b" / "new.csv").write_text("x\n2\n")
     assert folder.rescan() == 2  # only folder b (its mtime changed) was listed
     assert [r.name for r in folder.poll()] == ["new.csv"]
+
+
+def test_symlinks_are_followed_only_when_asked_and_only_inside_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "inbox"
+    (root / "orders").mkdir(parents=True)
+    (root / "shared").mkdir()
+    (root / "shared" / "real.csv").write_text("x\n1\n")
+    outside = tmp_path / "secret.csv"
+    outside.write_text("x\n2\n")
+    (root / "orders" / "inside.csv").symlink_to(root / "shared" / "real.csv")
+    (root / "orders" / "outside.csv").symlink_to(outside)
+    (root / "orders" / "dangling.csv").symlink_to(tmp_path / "missing.csv")
+    past = time.time() - 60
+    for path in (root / "shared" / "real.csv", outside):
+        os.utime(path, (past, past))
+
+    def found(follow: bool) -> list[str]:
+        source = FolderSource(path=root, follow_symlinks=follow)
+        folder = LocalFolder(source, [], ignore=IGNORE, stable_seconds=0)
+        folder.scan()
+        return sorted(r.name for r in folder.poll())
+
+    assert found(follow=False) == ["real.csv"]  # links ignored by default
+    assert found(follow=True) == ["inside.csv", "real.csv"]  # never the one pointing out

@@ -21,6 +21,7 @@ sources:
   - type: folder
     path: inbox
     recursive: true
+    follow_symlinks: false   # true: ingest links that resolve inside this folder (never out of it)
 
 # Explicit routing rules override the folder-name routing, first match wins.
 # routing:

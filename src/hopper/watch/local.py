@@ -74,7 +74,7 @@ def describe_file(path: Path, relative: str, rules: list[RoutingRule]) -> FileRe
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
         return None
     return FileRef(
-        uri=path.resolve().as_uri(),
+        uri=(path.parent.resolve() / path.name).as_uri(),  # a followed link keeps its name
         size=after.st_size,
         mtime=after.st_mtime,
         dataset=route(relative, rules),
@@ -124,6 +124,7 @@ class LocalFolder:
         ignore: list[str],
         stable_seconds: float,
     ) -> None:
+        self.source = source
         self.root = source.path
         self.recursive = source.recursive
         self.rules = rules
@@ -219,6 +220,9 @@ class LocalFolder:
                 elif entry.is_file(follow_symlinks=False):
                     st = entry.stat(follow_symlinks=False)
                     yield entry.path, Stat(st.st_size, st.st_mtime_ns)
+                elif entry.is_symlink() and self.source.follows(Path(entry.path)):
+                    st = entry.stat()  # the target's: its changes are the file's
+                    yield entry.path, Stat(st.st_size, st.st_mtime_ns)
             except FileNotFoundError:
                 continue  # vanished while scanning
 
@@ -240,11 +244,12 @@ class LocalFolder:
             if rel is None or any(is_ignored(part, self.ignore) for part in Path(rel).parts):
                 continue
             try:
-                st = path.lstat()
+                linked = self.source.follows(path)
+                st = path.stat() if linked else path.lstat()
             except FileNotFoundError:
                 self._first_look.pop(path, None)
                 continue
-            if not path.is_file() or path.is_symlink():
+            if not path.is_file() or (path.is_symlink() and not linked):
                 continue
             stat = Stat(st.st_size, st.st_mtime_ns)
             if self._known.get(str(path)) == stat:
