@@ -151,18 +151,12 @@ def ingest(
     if not is_watched(config, ref):
         # A run's parameters can be forged by anyone who can reach the Prefect API: never
         # read (or copy to quarantine) a file that no configured source holds.
-        reason = (
+        refused = TerminalError(
             f"{ref.uri} is not under any source of {config.path or 'hopper.yaml'}: refused, "
             "neither read nor copied"
         )
-        log.error(reason)
-        return IngestOutcome(
-            uri=ref.uri,
-            fingerprint=ref.fingerprint,
-            dataset=ref.dataset,
-            state=FileState.FAILED,
-            reason=reason,
-        )
+        log.error("%s", refused)
+        return failed_outcome(ref, refused)
     try:
         contract = load_dataset_contract(config, ref)
         with fetch_to_local(

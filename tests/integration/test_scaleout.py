@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 FILES = 2000
 ROWS = 3
 CONTRACT = """\
@@ -59,26 +57,14 @@ columns:
 @pytest.fixture(scope="module")
 def databases() -> Iterator[tuple[str, str]]:
     """Two fresh PostgreSQL databases: Prefect's (with pg_trgm) and the ledger's."""
-    psycopg = pytest.importorskip("psycopg")
-    prefect_db, ledger_db = (f"hopper_scale_{k}_{uuid.uuid4().hex[:6]}" for k in "pl")
+    pytest.importorskip("psycopg")
+    from bench.scaleout import postgres_databases
+
     try:
-        admin = psycopg.connect(ADMIN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432 ({exc})")
-    with admin:
-        for name in (prefect_db, ledger_db):
-            admin.execute(f'CREATE DATABASE "{name}"')
-    with psycopg.connect(ADMIN.rsplit("/", 1)[0] + f"/{prefect_db}", autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-    try:
-        yield (
-            f"postgresql+asyncpg://postgres@127.0.0.1:5432/{prefect_db}",
-            f"postgresql+psycopg://postgres@127.0.0.1:5432/{ledger_db}",
-        )
-    finally:
-        with psycopg.connect(ADMIN, autocommit=True) as admin:
-            for name in (prefect_db, ledger_db):
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        with postgres_databases() as urls:
+            yield urls
+    except RuntimeError as exc:  # raised before yielding: no PostgreSQL answers
+        pytest.skip(str(exc))
 
 
 @dataclass
