@@ -207,14 +207,6 @@ class PrefectAPI:
         )
         return str(run.id)
 
-    def flow_run_state(self, flow_run_id: str) -> RunState | None:
-        """The state of a flow run, or None if it is unknown."""
-        try:
-            run = self._client.read_flow_run(UUID(flow_run_id))
-        except Exception:
-            return None
-        return RunState.of(run)
-
     def mark_crashed(self, flow_run_id: str, message: str) -> None:
         """Set a run whose worker is gone to Crashed (best effort: logged, never raised)."""
         from prefect.states import Crashed

@@ -30,7 +30,7 @@ DEAD_RUN_STATES = {"CRASHED", "CANCELLED", "FAILED", "CANCELLING"}
 class RunLookup(RunStarter, Protocol):
     """What reconciliation needs from Prefect (a :class:`~hopper.prefect_api.PrefectAPI`)."""
 
-    def flow_run_state(self, flow_run_id: str) -> RunState | None: ...
+    def run_states(self, flow_run_ids: set[str]) -> dict[str, RunState]: ...
 
     def mark_crashed(self, flow_run_id: str, message: str) -> None: ...
 
@@ -107,8 +107,10 @@ def reconcile(
             except Exception as exc:
                 log.warning("could not dispatch pending %s: %s", record.uri, exc)
     lost: set[str] = set()
-    for record in ledger.records(states=[FileState.QUEUED, FileState.RUNNING]):
-        run = api.flow_run_state(record.flow_run_id) if record.flow_run_id else None
+    active = ledger.records(states=[FileState.QUEUED, FileState.RUNNING])
+    runs = api.run_states({r.flow_run_id for r in active if r.flow_run_id}) if active else {}
+    for record in active:
+        run = runs.get(record.flow_run_id) if record.flow_run_id else None
         if not is_dead(record, run, now, lease):
             continue
         state = run.type if run else None

@@ -20,9 +20,11 @@ class ScriptedRuns:
         self.created: list[dict[str, object]] = []
         self.crashed: list[str] = []
 
-    def flow_run_state(self, flow_run_id: str) -> RunState | None:
-        state = self.states.get(flow_run_id)
-        return RunState(type=state, since=time.time()) if state else None
+    def run_states(self, flow_run_ids: set[str]) -> dict[str, RunState]:
+        now = time.time()
+        return {
+            i: RunState(type=self.states[i], since=now) for i in flow_run_ids if i in self.states
+        }
 
     def mark_crashed(self, flow_run_id: str, message: str) -> None:
         self.crashed.append(flow_run_id)
