@@ -52,7 +52,7 @@ def configure_logging() -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    for noisy in ("httpx", "httpcore", "watchdog", "botocore", "urllib3"):
+    for noisy in ("httpx", "httpcore", "watchdog", "botocore", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
