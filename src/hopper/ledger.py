@@ -676,9 +676,10 @@ class Ledger:
         states: list[FileState] | None = None,
         dataset: str | None = None,
         since: float | None = None,
+        before: float | None = None,
         latest_only: bool = True,
     ) -> list[FileRecord]:
-        """File versions filtered by state, dataset and last update time."""
+        """File versions filtered by state, dataset and last update time (since ≤ t < before)."""
         query = sa.select(files).order_by(files.c.detected_at)
         if states:
             query = query.where(files.c.state.in_([s.value for s in states]))
@@ -686,6 +687,8 @@ class Ledger:
             query = query.where(files.c.dataset == dataset)
         if since is not None:
             query = query.where(files.c.updated_at >= since)
+        if before is not None:
+            query = query.where(files.c.updated_at < before)
         with self._begin() as conn:
             found = [FileRecord.from_row(r) for r in conn.execute(query)]
         if not latest_only:

@@ -27,12 +27,16 @@ log = logging.getLogger(__name__)
 DEAD_RUN_STATES = {"CRASHED", "CANCELLED", "FAILED", "CANCELLING"}
 
 
-class RunLookup(RunStarter, Protocol):
+class CrashMarker(Protocol):
+    """Marks a flow run Crashed in Prefect (a :class:`~hopper.prefect_api.PrefectAPI`)."""
+
+    def mark_crashed(self, flow_run_id: str, message: str) -> None: ...
+
+
+class RunLookup(RunStarter, CrashMarker, Protocol):
     """What reconciliation needs from Prefect (a :class:`~hopper.prefect_api.PrefectAPI`)."""
 
     def run_states(self, flow_run_ids: set[str]) -> dict[str, RunState]: ...
-
-    def mark_crashed(self, flow_run_id: str, message: str) -> None: ...
 
 
 @dataclass
@@ -71,6 +75,26 @@ def is_dead(record: FileRecord, run: RunState | None, now: float, lease_seconds:
     return now - max(record.updated_at, run.since) > lease_seconds
 
 
+def crash_lost_runs(
+    api: CrashMarker, dead: list[FileRecord], runs: dict[str, RunState]
+) -> set[str]:
+    """Mark Crashed the runs of ``dead`` versions that Prefect still shows as started.
+
+    Their worker is gone; without this the UI would show them running forever. Returns the
+    runs marked.
+    """
+    lost = {
+        r.flow_run_id
+        for r in dead
+        if r.flow_run_id
+        and r.flow_run_id in runs
+        and runs[r.flow_run_id].type in ("RUNNING", "PENDING")
+    }
+    for run_id in sorted(lost):
+        api.mark_crashed(run_id, "lost: its worker stopped renewing the lease")
+    return lost
+
+
 def reconcile(
     config: HopperConfig,
     ledger: Ledger,
@@ -106,22 +130,17 @@ def reconcile(
                 report.redispatched.append(record.uri)
             except Exception as exc:
                 log.warning("could not dispatch pending %s: %s", record.uri, exc)
-    lost: set[str] = set()
     active = ledger.records(states=[FileState.QUEUED, FileState.RUNNING])
     runs = api.run_states({r.flow_run_id for r in active if r.flow_run_id}) if active else {}
-    for record in active:
-        run = runs.get(record.flow_run_id) if record.flow_run_id else None
-        if not is_dead(record, run, now, lease):
-            continue
+
+    def run_of(record: FileRecord) -> RunState | None:
+        return runs.get(record.flow_run_id) if record.flow_run_id else None
+
+    dead = [r for r in active if is_dead(r, run_of(r), now, lease)]
+    crash_lost_runs(api, dead, runs)
+    for record in dead:
+        run = run_of(record)
         state = run.type if run else None
-        if (
-            record.flow_run_id
-            and state in ("RUNNING", "PENDING")
-            and record.flow_run_id not in lost
-        ):
-            lost.add(record.flow_run_id)
-            # Its worker is gone: say so in Prefect, or the UI shows it running forever.
-            api.mark_crashed(record.flow_run_id, "lost: its worker stopped renewing the lease")
         if record.dispatch_count >= max_dispatches:
             reason = (
                 f"its flow run ended {state or 'without trace'} {record.dispatch_count} times; "

@@ -24,7 +24,7 @@ from hopper.config import FolderSource, HopperConfig, S3Source, is_s3
 from hopper.ledger import FileRecord, Ledger
 from hopper.models import FileRef, FileState, IngestBatch, IngestRequest
 from hopper.prefect_api import RunState
-from hopper.reconcile import is_dead
+from hopper.reconcile import crash_lost_runs, is_dead
 from hopper.watch.local import LocalFolder
 
 log = logging.getLogger(__name__)
@@ -314,9 +314,12 @@ class Watcher:
         """
         now = time.time()
         confirm, lease = self.config.watch.confirm_seconds, self.lease_seconds
+        candidates = self.ledger.records(
+            states=[FileState.QUEUED, FileState.RUNNING], before=now - min(confirm, lease)
+        )  # not every queued file of a burst, every few seconds: only the old ones
         old = [
             r
-            for r in self.ledger.records(states=[FileState.QUEUED, FileState.RUNNING])
+            for r in candidates
             if r.flow_run_id
             and now - r.updated_at > (lease if r.state == FileState.RUNNING else confirm)
         ]
@@ -337,13 +340,7 @@ class Watcher:
         ]
         if not dead:
             return 0
-        lost = {
-            r.flow_run_id
-            for r in dead
-            if r.flow_run_id and states[r.flow_run_id].type in ("RUNNING", "PENDING")
-        }
-        for run_id in sorted(lost):
-            self.orchestrator.mark_crashed(run_id, "lost: its worker stopped renewing the lease")
+        crash_lost_runs(self.orchestrator, dead, states)
         done = self.ledger.requeue(dead)
         if done:
             log.warning("%d file(s) whose run died or was lost are sent again", done)
