@@ -28,14 +28,19 @@ ENDPOINT = "http://127.0.0.1:5000"
 log = logging.getLogger("moto_demo")
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+def use_dummy_credentials() -> None:
+    """moto accepts any credentials: set dummy ones unless the environment has some."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         os.environ.setdefault(name, value)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    use_dummy_credentials()
     server = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
     proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", "5000"])
     for _ in range(100):

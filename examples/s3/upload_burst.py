@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
+from moto_demo import ENDPOINT, use_dummy_credentials  # beside this script
 
-ENDPOINT = "http://127.0.0.1:5000"
 HEADER = "order_id,order date,region,product,quantity,unit price,discount\n"
 log = logging.getLogger("upload_burst")
 
@@ -41,12 +40,7 @@ def main() -> int:
     parser.add_argument("--endpoint-url", default=ENDPOINT)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        os.environ.setdefault(name, value)
+    use_dummy_credentials()
     s3 = boto3.client("s3", endpoint_url=args.endpoint_url)
 
     def upload(index: int) -> None:
