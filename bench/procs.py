@@ -223,6 +223,19 @@ def hopper_cli(
     )
 
 
+def start_hopper(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[str]:
+    """Start ``python -m hopper ARGS`` in the repository, its output going to ``log_path``."""
+    with log_path.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hopper", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
+
+
 def terminate(proc: subprocess.Popen[Any], sig: int, timeout: float) -> None:
     """Send ``sig`` to a process we started; SIGKILL it if it has not exited in ``timeout``."""
     if proc.poll() is None:
@@ -317,24 +330,9 @@ class HopperUp:
             "starting hopper up (%s) in %s on port %d", self.profile.name, self.root, self.port
         )
         began = time.monotonic()
-        with self.log_path.open("w") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "hopper",
-                    "up",
-                    "--config",
-                    str(self.config),
-                    "--port",
-                    str(self.port),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=env,
-                cwd=REPO,
-            )
+        self.proc = start_hopper(
+            ["up", "--config", str(self.config), "--port", str(self.port)], env, self.log_path
+        )
         deadline = began + self.start_timeout
         while time.monotonic() < deadline:
             if "Hopper is up." in self.log_path.read_text(errors="replace"):
@@ -397,15 +395,7 @@ def watcher_process(config: Path, api_url: str, log_path: Path) -> Iterator[subp
             "HOPPER_LOG_LEVEL": "INFO",
         }
     )
-    with log_path.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hopper", "watch", "--config", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            cwd=REPO,
-        )
+    proc = start_hopper(["watch", "--config", str(config)], env, log_path)
     try:
         yield proc
     finally:

@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import cases
-from bench.procs import REPO, HopperUp, Profile, descendants, proc_times, terminate
+from bench.procs import HopperUp, Profile, descendants, proc_times, start_hopper, terminate
 
 log = logging.getLogger(__name__)
 
@@ -152,15 +151,7 @@ def roles(up: HopperUp, extra_workers: list[int]) -> Callable[[], dict[str, list
 def second_worker(up: HopperUp, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
     """One more warm worker on the `hopper` pool, as `hopper worker` on another machine."""
     log_path = up.root / "worker-2.log"
-    with log_path.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hopper", "worker", "--pool", "hopper", "--limit", "4"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            cwd=REPO,
-        )
+    proc = start_hopper(["worker", "--pool", "hopper", "--limit", "4"], env, log_path)
     try:
         deadline = time.monotonic() + 120
         while "serving pool" not in log_path.read_text(errors="replace"):
