@@ -52,6 +52,21 @@ class ScriptedServer:
         return True
 
 
+def _drop(home: HopperConfig, *names: str) -> None:
+    """Write small files into the inbox's ``people`` folder."""
+    folder = home.sources[0].path / "people"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        (folder / name).write_text(f"id\n{i}\n")
+
+
+def _scan(watcher: Watcher) -> None:
+    """Make the watcher's folders see every file at once (no stability wait)."""
+    for source in watcher.sources:
+        source.stable_seconds = 0
+        source.scan()
+
+
 def _dispatch_id(spec: dict[str, object]) -> str:
     return spec["payload"]["request"]["dispatch_id"]  # type: ignore[index,no-any-return]
 
@@ -64,12 +79,8 @@ def test_outage_keeps_files_pending_then_dispatches_and_confirms(home: HopperCon
         update={"watch": home.watch.model_copy(update={"confirm_seconds": 0.0})}
     )
     watcher.config = config
-    inbox = home.sources[0].path
-    (inbox / "people").mkdir(parents=True)
-    (inbox / "people" / "a.csv").write_text("id\n1\n")
-    for source in watcher.sources:
-        source.stable_seconds = 0
-        source.scan()
+    _drop(home, "a.csv")
+    _scan(watcher)
     assert len(watcher.detect()) == 1
 
     assert watcher.dispatch() == 0  # server down: nothing emitted, nothing lost
@@ -99,17 +110,13 @@ def test_outage_keeps_files_pending_then_dispatches_and_confirms(home: HopperCon
 
 
 def test_restart_does_not_dispatch_known_files_again(tmp_path: Path, home: HopperConfig) -> None:
-    inbox = home.sources[0].path
-    (inbox / "people").mkdir(parents=True)
-    (inbox / "people" / "a.csv").write_text("id\n1\n")
+    _drop(home, "a.csv")
     server = ScriptedServer()
     server.up = True
     for _ in range(2):  # two watcher lifetimes over the same ledger
         h = Home(config=home, ledger=Ledger(sqlite_url(home.state_dir)))
         watcher = Watcher(h.config, h.ledger, server, server.emit)
-        for source in watcher.sources:
-            source.stable_seconds = 0
-            source.scan()
+        _scan(watcher)
         watcher.detect()
         watcher.dispatch()
         h.ledger.close()
@@ -122,13 +129,8 @@ def test_files_due_together_are_dispatched_as_batches(home: HopperConfig) -> Non
     server.up = True
     watch = home.watch.model_copy(update={"batch_max_files": 2})
     watcher = Watcher(home.model_copy(update={"watch": watch}), ledger, server, server.emit)
-    inbox = home.sources[0].path
-    (inbox / "people").mkdir(parents=True)
-    for i in range(5):
-        (inbox / "people" / f"{i}.csv").write_text(f"id\n{i}\n")
-    for source in watcher.sources:
-        source.stable_seconds = 0
-        source.scan()
+    _drop(home, *(f"{i}.csv" for i in range(5)))
+    _scan(watcher)
     assert len(watcher.detect()) == 5
     assert watcher.dispatch() == 5
     kinds = [spec["event"] for spec in server.emitted]
@@ -148,17 +150,12 @@ def test_files_due_together_are_dispatched_as_batches(home: HopperConfig) -> Non
 def test_two_watchers_sharing_a_ledger_dispatch_each_file_once(home: HopperConfig) -> None:
     server = ScriptedServer()
     server.up = True
-    inbox = home.sources[0].path
-    (inbox / "people").mkdir(parents=True)
-    for i in range(20):
-        (inbox / "people" / f"{i}.csv").write_text(f"id\n{i}\n")
+    _drop(home, *(f"{i}.csv" for i in range(20)))
     watchers = [
         Watcher(home, Ledger(sqlite_url(home.state_dir)), server, server.emit) for _ in range(2)
     ]
     for watcher in watchers:
-        for source in watcher.sources:
-            source.stable_seconds = 0
-            source.scan()
+        _scan(watcher)
         watcher.detect()
     # Both see the same 20 due versions (read before either dispatches)...
     due = [w.ledger.due_for_dispatch(60) for w in watchers]
@@ -185,12 +182,8 @@ def test_files_whose_run_crashed_before_starting_are_sent_again(home: HopperConf
     server.up = True
     watch = home.watch.model_copy(update={"confirm_seconds": 0.0})
     watcher = Watcher(home.model_copy(update={"watch": watch}), ledger, server, server.emit)
-    inbox = home.sources[0].path
-    (inbox / "people").mkdir(parents=True)
-    (inbox / "people" / "a.csv").write_text("id\n1\n")
-    for source in watcher.sources:
-        source.stable_seconds = 0
-        source.scan()
+    _drop(home, "a.csv")
+    _scan(watcher)
     watcher.detect()
     watcher.dispatch()
     (record,) = ledger.records()
