@@ -148,9 +148,11 @@ class Supervisor:
         if api_healthy(self.api_url):
             log.info("reusing the Prefect server already running at %s", self.api_url)
             return self.api_url
+        # Prefect's server, with SQLite writes that wait for the lock (hopper.prefect_server)
+        server_cmd = [sys.executable, "-m", "hopper.prefect_server"]
         server = Child(
             "server",
-            [prefect_executable(), "server", "start", "--host", host, "--port", str(self.port)],
+            [*server_cmd, "--host", host, "--port", str(self.port)],
             self.base_env(),
             self.logs / "server.log",
         )
