@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -208,9 +209,11 @@ class Supervisor:
             worker_env,
             self.logs / "worker.log",
         )
+        self.watcher_ready.unlink(missing_ok=True)
+        watch_cmd = [sys.executable, "-m", "hopper", "watch", "--config", str(self.config.path)]
         watcher = Child(
             "watcher",
-            [sys.executable, "-m", "hopper", "watch", "--config", str(self.config.path)],
+            [*watch_cmd, "--ready-file", str(self.watcher_ready)],
             env,
             self.logs / "watcher.log",
         )
@@ -230,10 +233,60 @@ class Supervisor:
             self.deploy()
             self.start_workers()
             self.write_state()
+            self.wait_until_serving()
+            if self.stopping.is_set():
+                return 0
             on_ready(self)
             return self._supervise()
         finally:
             self.shutdown()
+
+    @property
+    def watcher_ready(self) -> Path:
+        """Written by the watcher once it watches every source (``hopper watch --ready-file``)."""
+        return self.config.state_dir / "watcher.ready"
+
+    def wait_until_serving(self, timeout: float = 60.0) -> bool:
+        """Wait until the watcher watches and a worker has polled the pool since we began.
+
+        A file dropped earlier is not lost (the watcher's startup scan records it), but it
+        waits for them; so "Hopper is up." is said only once both serve. Returns False, with a
+        warning naming what is missing, if that takes longer than ``timeout`` seconds.
+        """
+        began = datetime.now(UTC) - timedelta(seconds=5)  # clock skew with the server
+        deadline = time.monotonic() + timeout
+        watching = polled = False
+        while not self.stopping.is_set():
+            watching = watching or self.watcher_ready.exists()
+            polled = polled or self._worker_polled_since(began)
+            if watching and polled:
+                return True
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        missing = [what for what, ok in (("watcher", watching), ("worker", polled)) if not ok]
+        if missing and not self.stopping.is_set():
+            log.warning(
+                "the %s did not report ready within %.0fs; carrying on (see %s)",
+                " and the ".join(missing),
+                timeout,
+                self.logs,
+            )
+        return False
+
+    def _worker_polled_since(self, began: datetime) -> bool:
+        """Whether some worker of the pool has sent a heartbeat (it polls) since ``began``."""
+        url = f"{self.api_url.rstrip('/')}/work_pools/{self.config.work_pool}/workers/filter"
+        try:
+            response = httpx.post(url, json={}, timeout=5)
+            response.raise_for_status()
+        except httpx.HTTPError:
+            return False
+        for worker in response.json():
+            beat = worker.get("last_heartbeat_time")
+            if beat and datetime.fromisoformat(beat) >= began:
+                return True
+        return False
 
     @property
     def state_file(self) -> Path:

@@ -48,6 +48,15 @@ def _state_of(up: Running, path: Path) -> str | None:
     return json.loads(result.stdout)["state"] if result.returncode == 0 else None
 
 
+def test_up_is_ready_only_once_the_watcher_watches_and_a_worker_polls(up: Running) -> None:
+    # The first test to run: the fixture returned as soon as "Hopper is up." was printed.
+    ready = up.root / ".hopper" / "watcher.ready"
+    assert ready.read_text().strip() == str(up.state()["children"]["watcher"])
+    response = httpx.post(f"{up.api_url}/work_pools/hopper/workers/filter", json={})
+    response.raise_for_status()
+    assert [w for w in response.json() if w["last_heartbeat_time"]], response.json()
+
+
 def test_csv_lands_as_typed_parquet(up: Running) -> None:
     src = _drop(up.root / "inbox" / "people" / "people.csv", PEOPLE)
     (out,) = wait_for(lambda: up.lake_files("people"), 90, "people.csv in the lake")

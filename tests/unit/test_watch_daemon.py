@@ -6,6 +6,7 @@ the server off and on and decide when a flow run "exists".
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -221,3 +222,26 @@ def test_files_of_a_lost_worker_are_sent_again_once_its_lease_lapses(home: Hoppe
         refs[2].uri: FileState.QUEUED,  # its run is scheduled, not lost
     }
     assert watcher.dispatch() == 1
+
+
+def test_run_says_ready_once_watching_and_sees_files_dropped_after(home: HopperConfig) -> None:
+    ledger = Ledger(sqlite_url(home.state_dir))
+    server = ScriptedServer()
+    watcher = Watcher(home, ledger, server, server.emit, poll_seconds=0.05)
+    for source in watcher.sources:
+        source.stable_seconds = 0.05
+    ready = threading.Event()
+    thread = threading.Thread(target=watcher.run, kwargs={"on_ready": ready.set})
+    thread.start()
+    try:
+        assert ready.wait(10), "the watcher never said it was ready"
+        _drop(home, "after.csv")
+        deadline = time.monotonic() + 10
+        while not ledger.records() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [Path(r.uri).name for r in ledger.records()] == ["after.csv"]
+    finally:
+        watcher.stop()
+        thread.join(10)
+        ledger.close()
+    assert not thread.is_alive()

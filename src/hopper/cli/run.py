@@ -99,7 +99,7 @@ def up(*, config: ConfigOption = None, port: int | None = None) -> None:
         raise SystemExit(code)
 
 
-def watch(*, config: ConfigOption = None) -> None:
+def watch(*, config: ConfigOption = None, ready_file: Path | None = None) -> None:
     """Watch the configured sources and dispatch each complete file to Prefect.
 
     Needs a Prefect server ($PREFECT_API_URL, default http://127.0.0.1:4200/api) with the
@@ -108,6 +108,9 @@ def watch(*, config: ConfigOption = None) -> None:
 
     Args:
         config: hopper.yaml of the Hopper home.
+        ready_file: Written (with the watcher's PID) once every source is watched and
+            scanned for files already there; removed on exit. For supervisors: `hopper up`
+            says "Hopper is up." only after it appears.
     """
     _default_api_url()
     from hopper.ingest import Home
@@ -121,11 +124,23 @@ def watch(*, config: ConfigOption = None) -> None:
     watcher = Watcher(home.config, home.ledger, api, lease_seconds=HopperSettings().lease_seconds)
     _on_signals(watcher.stop)
     log.info("watcher dispatching to %s", api.api_url)
+    if ready_file is not None:
+        ready_file.unlink(missing_ok=True)
     try:
-        watcher.run()
+        watcher.run(on_ready=None if ready_file is None else lambda: _write_ready(ready_file))
     finally:
         api.close()
         home.ledger.close()
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
+
+
+def _write_ready(path: Path) -> None:
+    """Write ``path`` atomically, holding this process's PID."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(f"{os.getpid()}\n", encoding="utf-8")
+    partial.replace(path)
+    log.info("watching every source (ready file %s)", path)
 
 
 def deploy(*, config: ConfigOption = None) -> None:

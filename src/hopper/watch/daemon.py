@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -161,11 +162,13 @@ class Watcher:
         """Ask the loop to end (safe from a signal handler)."""
         self.stopping.set()
 
-    def run(self) -> None:
-        """Watch until :meth:`stop` is called."""
+    def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Watch until :meth:`stop` is called; call ``on_ready`` once every source is watched."""
         for source in self.sources:
             source.start()
             log.info("startup scan of %s: %d files", source.root, source.scan())
+        if on_ready is not None:
+            on_ready()
         next_scan = time.monotonic() + self.config.watch.rescan_seconds
         next_confirm = 0.0
         try:
