@@ -331,6 +331,7 @@ def _quarantine(
         dataset=ref.dataset,
         when=now,
         reason=body,
+        fingerprint=ref.fingerprint,
         s3=s3,
     )
     return IngestOutcome(

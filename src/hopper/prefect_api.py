@@ -215,3 +215,11 @@ class PrefectAPI:
             self._client.set_flow_run_state(UUID(flow_run_id), Crashed(message=message), force=True)
         except Exception as exc:
             log.warning("could not mark run %s crashed: %s", flow_run_id, exc)
+
+    def worker_polled_since(self, pool: str, since: datetime) -> bool:
+        """Whether a worker of ``pool`` has sent a heartbeat since ``since`` (it polls then)."""
+        try:
+            workers = self._client.read_workers_for_work_pool(work_pool_name=pool)
+        except Exception:
+            return False
+        return any(w.last_heartbeat_time and w.last_heartbeat_time >= since for w in workers)

@@ -392,9 +392,16 @@ def quarantine_file(
     dataset: str | None,
     when: datetime,
     reason: dict[str, Any],
+    fingerprint: str = "",
     s3: Any = None,
 ) -> str:
     """Copy a rejected file to ``quarantine/<dataset>/<date>/<file>`` with ``<file>.error.json``.
+
+    ``<file>`` is the source's name, unless another source (``a/data.csv`` and ``b/data.csv``)
+    or another version of it already has that name in the folder that day: then the copy is
+    ``<file stem>-<version id><suffixes>`` (:func:`versioned_name`), so that no rejected file
+    replaces another's copy. The name is claimed atomically (a reason file created exclusively;
+    on S3 a conditional put), so concurrent runs cannot both take it.
 
     Args:
         source_uri: the rejected file's URI.
@@ -403,14 +410,16 @@ def quarantine_file(
         quarantine: a folder or ``s3://`` location.
         dataset: the file's dataset, if known.
         when: time of the decision (names the date folder).
-        reason: the reason file's content.
+        reason: the reason file's content (``uri`` and ``fingerprint`` are added).
+        fingerprint: the rejected version's fingerprint.
         s3: an S3 client, needed when the quarantine or the source is on S3.
 
     Returns:
         Where the quarantined copy is.
     """
-    from hopper.storage import copy_to_quarantine_s3, parse_s3_uri
+    from hopper.storage import claim_s3_name, copy_to_quarantine_s3, parse_s3_uri
 
+    reason = {"uri": source_uri, "fingerprint": fingerprint, **reason}
     if local_copy is not None and local_copy.is_symlink():
         # Copying would follow the link and put whatever it points at into the quarantine.
         reason = {**reason, "source_not_copied": "the source is a symbolic link"}
@@ -421,13 +430,15 @@ def quarantine_file(
         else (local_copy.name if local_copy else source_uri.rsplit("/", 1)[-1])
     )
     if is_s3(quarantine):
-        target = "s3://" + _join(
-            quarantine_folder(quarantine.removeprefix("s3://"), dataset, when), name
-        )
+        folder_uri = "s3://" + quarantine_folder(quarantine.removeprefix("s3://"), dataset, when)
+        if not claim_s3_name(f"{folder_uri}/{name}.error.json", reason, s3):
+            name = versioned_name(name, source_uri, fingerprint)
         src = source_uri if is_s3(source_uri) or local_copy is None else local_copy.as_uri()
-        return copy_to_quarantine_s3(src, target, reason, s3)
+        return copy_to_quarantine_s3(src, f"{folder_uri}/{name}", reason, s3)
     folder = Path(quarantine_folder(quarantine, dataset, when))
     folder.mkdir(parents=True, exist_ok=True)
+    if not _claim_local_name(folder / f"{name}.error.json", reason):
+        name = versioned_name(name, source_uri, fingerprint)
     target_path = folder / name
     if local_copy is not None and local_copy.exists():
         tmp = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
@@ -438,6 +449,40 @@ def quarantine_file(
     tmp_reason.write_text(json.dumps(reason, indent=2, default=str), encoding="utf-8")
     os.replace(tmp_reason, reason_file)
     return str(target_path)
+
+
+def versioned_name(name: str, uri: str, fingerprint: str) -> str:
+    """``name`` with a short id of one version of one source before its suffixes."""
+    digest = hashlib.sha256(f"{uri}\n{fingerprint}".encode()).hexdigest()[:8]
+    suffix = "".join(PurePosixPath(name).suffixes[-2:])[:40]
+    return f"{name[: len(name) - len(suffix)] or 'file'}-{digest}{suffix}"
+
+
+def same_version(reason_text: str | bytes, reason: dict[str, Any]) -> bool:
+    """Whether a reason file (its text) is about the same source version as ``reason``."""
+    try:
+        other = json.loads(reason_text)
+    except ValueError:
+        return False
+    return (
+        isinstance(other, dict)
+        and other.get("uri") == reason["uri"]
+        and other.get("fingerprint") == reason["fingerprint"]
+    )
+
+
+def _claim_local_name(reason_file: Path, reason: dict[str, Any]) -> bool:
+    """Take ``reason_file``'s name for this version: True if free or already this version's."""
+    try:
+        fd = os.open(reason_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        try:
+            return same_version(reason_file.read_bytes(), reason)
+        except OSError:
+            return False
+    with os.fdopen(fd, "w", encoding="utf-8") as claim:  # replaced by the full reason below
+        json.dump({"uri": reason["uri"], "fingerprint": reason["fingerprint"]}, claim)
+    return True
 
 
 def write_rejected_rows(

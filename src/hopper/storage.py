@@ -44,7 +44,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from hopper.errors import HopperError, SourceGoneError, TransientError, UnreadableFileError
-from hopper.sink import write_parquet_atomic
+from hopper.sink import same_version, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -377,6 +377,38 @@ def delete_s3(uri: str, s3_client: S3Client) -> None:
     except (ClientError, BotoCoreError) as exc:
         raise s3_error(exc, uri, "delete") from exc
     log.info("deleted %s", uri)
+
+
+def claim_s3_name(reason_uri: str, reason: dict[str, Any], s3_client: S3Client) -> bool:
+    """Take a quarantine name on S3: True if ``reason_uri`` was free or is this version's.
+
+    The claim is a conditional put (``If-None-Match: *``) of a small reason object, replaced
+    by the full reason once the copy is made; a name someone else holds is read to see whether
+    it is this same version (a replay) or another file. A store without conditional puts
+    gets a plain look-then-put.
+
+    Raises:
+        TransientError / HopperError: as mapped by :func:`s3_error`.
+    """
+    bucket, key = parse_s3_uri(reason_uri)
+    claim = json.dumps({"uri": reason["uri"], "fingerprint": reason["fingerprint"]}).encode()
+    try:
+        try:
+            s3_client.put_object(Bucket=bucket, Key=key, Body=claim, IfNoneMatch="*")
+            return True
+        except ClientError as exc:
+            if error_code(exc) not in {"PreconditionFailed", "NotImplemented"}:
+                raise
+        try:
+            held = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if error_code(exc) not in _GONE_CODES:
+                raise
+            s3_client.put_object(Bucket=bucket, Key=key, Body=claim)  # no conditional puts here
+            return True
+    except (ClientError, BotoCoreError) as exc:
+        raise s3_error(exc, reason_uri, "quarantine claim") from exc
+    return same_version(held, reason)
 
 
 def copy_to_quarantine_s3(

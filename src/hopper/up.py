@@ -253,17 +253,23 @@ class Supervisor:
         waits for them; so "Hopper is up." is said only once both serve. Returns False, with a
         warning naming what is missing, if that takes longer than ``timeout`` seconds.
         """
+        from hopper.prefect_api import PrefectAPI
+
         began = datetime.now(UTC) - timedelta(seconds=5)  # clock skew with the server
         deadline = time.monotonic() + timeout
         watching = polled = False
-        while not self.stopping.is_set():
-            watching = watching or self.watcher_ready.exists()
-            polled = polled or self._worker_polled_since(began)
-            if watching and polled:
-                return True
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        api = PrefectAPI()  # the API of deploy(): PREFECT_API_URL is this server's
+        try:
+            while not self.stopping.is_set():
+                watching = watching or self.watcher_ready.exists()
+                polled = polled or api.worker_polled_since(self.config.work_pool, began)
+                if watching and polled:
+                    return True
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        finally:
+            api.close()
         missing = [what for what, ok in (("watcher", watching), ("worker", polled)) if not ok]
         if missing and not self.stopping.is_set():
             log.warning(
@@ -272,20 +278,6 @@ class Supervisor:
                 timeout,
                 self.logs,
             )
-        return False
-
-    def _worker_polled_since(self, began: datetime) -> bool:
-        """Whether some worker of the pool has sent a heartbeat (it polls) since ``began``."""
-        url = f"{self.api_url.rstrip('/')}/work_pools/{self.config.work_pool}/workers/filter"
-        try:
-            response = httpx.post(url, json={}, timeout=5)
-            response.raise_for_status()
-        except httpx.HTTPError:
-            return False
-        for worker in response.json():
-            beat = worker.get("last_heartbeat_time")
-            if beat and datetime.fromisoformat(beat) >= began:
-                return True
         return False
 
     @property

@@ -55,6 +55,7 @@ def test_up_is_ready_only_once_the_watcher_watches_and_a_worker_polls(up: Runnin
     response = httpx.post(f"{up.api_url}/work_pools/hopper/workers/filter", json={})
     response.raise_for_status()
     assert [w for w in response.json() if w["last_heartbeat_time"]], response.json()
+    assert "did not report ready" not in up.log.read_text()  # no 60 s wait, then a warning
 
 
 def test_csv_lands_as_typed_parquet(up: Running) -> None:

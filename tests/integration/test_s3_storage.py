@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,12 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from hopper.errors import ConfigError, SourceGoneError, TransientError
+from hopper.sink import quarantine_file
 from hopper.storage import (
     copy_to_quarantine_s3,
     delete_s3,
     fetch_to_local,
     list_outputs_s3,
     make_s3_client,
+    parse_s3_uri,
     write_parquet_s3,
 )
 from hopper.watch.s3 import S3Source, check_s3_source
@@ -147,3 +150,36 @@ def test_clients_honour_aws_endpoint_url(moto: MotoServer, monkeypatch: pytest.M
     client = make_s3_client()
     assert client.meta.endpoint_url == moto.endpoint
     assert bucket in [b["Name"] for b in client.list_buckets()["Buckets"]]
+
+
+def test_quarantine_on_s3_never_replaces_another_files_copy(moto: MotoServer) -> None:
+    bucket = moto.bucket()
+    when = datetime(2024, 5, 1, tzinfo=UTC)
+    copies = []
+    for key, fingerprint in (
+        ("in/region=eu/data.csv", "v1"),
+        ("in/region=us/data.csv", "v1"),  # another file, the same name
+        ("in/region=eu/data.csv", "v2"),  # another version
+        ("in/region=eu/data.csv", "v1"),  # a replay: takes its own name again
+    ):
+        moto.s3.put_object(Bucket=bucket, Key=key, Body=f"{key} {fingerprint}".encode())
+        copies.append(
+            quarantine_file(
+                source_uri=f"s3://{bucket}/{key}",
+                local_copy=None,
+                quarantine=f"s3://{bucket}/quarantine",
+                dataset="sales",
+                when=when,
+                reason={"reason": f"{key} {fingerprint}"},
+                fingerprint=fingerprint,
+                s3=moto.s3,
+            )
+        )
+    assert copies[0] == f"s3://{bucket}/quarantine/sales/2024-05-01/data.csv" == copies[3]
+    assert len(set(copies[:3])) == 3
+    for copy in copies[1:3]:
+        _, key = parse_s3_uri(copy)
+        body = moto.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+        reason = moto.s3.get_object(Bucket=bucket, Key=f"{key}.error.json")["Body"].read()
+        saved = json.loads(reason)
+        assert saved["reason"] == body and saved["uri"].endswith(body.split(" ")[0])

@@ -1,3 +1,4 @@
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -81,3 +82,36 @@ def test_quarantine_of_a_vanished_file_still_writes_the_reason(tmp_path: Path) -
     )
     assert not Path(copy).exists()
     assert (tmp_path / "q" / "_unrouted" / "2024-05-06" / "gone.csv.error.json").exists()
+
+
+def test_quarantine_never_replaces_another_files_copy(tmp_path: Path) -> None:
+    when = datetime(2024, 5, 6, tzinfo=UTC)
+
+    def reject(src: Path, fingerprint: str, text: str) -> Path:
+        src.parent.mkdir(parents=True, exist_ok=True)
+        src.write_text(text)
+        return Path(
+            quarantine_file(
+                source_uri=src.as_uri(),
+                local_copy=src,
+                quarantine=str(tmp_path / "q"),
+                dataset="sales",
+                when=when,
+                reason={"reason": text},
+                fingerprint=fingerprint,
+            )
+        )
+
+    eu = reject(tmp_path / "in" / "region=eu" / "data.csv", "v1", "eu\n")
+    us = reject(tmp_path / "in" / "region=us" / "data.csv", "v1", "us\n")  # same name
+    eu_v2 = reject(tmp_path / "in" / "region=eu" / "data.csv", "v2", "eu two\n")  # new version
+    eu_again = reject(tmp_path / "in" / "region=eu" / "data.csv", "v1", "eu\n")  # a replay
+    assert eu.name == "data.csv" and eu_again == eu
+    assert len({eu, us, eu_v2}) == 3
+    assert us.name.startswith("data-") and us.name.endswith(".csv")
+    for copy, text in ((eu, "eu\n"), (us, "us\n"), (eu_v2, "eu two\n")):
+        assert copy.read_text() == text
+        assert json.loads(Path(f"{copy}.error.json").read_text())["reason"] == text
+    assert sorted(p.name for p in eu.parent.iterdir()) == sorted(
+        [n for p in (eu, us, eu_v2) for n in (p.name, f"{p.name}.error.json")]
+    )
