@@ -220,3 +220,23 @@ def test_header_that_is_not_utf8_is_quarantined_not_a_crash(
     path.write_bytes(prefix + b"id,full name,score\n1,Ada,1.5\n")
     state, reason = _ingest(home, path, "")
     assert state == FileState.QUARANTINED and "not valid UTF-8" in reason
+
+
+def test_validate_applies_the_limits_ingestion_applies(home: HopperConfig) -> None:
+    from hopper.contracts import validate_file
+
+    contract = Path(home.datasets_dir) / "people.yaml"
+    contract.write_text(contract.read_text() + "max_line_bytes: 64\nmax_columns: 4\n")
+    people = load_contract(contract)
+    long_line = _file(home, "long.csv")
+    long_line.write_text("id,full name,score\n1," + "a" * 100 + ",1.5\n")
+    wide = _file(home, "wide.csv")
+    wide.write_text("id,full name,score,x,y\n1,a,1.5,2,3\n")
+    fine = _file(home, "fine.csv")
+    fine.write_text("id,full name,score\n1,a,1.5\n")
+
+    (line,) = validate_file(long_line, people)
+    assert line.kind == "limit" and "max_line_bytes" in line.message and "line 2" in line.message
+    (columns,) = validate_file(wide, people)
+    assert columns.kind == "limit" and "max_columns" in columns.message
+    assert validate_file(fine, people) == []

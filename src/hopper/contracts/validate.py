@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hopper.contracts.limits import check_file_limits, check_table_limits
 from hopper.contracts.model import (
     ColumnSpec,
     Contract,
@@ -56,8 +57,8 @@ class Violation:
 
     Attributes:
         column: the column (as named in the file), or None for whole-file problems.
-        kind: missing_column, extra_column, type, null, min, max, allowed, pattern, unique
-            or unreadable.
+        kind: missing_column, extra_column, type, null, min, max, allowed, pattern, unique,
+            unreadable, limit (a resource limit of the dataset) or transform.
         message: what is wrong, in words.
         rows: 1-based data row numbers (header excluded), at most 20.
         samples: up to 5 distinct offending values, as text.
@@ -191,10 +192,18 @@ def validate_file(
         violation of kind ``unreadable``.
     """
     source = source_name or str(path)
+    # The same limits as ingestion: size, decompression, line length, JSON depth, columns.
     try:
+        over = _over_limit(lambda: check_file_limits(path, contract, source=source))
+        if over:
+            return over
         found = _inspect(path, contract, source)
     except UnreadableFileError as exc:
         return [Violation(column=None, kind="unreadable", message=str(exc))]
+    columns = found.raw.num_columns
+    over = _over_limit(lambda: check_table_limits(columns, contract, source=source))
+    if over:
+        return over
     if found.violations or not has_transforms(contract):
         return found.violations
     # The data is valid: make sure the contract's transforms also go through on it.
@@ -208,6 +217,17 @@ def validate_file(
     except TerminalError as exc:
         column = exc.violations[0].get("column") if exc.violations else None
         return [Violation(column=column, kind="transform", message=str(exc))]
+    return []
+
+
+def _over_limit(check: Callable[[], None]) -> list[Violation]:
+    """Run a limit check; its refusal as a ``limit`` violation (unreadable files propagate)."""
+    try:
+        check()
+    except UnreadableFileError:
+        raise
+    except TerminalError as exc:
+        return [Violation(column=None, kind="limit", message=str(exc))]
     return []
 
 
