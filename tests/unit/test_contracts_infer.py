@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hopper.contracts import dump_contract, infer_contract, load_contract, validate_file
+from hopper.contracts import Contract, dump_contract, infer_contract, load_contract, validate_file
 from hopper.errors import ConfigError, UnreadableFileError
 
 
@@ -129,3 +129,51 @@ def test_infer_rejects_bad_dataset_name(tmp_path: Path) -> None:
     path.write_text("id\n1\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="Bad Name"):
         infer_contract(path, "Bad Name")
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["2012/01/01", "2012/01/02", "2015/12/31"], ("date32", "%Y/%m/%d")),
+        (["Jan 1 2000", "Feb 12 2000", "Dec 31 2010"], ("date32", "%b %d %Y")),
+        (["25.12.2024", "01.02.2024"], ("date32", "%d.%m.%Y")),
+        (["25/12/2024", "01/02/2024"], ("date32", "%d/%m/%Y")),  # day 25: day-first
+        (["12/25/2024", "01/02/2024"], ("date32", "%m/%d/%Y")),  # day 25: month-first
+        (["2024/05/01 10:30:00", "2024/05/02 23:59:59"], ("timestamp[s]", "%Y/%m/%d %H:%M:%S")),
+        (["01/05/2024 10:30", "28/05/2024 08:00"], ("timestamp[s]", "%d/%m/%Y %H:%M")),
+    ],
+)
+def test_infer_proposes_date_formats_arrow_does_not_read(
+    tmp_path: Path, values: list[str], expected: tuple[str, str]
+) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("when,label\n" + "".join(f"{v},x{i}\n" for i, v in enumerate(values)))
+    contract = infer_contract(path, "d")
+    when, label = contract.columns
+    assert (when.type, when.format) == expected
+    assert (label.type, label.format) == ("string", None)
+    assert validate_file(path, _as_saved(tmp_path, contract)) == []
+
+
+def test_infer_leaves_dates_that_read_both_ways_as_text(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("when\n01/02/2024\n03/04/2024\n12/11/2024\n")
+    (when,) = infer_contract(path, "d").columns
+    assert (when.type, when.format) == ("string", None)
+    assert "day-first and month-first" in caplog.text
+
+
+def test_infer_does_not_take_a_date_with_a_stray_value_for_a_date(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("when\n2012/01/01\n2012/01/02\nsoon\n")
+    (when,) = infer_contract(path, "d").columns
+    assert (when.type, when.format) == ("string", None)
+
+
+def _as_saved(tmp_path: Path, contract: Contract) -> Contract:
+    """The contract as a user gets it: dumped to YAML by `hopper contract infer`, then loaded."""
+    saved = tmp_path / "contract.yaml"
+    saved.write_text(dump_contract(contract))
+    return load_contract(saved)

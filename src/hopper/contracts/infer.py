@@ -73,12 +73,68 @@ def infer_contract(path: Path, dataset: str, *, sample_rows: int = 100_000) -> C
 
 def _propose_column(name: str, values: pa.ChunkedArray) -> ColumnSpec:
     nullable = len(values) == 0 or values.null_count > 0
+    temporal = _temporal_format(name, values)
+    if temporal is not None:
+        return ColumnSpec(name=name, type=temporal[0], format=temporal[1], nullable=nullable)
     return ColumnSpec(
         name=name,
         type=_type_name(values.type),
         nullable=nullable,
         allowed=_allowed_values(values),
     )
+
+
+# Date spellings Arrow does not infer by itself (it reads ISO 8601 only), unambiguous first.
+DATE_FORMATS = [
+    "%Y/%m/%d", "%Y.%m.%d", "%d.%m.%Y",
+    "%b %d %Y", "%b %d, %Y", "%d %b %Y", "%d-%b-%Y", "%B %d %Y", "%B %d, %Y", "%d %B %Y",
+    "%d/%m/%Y", "%m/%d/%Y", "%d-%m-%Y", "%m-%d-%Y",
+]  # fmt: skip
+"""Tried on string columns by :func:`_temporal_format`, bare and followed by a time."""
+
+_DAY_MONTH_SWAPS = {"%d/%m/%Y": "%m/%d/%Y", "%d-%m-%Y": "%m-%d-%Y"}
+_PROBE_VALUES = 20
+
+
+def _temporal_format(name: str, values: pa.ChunkedArray) -> tuple[str, str] | None:
+    """``(type, format)`` if every value of a text column is a date or timestamp in one format.
+
+    A format is first tried on a few distinct values, then on all of them. Dates that read
+    both day-first and month-first (no day above 12 in the sample) are left as text, with
+    a warning: guessing would silently swap days and months.
+    """
+    if not pa.types.is_string(values.type) or len(values) == values.null_count:
+        return None
+    distinct = pc.unique(values.drop_null())
+    probe = distinct.slice(0, _PROBE_VALUES)
+    found: list[tuple[str, str]] = []
+    for date_format in DATE_FORMATS:
+        for fmt, kind in (
+            (date_format, "date32"),
+            (f"{date_format} %H:%M:%S", "timestamp[s]"),
+            (f"{date_format} %H:%M", "timestamp[s]"),
+        ):
+            if _all_parse(probe, fmt) and _all_parse(distinct, fmt):
+                found.append((kind, fmt))
+    if not found:
+        return None
+    kind, fmt = found[0]
+    swapped = _DAY_MONTH_SWAPS.get(fmt.split(" ", 1)[0])
+    if swapped is not None and any(f.startswith(swapped) for _, f in found):
+        logger.warning(
+            "column %r holds dates that read both day-first and month-first (%s or %s); "
+            "proposing string: set its type and format yourself",
+            name,
+            fmt,
+            fmt.replace(fmt.split(" ", 1)[0], swapped),
+        )
+        return None
+    return kind, fmt
+
+
+def _all_parse(values: pa.Array, fmt: str) -> bool:
+    parsed = pc.strptime(values, format=fmt, unit="s", error_is_null=True)
+    return bool(parsed.null_count == 0)
 
 
 def _type_name(data_type: pa.DataType) -> str:
