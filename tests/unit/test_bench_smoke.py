@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +158,8 @@ def test_machine_cpu_counters_advance() -> None:
 
     busy, total = machine_busy_seconds()
     assert 0 <= busy <= total
-    sum(i * i for i in range(200_000))
+    spin_until = time.monotonic() + 0.05  # several clock ticks (/proc/stat counts in 10 ms)
+    while time.monotonic() < spin_until:
+        pass
     busy2, total2 = machine_busy_seconds()
     assert busy2 >= busy and total2 > total
