@@ -458,8 +458,13 @@ def versioned_name(name: str, uri: str, fingerprint: str) -> str:
     return f"{name[: len(name) - len(suffix)] or 'file'}-{digest}{suffix}"
 
 
+def version_claim(reason: dict[str, Any]) -> bytes:
+    """What claims a quarantine name for a version until its full reason replaces it."""
+    return json.dumps({"uri": reason["uri"], "fingerprint": reason["fingerprint"]}).encode()
+
+
 def same_version(reason_text: str | bytes, reason: dict[str, Any]) -> bool:
-    """Whether a reason file (its text) is about the same source version as ``reason``."""
+    """Whether a reason file (its text, or a claim) is about the same version as ``reason``."""
     try:
         other = json.loads(reason_text)
     except ValueError:
@@ -480,8 +485,8 @@ def _claim_local_name(reason_file: Path, reason: dict[str, Any]) -> bool:
             return same_version(reason_file.read_bytes(), reason)
         except OSError:
             return False
-    with os.fdopen(fd, "w", encoding="utf-8") as claim:  # replaced by the full reason below
-        json.dump({"uri": reason["uri"], "fingerprint": reason["fingerprint"]}, claim)
+    with os.fdopen(fd, "wb") as claim:  # replaced by the full reason once the copy is made
+        claim.write(version_claim(reason))
     return True
 
 

@@ -44,7 +44,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from hopper.errors import HopperError, SourceGoneError, TransientError, UnreadableFileError
-from hopper.sink import same_version, write_parquet_atomic
+from hopper.sink import same_version, version_claim, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -379,6 +379,11 @@ def delete_s3(uri: str, s3_client: S3Client) -> None:
     log.info("deleted %s", uri)
 
 
+_NAME_TAKEN_OR_NO_CONDITIONS = frozenset(
+    {"PreconditionFailed", "ConditionalRequestConflict", "NotImplemented"}
+)
+
+
 def claim_s3_name(reason_uri: str, reason: dict[str, Any], s3_client: S3Client) -> bool:
     """Take a quarantine name on S3: True if ``reason_uri`` was free or is this version's.
 
@@ -391,13 +396,13 @@ def claim_s3_name(reason_uri: str, reason: dict[str, Any], s3_client: S3Client) 
         TransientError / HopperError: as mapped by :func:`s3_error`.
     """
     bucket, key = parse_s3_uri(reason_uri)
-    claim = json.dumps({"uri": reason["uri"], "fingerprint": reason["fingerprint"]}).encode()
+    claim = version_claim(reason)
     try:
         try:
             s3_client.put_object(Bucket=bucket, Key=key, Body=claim, IfNoneMatch="*")
             return True
         except ClientError as exc:
-            if error_code(exc) not in {"PreconditionFailed", "NotImplemented"}:
+            if error_code(exc) not in _NAME_TAKEN_OR_NO_CONDITIONS:
                 raise
         try:
             held = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
