@@ -76,6 +76,17 @@ def test_line_over_max_line_bytes_names_limit_and_line(home: HopperConfig) -> No
     assert "max_line_bytes" in reason and "line 3" in reason and "4096" in reason
 
 
+@pytest.mark.parametrize("end", ["\r", "\r\n"], ids=["old-mac-cr", "windows-crlf"])
+def test_long_line_is_numbered_whatever_the_line_endings(home: HopperConfig, end: str) -> None:
+    contract = Path(home.datasets_dir) / "people.yaml"
+    contract.write_text(contract.read_text() + "max_line_bytes: 4096\n")
+    path = _file(home, "long.csv")
+    lines = ["id,full name,score", "1,a,1.5", "2,b,2.5", "3," + "x" * 5_000 + ",3.5", "4,d,4.5"]
+    path.write_bytes(end.join(lines).encode() + end.encode())
+    with pytest.raises(TerminalError, match="line 4 "):
+        check_file_limits(path, load_contract(contract))
+
+
 def test_line_at_max_line_bytes_is_accepted(home: HopperConfig) -> None:
     path = _file(home, "edge.csv")
     line = "2," + "x" * 50 + ",2.5"

@@ -193,11 +193,17 @@ class LineScan:
 
 
 def _line_number(path: Path, codec: str | None, offset: int) -> int:
-    """The 1-based number of the line starting at ``offset`` (counts ``\\n``; error path only)."""
-    count, seen = 0, 0
+    """The 1-based number of the line starting at ``offset`` (error path only).
+
+    Lines end as :class:`LineScan` ends them: ``\\n``, ``\\r\\n`` or a lone ``\\r``.
+    """
+    count, seen, last = 0, 0, b""
     with pa.input_stream(str(path), compression=codec) as stream:
         while seen < offset and (chunk := stream.read(min(_CHUNK, offset - seen))):
-            count += chunk.count(b"\n")
+            count += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+            if last == b"\r" and chunk.startswith(b"\n"):
+                count -= 1  # a \r\n split across two reads
+            last = chunk[-1:]
             seen += len(chunk)
     return count + 1
 
