@@ -177,3 +177,19 @@ def _as_saved(tmp_path: Path, contract: Contract) -> Contract:
     saved = tmp_path / "contract.yaml"
     saved.write_text(dump_contract(contract))
     return load_contract(saved)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_infer_reads_unicode_text_with_a_byte_order_mark(tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / "export.txt"
+    text = "id\tname\tscore\r\n1\tAdé\t9.5\r\n2\tZoë\t3\r\n"
+    bom = {"utf-16-be": "\ufeff"}.get(encoding, "")  # utf-16 and utf-32 write their own
+    path.write_bytes((bom + text).encode(encoding))
+    contract = infer_contract(path, "export")
+    assert contract.reader.encoding in ("utf-16", "utf-32")
+    assert [(c.name, c.type) for c in contract.columns] == [
+        ("id", "int64"),
+        ("name", "string"),
+        ("score", "float64"),
+    ]
+    assert validate_file(path, _as_saved(tmp_path, contract)) == []

@@ -95,12 +95,14 @@ def _home(tmp_path: Path, contracts: dict[str, str]) -> HopperConfig:
     return load_config(make_home(tmp_path, contracts))
 
 
-def _ingest(home: HopperConfig, dataset: str, name: str, text: str) -> IngestOutcome:
+def _ingest(
+    home: HopperConfig, dataset: str, name: str, text: str, encoding: str = "utf-8"
+) -> IngestOutcome:
     source = home.sources[0]
     assert isinstance(source, FolderSource)
     path = source.path / dataset / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    path.write_text(text, encoding=encoding)
     st = path.stat()
     ref = FileRef(uri=path.as_uri(), size=st.st_size, mtime=st.st_mtime, dataset=dataset)
     return ingest(IngestRequest(ref=ref, dispatch_id="d"), home)
@@ -351,6 +353,23 @@ def test_what_is_not_streamed(tmp_path: Path) -> None:
     jsonl.write_text('{"order id": 1}\n', encoding="utf-8")
     auto = streamed.model_copy(update={"format": "auto"})
     assert "jsonl" in (stream_refusal(jsonl, auto) or "")
+
+
+def test_utf16_file_streams_like_the_whole_file_and_is_refused_clearly_without_encoding(
+    tmp_path: Path, small_blocks: None
+) -> None:
+    home = _pair(tmp_path, extra="reader:\n  encoding: utf-16\n")
+    text = orders_csv()
+    whole = _ingest(home, "whole", "orders.csv", text, encoding="utf-16")
+    streamed = _ingest(home, "streamed", "orders.csv", text, encoding="utf-16")
+    assert whole.state == streamed.state == FileState.INGESTED, (whole.reason, streamed.reason)
+    _same_outputs(whole, streamed)
+
+    plain = _pair(tmp_path / "plain")  # the contract reads UTF-8
+    refused = _ingest(plain, "streamed", "orders.csv", text, encoding="utf-16")
+    assert refused.state == FileState.QUARANTINED
+    assert "UTF-16 byte-order mark" in (refused.reason or "")
+    assert "reader.encoding: utf-16" in (refused.reason or "")
 
 
 def test_stream_rejects_a_ragged_last_block_as_unreadable(

@@ -22,7 +22,13 @@ from hopper.contracts.model import (
     parse_arrow_type,
     type_to_string,
 )
-from hopper.contracts.read import csv_delimiter, detect_format, read_head, read_table
+from hopper.contracts.read import (
+    bom_encoding,
+    csv_delimiter,
+    detect_format,
+    read_head,
+    read_table,
+)
 from hopper.errors import ConfigError, UnreadableFileError
 
 logger = logging.getLogger(__name__)
@@ -50,7 +56,9 @@ def infer_contract(path: Path, dataset: str, *, sample_rows: int = 100_000) -> C
     """
     path = Path(path)
     kind = detect_format(path)
-    reader = ReaderOptions()
+    # A spreadsheet's "Unicode text" is UTF-16 with a byte-order mark: read it as such.
+    encoding = bom_encoding(read_head(path, 4)) if kind != "parquet" else None
+    reader = ReaderOptions(encoding=encoding) if encoding else ReaderOptions()
     try:
         sample = read_table(path, reader, kind, max_rows=sample_rows)
     except UnreadableFileError:

@@ -92,6 +92,34 @@ def read_head(path: Path, size: int = _HEAD_BYTES, *, source: str | None = None)
         ) from exc
 
 
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16: it starts with the same two bytes
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def bom_encoding(head: bytes) -> str | None:
+    """``utf-16`` or ``utf-32`` when ``head`` starts with that byte-order mark, else None.
+
+    Spreadsheets save "Unicode text" as UTF-16 with a BOM; UTF-8's own BOM needs nothing.
+    """
+    return next((name for bom, name in _BOMS if head.startswith(bom)), None)
+
+
+def encoding_mismatch(head: bytes, reader: ReaderOptions) -> str | None:
+    """Why a file cannot be decoded with the reader's encoding, when its BOM says so."""
+    found = bom_encoding(head)
+    if found is None or codecs.lookup(reader.encoding).name.startswith(found):
+        return None
+    return (
+        f"the file is {found.upper()} text (it starts with a {found.upper()} byte-order mark) "
+        f"but the contract reads it as {reader.encoding}. Fix: set reader.encoding: {found} "
+        "in the contract, or re-send the file as UTF-8"
+    )
+
+
 def detect_format(path: Path, contract_format: str = "auto") -> Format:
     """Decide how to read a file.
 
@@ -176,6 +204,9 @@ def read_table(
     if not head.strip(b" \t\r\n\xef\xbb\xbf"):
         raise UnreadableFileError(f"{source}: the file is empty; re-send it with data")
     kind = detect_format(path, fmt)
+    mismatch = encoding_mismatch(head, reader) if kind != "parquet" else None
+    if mismatch is not None:
+        raise UnreadableFileError(f"{source}: {mismatch}")
     logger.debug("reading %s as %s", source, kind)
     if kind in ("csv", "tsv"):
         delimiter = csv_delimiter(head, reader, kind)

@@ -47,7 +47,13 @@ from pathlib import Path
 import pyarrow as pa
 
 from hopper.contracts.model import Contract
-from hopper.contracts.read import StreamFallback, detect_format, iter_csv_for_contract
+from hopper.contracts.read import (
+    StreamFallback,
+    detect_format,
+    encoding_mismatch,
+    iter_csv_for_contract,
+    read_head,
+)
 from hopper.contracts.transforms import apply_transforms, has_transforms
 from hopper.contracts.validate import (
     MAX_ROWS,
@@ -122,6 +128,11 @@ def stream_refusal(path: Path, contract: Contract) -> str | None:
         return "the format cannot be detected (the whole-file read reports why)"
     if kind not in ("csv", "tsv"):
         return f"{kind} files are not streamed"
+    try:
+        if encoding_mismatch(read_head(path, 4), contract.reader):
+            return "its encoding is not the contract's (the whole-file read reports why)"
+    except TerminalError:
+        return "the file cannot be read (the whole-file read reports why)"
     return None
 
 
