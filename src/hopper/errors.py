@@ -7,6 +7,7 @@
     ├── TerminalError               retrying cannot help: quarantine the file, alert, no retry
     │   ├── UnknownDatasetError     no routing rule or contract matches the file
     │   ├── UnreadableFileError     the bytes cannot be decoded in the declared format
+    │   │   └── UndecodableTextError    …because the text is not in the declared encoding
     │   ├── ContractViolation       the data breaks the dataset's contract
     │   └── SourceGoneError         the source file vanished before it could be read
     └── TransientError              network, throttling, server unavailable: retry with backoff
@@ -46,6 +47,10 @@ class UnknownDatasetError(TerminalError):
 
 class UnreadableFileError(TerminalError):
     """The file cannot be decoded in its declared or sniffed format."""
+
+
+class UndecodableTextError(UnreadableFileError):
+    """The file's text is not valid in the declared encoding (e.g. Latin-1 read as UTF-8)."""
 
 
 class ContractViolation(TerminalError):

@@ -11,6 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from hopper.contracts import Contract, dump_contract, infer_contract, load_contract, validate_file
+from hopper.contracts.infer import preamble_lines, text_encoding
+from hopper.contracts.model import ReaderOptions
 from hopper.errors import ConfigError, UnreadableFileError
 
 
@@ -193,3 +195,57 @@ def test_infer_reads_unicode_text_with_a_byte_order_mark(tmp_path: Path, encodin
         ("score", "float64"),
     ]
     assert validate_file(path, _as_saved(tmp_path, contract)) == []
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        ("id,name\n1,Zoë\n".encode(), "utf-8"),
+        ("id,name\n1,Zoë".encode()[:-1], "utf-8"),  # a sample cut inside a character
+        ("id,price\n1,5 €\n".encode("cp1252"), "cp1252"),
+        (b"id,name\n1,\x81\xe9\n", "latin-1"),  # 0x81 means nothing in Windows-1252
+        ("id\n1\n".encode("utf-16"), "utf-16"),
+    ],
+)
+def test_text_encoding_is_judged_from_the_first_bytes(head: bytes, expected: str) -> None:
+    assert text_encoding(head) == expected
+
+
+def test_infer_picks_windows_1252_for_a_spreadsheet_export(tmp_path: Path) -> None:
+    path = tmp_path / "prices.csv"
+    path.write_bytes("item;price\nCafé;3 €\nThé;2 €\n".encode("cp1252"))
+    contract = infer_contract(path, "prices")
+    assert contract.reader.encoding == "cp1252"
+    assert validate_file(path, _as_saved(tmp_path, contract)) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "skipped"),
+    [
+        ("# exported 2024-05-01\n# by the shop\nid,v\n1,2\n3,4\n", 2),
+        ("Title line\nGenerated on Monday\n\nid;v\n1;2\n3;4\n", 2),
+        ("\n\nid\tv\n1\t2\n3\t4\n", 0),  # blank lines alone: Arrow skips them itself
+        ("id,v\n1,2\n3,4\n", 0),  # nothing above the header
+    ],
+)
+def test_infer_skips_comment_and_title_lines_above_the_header(
+    tmp_path: Path, text: str, skipped: int
+) -> None:
+    path = tmp_path / "report.csv"
+    path.write_text(text)
+    contract = infer_contract(path, "report")
+    assert contract.reader.skip_rows == skipped
+    assert [c.name for c in contract.columns] == ["id", "v"]
+    assert validate_file(path, _as_saved(tmp_path, contract)) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "id,v,w\n1,2\n3,4,5\n",  # ragged rows are the file's own problem
+        "Totals, by region\nid,v\n1,2\n3,4\n",  # a title with a delimiter is not guessed at
+        "# a comment\nid\n1\n2\n",  # one column: nothing to tell a header by
+    ],
+)
+def test_no_preamble_is_guessed_without_clear_evidence(text: str) -> None:
+    assert preamble_lines(text.encode(), ReaderOptions(), "csv") == 0

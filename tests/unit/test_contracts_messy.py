@@ -245,7 +245,7 @@ def test_every_messy_file_ends_in_a_table_or_a_terminal_error(tmp_path: Path, en
     if entry == "read_and_conform":
         assert outcomes == {
             "bom.csv": "ok",
-            "latin1.csv": "UnreadableFileError",
+            "latin1.csv": "UndecodableTextError",  # an UnreadableFileError
             "quoted-newline.csv": "ok",
             "fewer-fields.csv": "UnreadableFileError",
             "more-fields.csv": "UnreadableFileError",
@@ -262,7 +262,7 @@ def test_every_messy_file_ends_in_a_table_or_a_terminal_error(tmp_path: Path, en
             "garbage.csv.zst": "UnreadableFileError",
             "tab.tsv": "ok",
             "semicolon.csv": "ContractViolation",
-            "binary.csv": "UnreadableFileError",
+            "binary.csv": "UndecodableTextError",
             "jsonl-mixed.jsonl": "ContractViolation",
             "jsonl-broken.jsonl": "UnreadableFileError",
             "parquet-fake.parquet": "UnreadableFileError",

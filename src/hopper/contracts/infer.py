@@ -8,6 +8,7 @@ reject legitimate future data.
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 
@@ -23,13 +24,15 @@ from hopper.contracts.model import (
     type_to_string,
 )
 from hopper.contracts.read import (
+    DELIMITERS,
     bom_encoding,
     csv_delimiter,
     detect_format,
     read_head,
     read_table,
+    sniff_delimiter,
 )
-from hopper.errors import ConfigError, UnreadableFileError
+from hopper.errors import ConfigError, UndecodableTextError
 
 logger = logging.getLogger(__name__)
 
@@ -50,25 +53,30 @@ def infer_contract(path: Path, dataset: str, *, sample_rows: int = 100_000) -> C
         A contract that the file itself satisfies.
 
     Raises:
-        UnreadableFileError: the file cannot be read (as UTF-8 nor Latin-1 for text).
+        UnreadableFileError: the file cannot be read.
         ConfigError: the dataset name or the file's header cannot make a valid contract
             (e.g. duplicate column names).
     """
     path = Path(path)
     kind = detect_format(path)
-    # A spreadsheet's "Unicode text" is UTF-16 with a byte-order mark: read it as such.
-    encoding = bom_encoding(read_head(path, 4)) if kind != "parquet" else None
-    reader = ReaderOptions(encoding=encoding) if encoding else ReaderOptions()
+    reader = ReaderOptions()
+    head = read_head(path)
+    if kind != "parquet":
+        reader.encoding = text_encoding(head)
+    if kind in ("csv", "tsv"):
+        reader.skip_rows = preamble_lines(head, reader, kind)
     try:
         sample = read_table(path, reader, kind, max_rows=sample_rows)
-    except UnreadableFileError:
-        if kind == "parquet":
+    except UndecodableTextError:
+        if reader.encoding != "utf-8":
             raise
-        logger.info("%s: not readable as UTF-8, retrying as Latin-1", path)
-        reader = ReaderOptions(encoding="latin-1")
+        logger.info("%s: not UTF-8 beyond its first bytes, retrying as Latin-1", path)
+        reader.encoding = "latin-1"
         sample = read_table(path, reader, kind, max_rows=sample_rows)
+    if reader.skip_rows:
+        logger.info("%s: skipping %d line(s) above the header", path, reader.skip_rows)
     if kind == "csv":
-        delimiter = csv_delimiter(read_head(path), reader, kind)
+        delimiter = csv_delimiter(head, reader, kind)
         reader.delimiter = delimiter if delimiter != "," else None
     columns = [
         _propose_column(field.name, sample.column(i)) for i, field in enumerate(sample.schema)
@@ -77,6 +85,75 @@ def infer_contract(path: Path, dataset: str, *, sample_rows: int = 100_000) -> C
         return Contract(name=dataset, format=kind, reader=reader, columns=columns)
     except ValidationError as exc:
         raise ConfigError(f"{path}: cannot propose a contract for {dataset!r}: {exc}") from exc
+
+
+def text_encoding(head: bytes) -> str:
+    """The encoding of a text file, judged from its first bytes.
+
+    A UTF-16/UTF-32 byte-order mark (a spreadsheet's "Unicode text") names its encoding;
+    text that is valid UTF-8 is UTF-8; otherwise Latin-1, which decodes anything — unless
+    bytes 0x80–0x9F (control characters in Latin-1) occur and all mean something in
+    Windows-1252 (€, curly quotes, dashes: a Windows export), which is then proposed.
+    """
+    bom = bom_encoding(head)
+    if bom is not None:
+        return bom
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if not (exc.reason == "unexpected end of data" and exc.start >= len(head) - 3):
+            return "cp1252" if _windows_1252(head) else "latin-1"
+    return "utf-8"
+
+
+def _windows_1252(head: bytes) -> bool:
+    if not any(0x80 <= byte <= 0x9F for byte in head):
+        return False
+    try:
+        head.decode("cp1252")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+PREAMBLE_MAX_LINES = 20
+"""Most lines skipped above a CSV header by :func:`preamble_lines`."""
+
+
+def preamble_lines(head: bytes, reader: ReaderOptions, kind: str) -> int:
+    """Lines above a CSV's header that are not part of its table: comments, titles, blanks.
+
+    A line counts only if it is blank, starts with ``#`` or holds none of the delimiters,
+    and only when the lines after it split evenly (header and rows with one field count);
+    otherwise nothing is skipped and reading reports the file as it is.
+    """
+    text = head.decode(reader.encoding, errors="replace")
+    lines = text.splitlines()
+    if lines and not text.endswith(("\n", "\r")):
+        lines = lines[:-1]  # cut short by the sample
+    skip = 0
+    while (
+        skip < min(PREAMBLE_MAX_LINES, len(lines))
+        and _preamble_like(lines[skip])
+        and not _splits_evenly(lines[skip:], kind)
+    ):
+        skip += 1
+    return skip if skip and _splits_evenly(lines[skip:], kind) else 0
+
+
+def _preamble_like(line: str) -> bool:
+    stripped = line.strip()
+    return not stripped or stripped.startswith("#") or not any(d in line for d in DELIMITERS)
+
+
+def _splits_evenly(lines: list[str], kind: str) -> bool:
+    """Whether a header and at least two rows below it have one number (≥ 2) of fields."""
+    rows = [line for line in lines[:50] if line.strip()]
+    if len(rows) < 3:
+        return False
+    delimiter = "\t" if kind == "tsv" else sniff_delimiter("\n".join(rows) + "\n")
+    counts = {len(fields) for fields in csv.reader(rows, delimiter=delimiter)}
+    return len(counts) == 1 and counts.pop() >= 2
 
 
 def _propose_column(name: str, values: pa.ChunkedArray) -> ColumnSpec:

@@ -25,7 +25,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from hopper.contracts.model import ColumnSpec, Contract, ReaderOptions
-from hopper.errors import UnreadableFileError
+from hopper.errors import UndecodableTextError, UnreadableFileError
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ _EXTENSIONS: dict[str, Format] = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
-_DELIMITERS = [",", ";", "\t", "|"]
+DELIMITERS = [",", ";", "\t", "|"]
+"""The delimiters :func:`sniff_delimiter` chooses from."""
 _QUOTED = re.compile(r'"[^"]*"')
 _HEAD_BYTES = 64 * 1024
 # RecursionError: Python's json module on absurdly nested JSON arrays.
@@ -161,11 +162,11 @@ def sniff_delimiter(text: str) -> str:
     lines = [line for line in lines if line.strip()]
     if not lines:
         return ","
-    counts = {d: [line.count(d) for line in lines] for d in _DELIMITERS}
+    counts = {d: [line.count(d) for line in lines] for d in DELIMITERS}
     steady = [d for d, c in counts.items() if c[0] > 0 and len(set(c)) == 1]
     if steady:
         return max(steady, key=lambda d: counts[d][0])
-    best = max(_DELIMITERS, key=lambda d: counts[d][0])
+    best = max(DELIMITERS, key=lambda d: counts[d][0])
     return best if counts[best][0] > 0 else ","
 
 
@@ -354,9 +355,9 @@ def _csv_blocks(
                 raise _ConversionFailed(_reason(exc)) from exc
             if "straddl" in str(exc):  # a row longer than a block: the whole read has larger
                 raise StreamFallback(f"{source}: a row is longer than {block_size} bytes") from exc
-            raise UnreadableFileError(_csv_message(source, exc, delimiter, path, reader)) from exc
+            raise _csv_error(source, exc, delimiter, path, reader) from exc
         except _READ_ERRORS as exc:
-            raise UnreadableFileError(_csv_message(source, exc, delimiter, path, reader)) from exc
+            raise _csv_error(source, exc, delimiter, path, reader) from exc
         if not yielded:
             _reject_binary_columns(schema.empty_table(), source)
             yield schema.empty_table()
@@ -442,9 +443,9 @@ def _read_csv(
     except pa.ArrowInvalid as exc:
         if str(exc).startswith("In CSV column") and "UTF8" not in str(exc):
             raise  # a value that does not parse as its declared type: the caller diagnoses
-        raise UnreadableFileError(_csv_message(source, exc, delimiter, path, reader)) from exc
+        raise _csv_error(source, exc, delimiter, path, reader) from exc
     except _READ_ERRORS as exc:
-        raise UnreadableFileError(_csv_message(source, exc, delimiter, path, reader)) from exc
+        raise _csv_error(source, exc, delimiter, path, reader) from exc
     _reject_binary_columns(table, source)
     return table
 
@@ -472,13 +473,16 @@ def _csv_sample(path: Path, options: tuple[Any, Any, Any], max_rows: int) -> pa.
         return pa.Table.from_batches(kept, schema=batches.schema).slice(0, max_rows)
 
 
-def _csv_message(
+def _csv_error(
     source: str, exc: BaseException, delimiter: str, path: Path, reader: ReaderOptions
-) -> str:
+) -> UnreadableFileError:
     reason = _reason(exc)
     if "UTF8" in reason or isinstance(exc, UnicodeError):
-        hint = "set reader.encoding in the contract (e.g. latin-1) or re-send the file as UTF-8"
-    elif "Expected" in reason and "columns" in reason:
+        return UndecodableTextError(
+            f"{source}: cannot read as CSV: {reason}. Fix: set reader.encoding in the "
+            "contract (e.g. latin-1) or re-send the file as UTF-8"
+        )
+    if "Expected" in reason and "columns" in reason:
         where = _ragged_line(path, reader, delimiter)
         if where is not None:
             line, expected, got = where
@@ -489,7 +493,7 @@ def _csv_message(
         )
     else:
         hint = "the file looks truncated or corrupt: re-send it"
-    return f"{source}: cannot read as CSV: {reason}. Fix: {hint}"
+    return UnreadableFileError(f"{source}: cannot read as CSV: {reason}. Fix: {hint}")
 
 
 def _ragged_line(path: Path, reader: ReaderOptions, delimiter: str) -> tuple[int, int, int] | None:
@@ -529,14 +533,14 @@ def _reject_binary_columns(table: pa.Table, source: str) -> None:
     try:
         table.schema.names  # noqa: B018 - decodes every column name
     except UnicodeDecodeError as exc:
-        raise UnreadableFileError(
+        raise UndecodableTextError(
             f"{source}: the header is not valid UTF-8 text ({exc.reason} at byte "
             f"{exc.start}). Fix: set reader.encoding in the contract (e.g. latin-1), or "
             "re-send the file as UTF-8"
         ) from exc
     binary = [f.name for f in table.schema if pa.types.is_binary(f.type)]
     if binary:
-        raise UnreadableFileError(
+        raise UndecodableTextError(
             f"{source}: column(s) {binary} are not valid UTF-8 text. Fix: set reader.encoding "
             "in the contract (e.g. latin-1) or re-send the file as UTF-8"
         )
@@ -618,11 +622,13 @@ def _unreadable_on_error(source: str, kind: str, read: Callable[[], T]) -> T:
         return read()
     except _READ_ERRORS as exc:
         if isinstance(exc, UnicodeError):
-            hint = "set reader.encoding in the contract or re-send the file as UTF-8"
-        else:
-            hint = f"check that it is valid {kind} and complete, then re-send it"
+            raise UndecodableTextError(
+                f"{source}: cannot read as {kind}: {_reason(exc)}. Fix: set reader.encoding "
+                "in the contract or re-send the file as UTF-8"
+            ) from exc
         raise UnreadableFileError(
-            f"{source}: cannot read as {kind}: {_reason(exc)}. Fix: {hint}"
+            f"{source}: cannot read as {kind}: {_reason(exc)}. Fix: check that it is valid "
+            f"{kind} and complete, then re-send it"
         ) from exc
 
 
