@@ -379,9 +379,20 @@ def safe_name(name: str, limit: int = SAFE_NAME_LIMIT) -> str:
     safe = _UNSAFE.sub("_", name).lstrip(".") or "file"
     if len(safe) <= limit:
         return safe
-    suffix = "".join(PurePosixPath(safe).suffixes[-2:])[:40]
     digest = hashlib.sha256(name.encode(errors="surrogateescape")).hexdigest()[:10]
-    return f"{safe[: limit - len(suffix) - 11]}-{digest}{suffix}"
+    return _with_id(safe, digest, limit)
+
+
+def _with_id(name: str, tag: str, limit: int | None = None) -> str:
+    """``<stem>-<tag><suffixes>``: ``tag`` before the last two suffixes (``.csv.gz``).
+
+    With ``limit``, the stem is cut so that the whole name fits in ``limit`` characters.
+    """
+    suffix = "".join(PurePosixPath(name).suffixes[-2:])[:40]
+    stem = name[: len(name) - len(suffix)] or "file"
+    if limit is not None:
+        stem = stem[: limit - len(suffix) - len(tag) - 1]
+    return f"{stem}-{tag}{suffix}"
 
 
 def quarantine_file(
@@ -453,9 +464,7 @@ def quarantine_file(
 
 def versioned_name(name: str, uri: str, fingerprint: str) -> str:
     """``name`` with a short id of one version of one source before its suffixes."""
-    digest = hashlib.sha256(f"{uri}\n{fingerprint}".encode()).hexdigest()[:8]
-    suffix = "".join(PurePosixPath(name).suffixes[-2:])[:40]
-    return f"{name[: len(name) - len(suffix)] or 'file'}-{digest}{suffix}"
+    return _with_id(name, hashlib.sha256(f"{uri}\n{fingerprint}".encode()).hexdigest()[:8])
 
 
 def version_claim(reason: dict[str, Any]) -> bytes:
