@@ -32,7 +32,10 @@ def infer(file: Path, /, *, dataset: str) -> None:
     """Print a draft contract (YAML) inferred from a sample file.
 
     Column names are kept exactly as in the file; types, nullability and null markers come
-    from the data. Review the draft, then save it as <home>/datasets/<dataset>.yaml.
+    from the data. Text dates in a common spelling (2012/01/31, 31.01.2012, Jan 31 2012)
+    get a date type and format; the encoding (UTF-8, UTF-16 with a byte-order mark,
+    Windows-1252, Latin-1) and comment or title lines above the header (skip_rows) are
+    proposed too. Review the draft, then save it as HOME/datasets/DATASET.yaml.
 
     Args:
         file: Sample CSV, TSV, JSON-lines, JSON or Parquet file (optionally compressed).
@@ -47,7 +50,8 @@ def validate(file: Path, /, *, dataset: str, config: ConfigOption = None) -> Non
     """Check a file against its dataset's contract, without Prefect.
 
     Exits 0 when the file is valid; otherwise 1, listing every violation by column with
-    row numbers (1 = first data row) and sample values.
+    row numbers (1 = first data row) and sample values. The contract's resource limits
+    (max_file_mb, max_line_bytes, max_columns, ...) apply as they do when ingesting.
 
     Args:
         file: File to check.
