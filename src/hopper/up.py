@@ -318,13 +318,26 @@ class Supervisor:
         self.stopping.set()
 
     def shutdown(self, grace: float = 10.0) -> None:
-        """Stop every child: SIGINT to its process group, SIGKILL after ``grace`` seconds."""
-        for child in reversed(self.children):
+        """Stop every child: the watcher and the worker first, then the server.
+
+        The server goes last so that a worker finishing a run can still report its final
+        state and events. Each group gets SIGINT (to each child's process group), then
+        SIGKILL after ``grace`` seconds.
+        """
+        server = [c for c in self.children if c.name == "server"]
+        clients = [c for c in reversed(self.children) if c.name != "server"]
+        for group in (clients, server):
+            self._stop(group, grace)
+        self.children.clear()
+        self.state_file.unlink(missing_ok=True)
+
+    def _stop(self, children: list[Child], grace: float) -> None:
+        for child in children:
             if child.alive():
                 log.info("stopping the %s", child.name)
                 child.signal(signal.SIGINT)
         deadline = time.monotonic() + grace
-        for child in self.children:
+        for child in children:
             while child.alive() and time.monotonic() < deadline:
                 time.sleep(0.1)
             if child.alive():
@@ -335,5 +348,3 @@ class Supervisor:
             # The group may still hold grandchildren (a flow run); leave none behind.
             child.signal(signal.SIGKILL)
             child.close_log()
-        self.children.clear()
-        self.state_file.unlink(missing_ok=True)
