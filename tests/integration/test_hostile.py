@@ -222,10 +222,15 @@ def test_hostile_corpus_is_contained(up: Running, moto: MotoServer) -> None:
     ledger = Ledger(sqlite_url(up.root / ".hopper"))
     final = {FileState.INGESTED, FileState.QUARANTINED}
 
+    # The slow file pauses longer than the stability wait, so parts of it may be detected
+    # (and ingested) first; wait for the version with its whole content.
+    slow_size = slow.stat().st_size
+
     def settled() -> dict[str, Any] | None:
         latest = {r.uri: r for r in ledger.records()}
         missing = [u for u in expected if u not in latest or latest[u].state not in final]
-        return None if missing else latest
+        whole = latest.get(slow.resolve().as_uri())
+        return None if missing or whole is None or whole.ref.size != slow_size else latest
 
     try:
         records = wait_for(settled, 150, "every hostile file to be ingested or quarantined")
