@@ -9,7 +9,9 @@
     │   ├── UnreadableFileError     the bytes cannot be decoded in the declared format
     │   │   └── UndecodableTextError    …because the text is not in the declared encoding
     │   ├── ContractViolation       the data breaks the dataset's contract
-    │   └── SourceGoneError         the source file vanished before it could be read
+    │   ├── SourceGoneError         the source file vanished before it could be read
+    │   └── ReaderCrashedError      reading it crashed its child process or ran out of
+    │                               the dataset's memory or time limits
     └── TransientError              network, throttling, server unavailable: retry with backoff
 
 The flow's task retry policy asks :func:`is_transient` whether to retry; anything else that
@@ -59,6 +61,13 @@ class ContractViolation(TerminalError):
 
 class SourceGoneError(TerminalError):
     """The source file no longer exists."""
+
+
+class ReaderCrashedError(TerminalError):
+    """The child process reading a file died (a signal) or exceeded its memory or time limit.
+
+    Only that file is quarantined; the worker and the other files of its batch carry on.
+    """
 
 
 class TransientError(HopperError):

@@ -58,6 +58,13 @@ class HopperSettings(BaseSettings):
         "for this long is taken as lost (its worker died) and dispatched again; runs renew "
         "every quarter of it.",
     )
+    readers: int = Field(
+        default=0,
+        ge=0,
+        description="Child processes per worker that read and write files, each under its "
+        "dataset's max_memory_mb and max_seconds (a reader that crashes quarantines its "
+        "file only); 0: one per CPU core.",
+    )
     log_level: str = Field(default="INFO", description="Log level of Hopper's processes.")
     server_start_timeout: float = Field(
         default=120.0, description="Seconds to wait for a Prefect server to answer /api/health."
