@@ -12,16 +12,14 @@ fresh child; the other files of a batch go to the other children. A pool of chil
 how one worker uses more than one core: a warm worker's flow threads share one interpreter.
 
 Children are plain ``python -m hopper.isolate`` processes speaking length-prefixed pickles
-over their standard input and output (never ``fork`` of a threaded worker). They die with
-their parent (``PR_SET_PDEATHSIG``) and exit when their input closes. Only the parent's own
-code is ever sent to them: the pickles are the protocol between two Hopper processes, never
-user data.
+over their standard input and output (never ``fork`` of a threaded worker). They exit when
+their input closes or their parent dies. Only the parent's own code is ever sent to them:
+the pickles are the protocol between two Hopper processes, never user data.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import pickle
@@ -319,10 +317,19 @@ def shared_pool() -> ReaderPool:
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this child when its parent dies (no orphan keeps reading)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    """End this child soon after its parent dies, even in the middle of a file.
+
+    Not ``PR_SET_PDEATHSIG``: Linux sends that when the *thread* that started the child
+    ends, and readers are started from short-lived threads of the worker.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _mapped_bytes() -> int:

@@ -25,6 +25,8 @@ import anyio
 import anyio.abc
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 
+from hopper.isolate import shared_pool
+
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
     from prefect.flows import Flow
@@ -128,15 +130,21 @@ async def serve(pool: str, *, project_dir: Path, limit: int) -> None:
         prefetch_seconds=5,
     ) as worker:
         loaded = worker.preload()
+        readers = shared_pool()
+        readers.warm()  # the first files need not wait for the readers' Python to start
         log.info(
-            "warm worker %s serving pool %s (limit %d, %d flows loaded)",
+            "warm worker %s serving pool %s (limit %d, %d flows loaded, %d reader processes)",
             worker.name,
             pool,
             limit,
             loaded,
+            readers.size,
         )
-        await worker.start(
-            run_once=False,
-            with_healthcheck=False,
-            printer=lambda *_args, **_kw: None,
-        )
+        try:
+            await worker.start(
+                run_once=False,
+                with_healthcheck=False,
+                printer=lambda *_args, **_kw: None,
+            )
+        finally:
+            readers.close()

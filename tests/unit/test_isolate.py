@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -192,3 +194,24 @@ def _alive(pid: int) -> bool:
 )
 def test_death_reasons_are_words(code: int, words: str) -> None:
     assert words in death_reason(code, Limits(memory_mb=1, cpu_seconds=5))
+
+
+def test_children_end_when_their_parent_is_killed(tmp_path: Path) -> None:
+    script = (
+        "import sys, time\n"
+        "from hopper.isolate import ReaderPool\n"
+        "pool = ReaderPool(2)\n"
+        "pool.warm()\n"
+        "print(*pool.pids(), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids)
