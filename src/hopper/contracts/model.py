@@ -429,6 +429,19 @@ class Contract(BaseModel):
         description="JSON-lines records nested deeper than this ({ and [ levels) are "
         "quarantined before parsing.",
     )
+    max_memory_mb: float = Field(
+        default=2_048,
+        gt=0,
+        description="Memory (MiB) the reader of one file may use: Parquet footers claiming "
+        "more decoded data are refused, reads stop once decoded data passes it, and the "
+        "isolated reader process is capped near it.",
+    )
+    max_seconds: float = Field(
+        default=600,
+        gt=0,
+        description="CPU seconds the isolated reader of one file may use before the file is "
+        "quarantined.",
+    )
     retries: int = Field(
         default=4, ge=0, le=20, description="Retries of transient faults (network, throttling)."
     )
@@ -653,6 +666,8 @@ _KEY_ORDER = [
     "max_columns",
     "max_line_bytes",
     "max_json_depth",
+    "max_memory_mb",
+    "max_seconds",
     "retries",
     "retry_backoff_seconds",
 ]
