@@ -15,8 +15,11 @@ from hopper.reconcile import reconcile as run_reconcile
 
 
 @flow(name="hopper-reconcile", log_prints=False)
-def reconcile(config_path: str | None = None, max_dispatches: int = 3) -> dict[str, Any]:
-    """Find file versions whose flow run died without an outcome and send them again."""
+def reconcile(config_path: str | None = None, max_dispatches: int | None = None) -> dict[str, Any]:
+    """Find file versions whose flow run died without an outcome and send them again.
+
+    ``max_dispatches`` defaults to the limit the watcher uses (``hopper.reconcile``).
+    """
     logger = get_run_logger()
     home = Home.open(config_path)
     api = PrefectAPI()

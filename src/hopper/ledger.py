@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -416,10 +416,19 @@ class Ledger:
         """Make versions due for dispatch again: their run died, or its lease expired.
 
         Each update is conditional on the state, run and ``updated_at`` the caller read, so
-        a version that moved on meanwhile (claimed, renewed, settled) is left alone.
+        a version that moved on meanwhile (claimed, renewed, settled) is left alone. Returns
+        how many were requeued (:meth:`requeue_records` returns them).
+        """
+        return len(self.requeue_records(records))
+
+    def requeue_records(self, records: list[FileRecord]) -> list[FileRecord]:
+        """:meth:`requeue`, returning the versions requeued as they now stand (``detected``).
+
+        The dispatch id is kept, so the returned records can go straight to
+        :meth:`take_for_dispatch` (which is conditional on state and dispatch id).
         """
         now = time.time()
-        done = 0
+        done: list[FileRecord] = []
         with self._begin() as conn:
             for record in records:
                 result = conn.execute(
@@ -434,11 +443,22 @@ class Ledger:
                     .values(state=FileState.DETECTED.value, updated_at=now)
                 )
                 if result.rowcount:
-                    done += 1
-                    self._log(
-                        conn, record.uri, record.fingerprint, "requeued",
-                        dead_run=record.flow_run_id,
-                    )  # fmt: skip
+                    done.append(replace(record, state=FileState.DETECTED, updated_at=now))
+            if done:
+                conn.execute(
+                    history.insert(),
+                    [
+                        {
+                            "uri": r.uri,
+                            "fingerprint": r.fingerprint,
+                            "at": now,
+                            "event": "requeued",
+                            "flow_run_id": None,
+                            "detail": json.dumps({"dead_run": r.flow_run_id}),
+                        }
+                        for r in done
+                    ],
+                )
         return done
 
     def renew(self, flow_run_id: str) -> int:

@@ -207,6 +207,20 @@ class PrefectAPI:
         )
         return str(run.id)
 
+    def create_batch_run(self, parameters: dict[str, Any], idempotency_key: str) -> str:
+        """Start an ``ingest-batch`` run directly (used by reconciliation); returns its id."""
+        try:
+            deployment = self._client.read_deployment_by_name(BATCH_DEPLOYMENT)
+        except Exception as exc:
+            raise TransientError(
+                f"deployment {BATCH_DEPLOYMENT} not found on {self.api_url} ({exc}); "
+                "run `hopper deploy`"
+            ) from exc
+        run = self._client.create_flow_run_from_deployment(
+            deployment.id, parameters=parameters, idempotency_key=idempotency_key
+        )
+        return str(run.id)
+
     def mark_crashed(self, flow_run_id: str, message: str) -> None:
         """Set a run whose worker is gone to Crashed (best effort: logged, never raised)."""
         from prefect.states import Crashed

@@ -5,6 +5,17 @@ Run every few minutes by the ``hopper-reconcile`` deployment (and on demand by
 outcome (a worker or machine lost, a process killed), re-dispatches them a bounded number of
 times, and records a final failure (which alerts) when that bound is reached. It also
 rescans the local sources, so a file missed while no watcher ran is still picked up.
+
+One revival policy, two callers. The watcher revives lost runs every few seconds (it is the
+fast path, :meth:`~hopper.watch.daemon.Watcher.revive`); this deployment is the safety net
+that runs without a watcher. Both go through :func:`revive_lost`, so one limit
+(:data:`MAX_DISPATCHES`) and one rule (:func:`is_dead`) decide what is sent again and what
+is given up, whoever looks first. Revival only *requeues* the versions in the ledger (due
+for dispatch again, as if just detected); they then go out the way a fresh burst does, in
+``ingest-batch`` runs of ``batch_max_files``: the watcher's normal dispatch emits the batch
+event, and reconciliation creates the batch runs through the API
+(:func:`~hopper.replay.dispatch_batches`). Sending one run per file was what made recovery
+from a lost 500-file batch take minutes instead of seconds.
 """
 
 from __future__ import annotations
@@ -18,11 +29,18 @@ from hopper.config import HopperConfig
 from hopper.ledger import FileRecord, Ledger
 from hopper.models import FileState, IngestOutcome
 from hopper.prefect_api import RunState
-from hopper.replay import RunStarter, dispatch_replay
+from hopper.replay import BatchStarter, dispatch_batches
 from hopper.settings import HopperSettings
 from hopper.watch.local import LocalFolder
 
 log = logging.getLogger(__name__)
+
+MAX_DISPATCHES = 5
+"""Dispatches of one version after which a lost run is a failure (which alerts), not retried.
+
+Counted over every dispatch (watcher, re-emission of an unconfirmed event, revival), so a
+version that rode out a server outage and then lost its worker still has revivals left.
+"""
 
 DEAD_RUN_STATES = {"CRASHED", "CANCELLED", "FAILED", "CANCELLING"}
 
@@ -33,10 +51,14 @@ class CrashMarker(Protocol):
     def mark_crashed(self, flow_run_id: str, message: str) -> None: ...
 
 
-class RunLookup(RunStarter, CrashMarker, Protocol):
-    """What reconciliation needs from Prefect (a :class:`~hopper.prefect_api.PrefectAPI`)."""
+class RunReader(CrashMarker, Protocol):
+    """What revival needs from Prefect: run states, and marking lost runs Crashed."""
 
     def run_states(self, flow_run_ids: set[str]) -> dict[str, RunState]: ...
+
+
+class RunLookup(BatchStarter, RunReader, Protocol):
+    """What reconciliation needs from Prefect (a :class:`~hopper.prefect_api.PrefectAPI`)."""
 
 
 @dataclass
@@ -95,12 +117,95 @@ def crash_lost_runs(
     return lost
 
 
+@dataclass(frozen=True)
+class RevivalPolicy:
+    """When a queued or running version counts as lost, and how often it is sent again."""
+
+    lease_seconds: float
+    max_dispatches: int = MAX_DISPATCHES
+
+
+@dataclass
+class Revival:
+    """What one revival pass did: versions due again (``detected``) and versions given up."""
+
+    requeued: list[FileRecord] = field(default_factory=list)
+    given_up: list[FileRecord] = field(default_factory=list)
+
+
+def split_lost(
+    active: list[FileRecord], runs: dict[str, RunState], now: float, policy: RevivalPolicy
+) -> tuple[list[FileRecord], list[FileRecord]]:
+    """Which of ``active`` to send again and which to give up on (pure).
+
+    Returns:
+        ``(revive, give_up)``: dead versions under the dispatch limit, and those at it.
+    """
+    revive: list[FileRecord] = []
+    give_up: list[FileRecord] = []
+    for record in active:
+        run = runs.get(record.flow_run_id) if record.flow_run_id else None
+        if not is_dead(record, run, now, policy.lease_seconds):
+            continue
+        (give_up if record.dispatch_count >= policy.max_dispatches else revive).append(record)
+    return revive, give_up
+
+
+def revive_lost(
+    ledger: Ledger,
+    api: RunReader,
+    active: list[FileRecord],
+    policy: RevivalPolicy,
+    now: float | None = None,
+) -> Revival:
+    """Requeue the versions of ``active`` whose run died or was lost; give up at the limit.
+
+    The one place that decides revival, for the watcher and for reconciliation alike. Lost
+    runs still shown as started are marked Crashed; versions under
+    ``policy.max_dispatches`` become due for dispatch again (conditionally: one that moved
+    on meanwhile is left alone); the others are recorded as failed, which alerts.
+
+    Raises:
+        Exception: whatever reading run states from Prefect raises (the caller retries).
+    """
+    now = time.time() if now is None else now
+    ids = {r.flow_run_id for r in active if r.flow_run_id}
+    runs = api.run_states(ids) if ids else {}
+    revive, give_up = split_lost(active, runs, now, policy)
+    crash_lost_runs(api, revive + give_up, runs)
+    result = Revival(requeued=ledger.requeue_records(revive) if revive else [])
+    for record in give_up:
+        run = runs.get(record.flow_run_id) if record.flow_run_id else None
+        reason = (
+            f"its flow run ended {run.type if run else 'without trace'} "
+            f"{record.dispatch_count} times; giving up (see the run logs, then `hopper replay`)"
+        )
+        ledger.finish(
+            IngestOutcome(
+                uri=record.uri,
+                fingerprint=record.fingerprint,
+                dataset=record.dataset,
+                state=FileState.FAILED,
+                reason=reason,
+            ),
+            record.flow_run_id,
+        )
+        log.error("%s: %s", record.uri, reason)
+        result.given_up.append(record)
+    if result.requeued:
+        log.warning(
+            "%d file(s) whose run died or was lost are due for dispatch again",
+            len(result.requeued),
+        )
+    return result
+
+
 def reconcile(
     config: HopperConfig,
     ledger: Ledger,
     api: RunLookup,
     *,
-    max_dispatches: int = 3,
+    max_dispatches: int | None = None,
     stuck_seconds: float | None = None,
     pending_seconds: float = 300.0,
     rescan: bool = True,
@@ -111,7 +216,8 @@ def reconcile(
         config: the Hopper home's configuration.
         ledger: its ledger.
         api: the Prefect server.
-        max_dispatches: give up on a version (a failure, which alerts) after this many.
+        max_dispatches: give up on a version (a failure, which alerts) after this many
+            dispatches (default: :data:`MAX_DISPATCHES`, the watcher's limit too).
         stuck_seconds: lease after which a running version counts as lost (default: the
             ``HOPPER_LEASE_SECONDS`` setting).
         pending_seconds: a version detected or dispatched this long ago with no run is sent
@@ -123,51 +229,17 @@ def reconcile(
     lease = stuck_seconds if stuck_seconds is not None else HopperSettings().lease_seconds
     if rescan:
         report.detected = _rescan(config, ledger)
-    for record in ledger.records(states=[FileState.DETECTED, FileState.DISPATCHED]):
-        if now - record.updated_at > pending_seconds:  # the watcher should have sent it
-            try:
-                dispatch_replay(record, config, ledger, api, replay=False)
-                report.redispatched.append(record.uri)
-            except Exception as exc:
-                log.warning("could not dispatch pending %s: %s", record.uri, exc)
+    waiting = [  # the watcher should have sent these
+        r
+        for r in ledger.records(states=[FileState.DETECTED, FileState.DISPATCHED])
+        if now - r.updated_at > pending_seconds
+    ]
     active = ledger.records(states=[FileState.QUEUED, FileState.RUNNING])
-    runs = api.run_states({r.flow_run_id for r in active if r.flow_run_id}) if active else {}
-
-    def run_of(record: FileRecord) -> RunState | None:
-        return runs.get(record.flow_run_id) if record.flow_run_id else None
-
-    dead = [r for r in active if is_dead(r, run_of(r), now, lease)]
-    crash_lost_runs(api, dead, runs)
-    for record in dead:
-        run = run_of(record)
-        state = run.type if run else None
-        if record.dispatch_count >= max_dispatches:
-            reason = (
-                f"its flow run ended {state or 'without trace'} {record.dispatch_count} times; "
-                "giving up (see the run logs, then `hopper replay`)"
-            )
-            ledger.finish(
-                IngestOutcome(
-                    uri=record.uri,
-                    fingerprint=record.fingerprint,
-                    dataset=record.dataset,
-                    state=FileState.FAILED,
-                    reason=reason,
-                ),
-                record.flow_run_id,
-            )
-            log.error("%s: %s", record.uri, reason)
-            report.given_up.append(record.uri)
-            continue
-        try:
-            dispatch_replay(record, config, ledger, api)
-        except Exception as exc:  # one bad record must not stop the pass
-            log.warning("could not re-dispatch %s: %s", record.uri, exc)
-            continue
-        log.warning(
-            "%s: run %s ended %s; re-dispatched", record.uri, record.flow_run_id, state or "?"
-        )
-        report.redispatched.append(record.uri)
+    policy = RevivalPolicy(lease_seconds=lease, max_dispatches=max_dispatches or MAX_DISPATCHES)
+    revival = revive_lost(ledger, api, active, policy, now) if active else Revival()
+    report.given_up = [r.uri for r in revival.given_up]
+    sent = dispatch_batches(waiting + revival.requeued, config, ledger, api)
+    report.redispatched = [r.uri for r in sent]
     return report
 
 

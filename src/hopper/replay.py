@@ -3,6 +3,14 @@
 Replays reuse the deterministic output path, so the lake ends with the latest rows of each
 source and never with duplicates. Selection is pure and tested on its own; dispatching goes
 through the :class:`~hopper.prefect_api.PrefectAPI` handed in.
+
+:func:`dispatch_batches` is the way back in for many files at once (reconciliation after a
+lost worker or a lost watcher): the versions are taken in the ledger under one dispatch id
+per ``batch_max_files`` and one ``ingest-batch`` run is created for each, exactly like the
+watcher sends a fresh burst. One run per file would start hundreds of runs that each pay a
+flow's start-up cost (≈ 2 files/s instead of ≈ 100). Runs are created through the API rather
+than by emitting the batch event: reconciliation runs without a watcher to confirm events,
+and the API answers with the run id (or an error) at once.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from typing import Any, Protocol
 from hopper.config import HopperConfig
 from hopper.errors import HopperError, SourceGoneError
 from hopper.ledger import FileRecord, Ledger
-from hopper.models import FileRef, FileState, IngestRequest
+from hopper.models import FileRef, FileState, IngestBatch, IngestRequest
 from hopper.watch.local import describe_file, relative_to_source
 
 log = logging.getLogger(__name__)
@@ -122,6 +130,69 @@ class RunStarter(Protocol):
     """What starting a run needs from Prefect (a :class:`~hopper.prefect_api.PrefectAPI`)."""
 
     def create_ingest_run(self, parameters: dict[str, Any], idempotency_key: str) -> str: ...
+
+
+class BatchStarter(RunStarter, Protocol):
+    """Starting single-file and batch runs (a :class:`~hopper.prefect_api.PrefectAPI`)."""
+
+    def create_batch_run(self, parameters: dict[str, Any], idempotency_key: str) -> str: ...
+
+
+def batch_of(records: list[FileRecord], dispatch_id: str, config: HopperConfig) -> IngestBatch:
+    """The ``ingest-batch`` parameter for versions taken under ``dispatch_id`` (pure).
+
+    Only the dispatch id travels: the run reads its files from the ledger.
+    """
+    return IngestBatch(
+        dispatch_id=dispatch_id,
+        count=len(records),
+        datasets=sorted({r.dataset or "unrouted" for r in records}),
+        config_path=str(config.path) if config.path else None,
+    )
+
+
+def dispatch_batches(
+    records: list[FileRecord], config: HopperConfig, ledger: Ledger, api: BatchStarter
+) -> list[FileRecord]:
+    """Send versions due again as ``ingest-batch`` runs of at most ``batch_max_files``.
+
+    Each chunk is taken in the ledger first (conditional on the state and dispatch id in
+    ``records``), so a watcher sharing the ledger cannot send the same versions too; a lone
+    version gets its own ``ingest-file`` run. A chunk whose run cannot be created stays
+    ``dispatched`` and is sent again by the watcher (after ``confirm_seconds``) or by the
+    next reconciliation.
+
+    Returns:
+        The versions a run was created for.
+    """
+    sent: list[FileRecord] = []
+    size = config.watch.batch_max_files
+    for start in range(0, len(records), size):
+        dispatch_id = uuid.uuid4().hex
+        taken = ledger.take_for_dispatch(records[start : start + size], dispatch_id)
+        if not taken:
+            continue
+        try:
+            if len(taken) == 1:
+                request = IngestRequest(
+                    ref=taken[0].ref,
+                    dispatch_id=dispatch_id,
+                    config_path=str(config.path) if config.path else None,
+                )
+                run_id = api.create_ingest_run(
+                    {"request": request.model_dump(mode="json")}, dispatch_id
+                )
+            else:
+                batch = batch_of(taken, dispatch_id, config)
+                run_id = api.create_batch_run({"batch": batch.model_dump(mode="json")}, dispatch_id)
+        except Exception as exc:  # the server is down or busy: the versions stay dispatched
+            log.warning("could not start a run for %d file(s) again: %s", len(taken), exc)
+            continue
+        for record in taken:
+            ledger.mark_queued(record.uri, record.fingerprint, run_id)
+        log.info("sent %d file(s) again as flow run %s", len(taken), run_id)
+        sent.extend(taken)
+    return sent
 
 
 def dispatch_replay(

@@ -1,4 +1,4 @@
-"""Reconciliation: dead runs are re-dispatched a bounded number of times."""
+"""Reconciliation: dead runs are re-dispatched, in batches, a bounded number of times."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ class ScriptedRuns:
         run_id = f"run-{len(self.created) + 100}"
         self.states[run_id] = "SCHEDULED"
         return run_id
+
+    def create_batch_run(self, parameters: dict[str, object], idempotency_key: str) -> str:
+        return self.create_ingest_run(parameters, idempotency_key)
 
 
 def _running(home: HopperConfig, ledger: Ledger, name: str, run: str) -> FileRef:
@@ -94,7 +97,11 @@ def test_crashed_run_is_redispatched_then_given_up(home: HopperConfig, tmp_path:
     runs = ScriptedRuns({"run-1": "CRASHED"})
     report = reconcile(home, ledger, runs, max_dispatches=2, rescan=False)
     assert report.redispatched == [ref.uri]
-    assert runs.created[0]["request"]["replay"] is True  # type: ignore[index]
+    assert runs.created[0]["request"]["ref"]["uri"] == ref.uri  # type: ignore[index]
+    # sent again as a first dispatch of a requeued version, linked to the run that died
+    events = [(h["event"], h["detail"]) for h in ledger.history(ref.uri)]
+    assert ("requeued", {"dead_run": "run-1"}) in events
+    assert events[-1][0] == "queued"
     # the new run crashes too: the bound (2 dispatches) is reached → failed, alert pending
     new_run = ledger.latest(ref.uri).flow_run_id  # type: ignore[union-attr]
     ledger.claim(ref, new_run or "", replay=True)
@@ -114,3 +121,43 @@ def test_healthy_runs_are_left_alone_and_rescan_finds_files(home: HopperConfig) 
     report = reconcile(home, ledger, runs)
     assert report.redispatched == [] and report.given_up == []
     assert report.detected == 1
+
+
+def test_many_dead_files_go_out_as_batches_not_one_run_each(home: HopperConfig) -> None:
+    ledger = Ledger(sqlite_url(home.state_dir))
+    refs = [_running(home, ledger, f"{i}.csv", "run-lost") for i in range(5)]
+    waiting = FileRef(uri="file:///in/people/late.csv", size=1, mtime=1.0, dataset="people")
+    ledger.record_detected(waiting)  # detected while no watcher ran
+    runs = ScriptedRuns({"run-lost": "CRASHED"})
+    config = home.model_copy(
+        update={"watch": home.watch.model_copy(update={"batch_max_files": 4})}
+    )
+    report = reconcile(config, ledger, runs, rescan=False, pending_seconds=-1)
+    assert sorted(report.redispatched) == sorted([*(r.uri for r in refs), waiting.uri])
+    # six files, batches of at most four: two runs, never one per file
+    assert len(runs.created) == 2
+    batches = [p["batch"] for p in runs.created]  # type: ignore[index]
+    assert sorted(b["count"] for b in batches) == [2, 4]  # type: ignore[index]
+    # each batch run finds its files in the ledger under its dispatch id, queued for it
+    taken = [r for b in batches for r in ledger.dispatched_under(b["dispatch_id"])]  # type: ignore[index]
+    assert len({r.uri for r in taken}) == 6
+    assert {r.state for r in taken} == {FileState.QUEUED}
+
+
+def test_watcher_and_reconcile_give_up_at_the_same_limit(home: HopperConfig) -> None:
+    """One revival policy: a version at MAX_DISPATCHES fails, whoever finds its run dead."""
+    from hopper.reconcile import MAX_DISPATCHES, RevivalPolicy, revive_lost
+
+    ledger = Ledger(sqlite_url(home.state_dir))
+    ref = _running(home, ledger, "tired.csv", "run-1")
+    for _ in range(MAX_DISPATCHES - 1):  # dispatched MAX_DISPATCHES times in all
+        ledger.mark_dispatched(ref.uri, ref.fingerprint, "again")
+    ledger.claim(ref, "run-1", replay=True)
+    runs = ScriptedRuns({"run-1": "CRASHED"})
+    (record,) = ledger.records()
+    assert record.dispatch_count == MAX_DISPATCHES
+    revival = revive_lost(ledger, runs, [record], RevivalPolicy(lease_seconds=60))
+    assert revival.requeued == [] and [r.uri for r in revival.given_up] == [ref.uri]
+    latest = ledger.latest(ref.uri)
+    assert latest is not None and latest.state == FileState.FAILED and latest.alert == "pending"
+    assert runs.created == []

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+
+import pytest
 
 from hopper.config import HopperConfig
 from hopper.ingest import Home
 from hopper.ledger import Lease, Ledger, sqlite_url
-from hopper.models import FileRef, FileState
+from hopper.models import FileRef, FileState, IngestOutcome
 from hopper.prefect_api import RunState
 from hopper.watch.daemon import Watcher
 
@@ -245,3 +248,133 @@ def test_run_says_ready_once_watching_and_sees_files_dropped_after(home: HopperC
         thread.join(10)
         ledger.close()
     assert not thread.is_alive()
+
+
+class CountingServer(ScriptedServer):
+    """A stand-in that counts health checks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.health_checks = 0
+
+    def healthy(self) -> bool:
+        self.health_checks += 1
+        return self.up
+
+
+def _lost_run(ledger: Ledger, server: ScriptedServer, name: str = "lost.csv") -> FileRef:
+    """A file a killed worker was running: claimed, dispatched, then never renewed."""
+    ref = FileRef(uri=f"file:///in/people/{name}", size=1, mtime=1.0, dataset="people")
+    ledger.record_many([ref])
+    ledger.mark_dispatched(ref.uri, ref.fingerprint, "d-old")
+    ledger.claim(ref, "run-lost")
+    server.states["run-lost"] = "RUNNING"  # Prefect still shows the dead worker's run
+    return ref
+
+
+def _run_until(watcher: Watcher, done: Callable[[], bool], seconds: float) -> bool:
+    """Run the watcher's loop in a thread until ``done()`` or ``seconds`` pass."""
+    thread = threading.Thread(target=watcher.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if done():
+                return True
+            time.sleep(0.05)
+        return done()
+    finally:
+        watcher.stop()
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("last_seen", [None, False], ids=["fresh", "last-saw-server-down"])
+def test_a_restarted_watcher_revives_lost_runs_with_nothing_new_to_dispatch(
+    home: HopperConfig, last_seen: bool | None
+) -> None:
+    """After a crash every file is already dispatched: dispatch() finds nothing to do, yet
+    the lost run's files must be sent again within one lease period."""
+    ledger = Ledger(sqlite_url(home.state_dir))
+    server = CountingServer()
+    ref = _lost_run(ledger, server)
+    time.sleep(0.6)  # the lease (0.5 s) lapses before the watcher starts
+    watcher = Watcher(
+        home, ledger, server, server.emit, poll_seconds=0.02, confirm_poll_seconds=0.1,
+        lease_seconds=0.5,
+    )  # fmt: skip
+    watcher._server_up = last_seen  # what the watcher saw last, before the restart
+    server.up = True
+
+    def resent() -> bool:
+        return any(h["event"] == "requeued" for h in ledger.history(ref.uri)) and bool(
+            server.emitted
+        )
+
+    assert _run_until(watcher, resent, seconds=3.0), (
+        f"{server.health_checks} health checks; file is "
+        f"{ledger.get(ref.uri, ref.fingerprint).state}"  # type: ignore[union-attr]
+    )
+    assert server.health_checks > 0
+    assert server.crashed == ["run-lost"]
+    assert ledger.get(ref.uri, ref.fingerprint).state == FileState.DISPATCHED  # type: ignore[union-attr]
+    ledger.close()
+
+
+def test_held_alerts_go_out_without_anything_to_dispatch(home: HopperConfig) -> None:
+    """An alert pending in the ledger is sent by a watcher that has nothing else to do."""
+    ledger = Ledger(sqlite_url(home.state_dir))
+    ref = FileRef(uri="file:///in/people/bad.csv", size=1, mtime=1.0, dataset="people")
+    ledger.record_many([ref])
+    ledger.finish(
+        IngestOutcome(
+            uri=ref.uri,
+            fingerprint=ref.fingerprint,
+            dataset="people",
+            state=FileState.QUARANTINED,
+            reason="bad.csv: column 'id' is not int64",
+        ),
+        "run-1",
+    )
+    policy = home.alert_policy.model_copy(update={"hold_seconds": 0.0})
+    server = CountingServer()
+    server.up = True
+    watcher = Watcher(
+        home.model_copy(update={"alert_policy": policy}),
+        ledger,
+        server,
+        server.emit,
+        poll_seconds=0.02,
+        confirm_poll_seconds=0.1,
+    )
+
+    def alerted() -> bool:
+        return any(spec["event"] == "hopper.alert.file" for spec in server.emitted)
+
+    assert _run_until(watcher, alerted, seconds=3.0), f"{server.health_checks} health checks"
+    assert ledger.get(ref.uri, ref.fingerprint).alert == "sent"  # type: ignore[union-attr]
+    ledger.close()
+
+
+def test_a_lost_batch_is_sent_again_as_batches(home: HopperConfig) -> None:
+    """Revival requeues; the normal dispatch then batches, like a fresh burst."""
+    ledger = Ledger(sqlite_url(home.state_dir))
+    server = ScriptedServer()
+    server.up = True
+    watch = home.watch.model_copy(update={"batch_max_files": 4})
+    watcher = Watcher(
+        home.model_copy(update={"watch": watch}), ledger, server, server.emit, lease_seconds=0.3
+    )
+    refs = [_lost_run(ledger, server, f"{i}.csv") for i in range(10)]
+    time.sleep(0.4)
+    assert watcher.revive() == 10
+    assert watcher.dispatch() == 10
+    kinds = sorted(str(spec["event"]) for spec in server.emitted)
+    assert kinds == ["hopper.batch.detected"] * 3  # 4 + 4 + 2, never one run per file
+    batched = [
+        r.uri
+        for spec in server.emitted
+        for r in ledger.dispatched_under(spec["payload"]["batch"]["dispatch_id"])  # type: ignore[index]
+    ]
+    assert sorted(batched) == sorted(r.uri for r in refs)
+    ledger.close()

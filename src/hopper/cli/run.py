@@ -165,7 +165,10 @@ def deploy(*, config: ConfigOption = None) -> None:
 
 
 def reconcile(
-    *, config: ConfigOption = None, max_dispatches: int = 3, stuck_seconds: float | None = None
+    *,
+    config: ConfigOption = None,
+    max_dispatches: int | None = None,
+    stuck_seconds: float | None = None,
 ) -> None:
     """Re-dispatch files whose flow run died without an outcome; rescan the sources.
 
@@ -174,7 +177,8 @@ def reconcile(
 
     Args:
         config: hopper.yaml of the Hopper home.
-        max_dispatches: Give up (record a failure, which alerts) after this many dispatches.
+        max_dispatches: Give up (record a failure, which alerts) after this many dispatches
+            (default: the same limit the watcher uses).
         stuck_seconds: A running file whose run has not renewed its lease for this long
             counts as lost (default: $HOPPER_LEASE_SECONDS, 60).
     """

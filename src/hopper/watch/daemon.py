@@ -5,6 +5,13 @@ drops events silently while the server is unreachable, and an automation can fai
 run under load; so every dispatched-but-unconfirmed file is re-emitted after
 ``confirm_seconds`` until a run exists. The flow's claim in the ledger makes a duplicate run
 harmless (it sees the file settled and skips), and output paths are deterministic.
+
+Every duty of the loop runs on a clock of its own (:class:`Every`) and, when it needs the
+Prefect server, checks the server itself: detecting (and so acknowledging S3 sources, which
+saves their cursors), rescanning, dispatching, confirming, reviving lost runs and sending
+held alerts. None waits for another to have found work. A watcher restarted after a crash,
+when every file is already dispatched, has nothing to dispatch — and must still revive the
+runs the crash lost and send the alerts it held.
 """
 
 from __future__ import annotations
@@ -22,16 +29,35 @@ from typing import Any, Protocol
 from hopper import events
 from hopper.alerts import AlertDispatcher
 from hopper.config import FolderSource, HopperConfig, S3Source, is_s3
+from hopper.errors import TransientError
 from hopper.ledger import FileRecord, Ledger
-from hopper.models import FileRef, FileState, IngestBatch, IngestRequest
+from hopper.models import FileRef, FileState, IngestRequest
 from hopper.prefect_api import RunState
-from hopper.reconcile import crash_lost_runs, is_dead
+from hopper.reconcile import RevivalPolicy, revive_lost
+from hopper.replay import batch_of
 from hopper.watch.local import LocalFolder
 
 log = logging.getLogger(__name__)
 
 
 BATCH_WAIT = 1.0  # seconds a burst's first files may wait for the rest of their batch
+REVIVE_SECONDS = 5.0  # longest period of the revival clock (a quarter of the lease if shorter)
+ALERT_SECONDS = 2.0  # period of the alert clock (holds and digest windows are in seconds)
+
+
+class Every:
+    """A periodic duty's clock: due at once, then every ``seconds`` (monotonic time)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.next = 0.0
+
+    def due(self, now: float) -> bool:
+        """Whether the duty is due at ``now``; if so, the next time is ``seconds`` later."""
+        if now < self.next:
+            return False
+        self.next = now + self.seconds
+        return True
 
 
 class Orchestrator(Protocol):
@@ -154,9 +180,19 @@ class Watcher:
         self.lease_seconds = lease_seconds
         self.sources = build_sources(config)
         self.alerts = AlertDispatcher(ledger, config.alert_policy, emit)
+        self.policy = RevivalPolicy(lease_seconds=lease_seconds)
         self.stopping = threading.Event()
         self._server_up: bool | None = None
         self._holding_since: float | None = None
+        watch = config.watch
+        self.clocks = {
+            "rescan": Every(watch.rescan_seconds),
+            "dispatch": Every(confirm_poll_seconds),
+            "confirm": Every(confirm_poll_seconds),
+            "revive": Every(min(REVIVE_SECONDS, lease_seconds / 4)),
+            "alerts": Every(ALERT_SECONDS),
+        }
+        self.clocks["rescan"].next = time.monotonic() + watch.rescan_seconds  # just scanned
 
     def stop(self) -> None:
         """Ask the loop to end (safe from a signal handler)."""
@@ -169,32 +205,51 @@ class Watcher:
             log.info("startup scan of %s: %d files", source.root, source.scan())
         if on_ready is not None:
             on_ready()
-        next_scan = time.monotonic() + self.config.watch.rescan_seconds
-        next_confirm = 0.0
         try:
             while not self.stopping.is_set():
-                new = self.detect()
-                now = time.monotonic()
-                if now >= next_scan:
-                    for source in self.sources:
-                        if isinstance(source, LocalFolder):  # S3 sources list on their own
-                            source.rescan()
-                    next_scan = now + self.config.watch.rescan_seconds
-                # Idle, the ledger is asked only every few seconds (re-dispatch, alerts).
-                if new or self._holding_since is not None or now >= next_confirm:
-                    self.dispatch()
-                if now >= next_confirm:
-                    self.confirm()
-                    if self._server_up:
-                        self.revive()
-                    if self._server_up:
-                        self.alerts.tick()
-                    next_confirm = now + self.confirm_poll_seconds
+                self.step()
                 self.stopping.wait(self.poll_seconds)
         finally:
             for source in self.sources:
                 source.stop()
             log.info("watcher stopped")
+
+    def step(self) -> None:
+        """One pass of the loop: detect, then every duty whose clock is due.
+
+        A duty that meets a transient fault (the ledger locked, the server gone mid-call)
+        logs it and waits for its next tick; the others still run.
+        """
+        new = self._duty("detect", self.detect) or []
+        now = time.monotonic()
+        clocks = self.clocks
+        if clocks["rescan"].due(now):
+            for source in self.sources:
+                if isinstance(source, LocalFolder):  # S3 sources list on their own
+                    source.rescan()
+        # Idle, the ledger is asked only every few seconds.
+        if clocks["dispatch"].due(now) or new or self._holding_since is not None:
+            self._duty("dispatch", self.dispatch)
+        if clocks["confirm"].due(now):
+            self._duty("confirm", self.confirm)
+        if clocks["revive"].due(now):
+            self._duty("revive", self.revive)
+        if clocks["alerts"].due(now) and self._alerts_pending() and self.server_up():
+            self._duty("alerts", self.alerts.tick)
+
+    def _duty(self, name: str, work: Callable[[], Any]) -> Any:
+        try:
+            return work()
+        except TransientError as exc:
+            log.warning("%s: %s; trying again at its next tick", name, exc)
+            return None
+
+    def _alerts_pending(self) -> bool:
+        try:
+            return bool(self.ledger.pending_alerts())
+        except TransientError as exc:
+            log.warning("alerts: %s; trying again at their next tick", exc)
+            return False
 
     def detect(self) -> list[FileRef]:
         """Record every newly complete file version; return the new ones."""
@@ -274,13 +329,7 @@ class Watcher:
             )
             spec = events.detected_event(request)
         else:
-            batch = IngestBatch(
-                dispatch_id=dispatch_id,
-                count=len(records),
-                datasets=sorted({r.dataset or "unrouted" for r in records}),
-                config_path=config_path,
-            )
-            spec = events.batch_event(batch)
+            spec = events.batch_event(batch_of(records, dispatch_id, self.config))
             log.info("dispatching %d files as one batch", len(records))
         if not self.emit(spec):
             log.warning("could not emit the event for %d file(s); will retry", len(records))
@@ -312,8 +361,11 @@ class Watcher:
         A worker can fail to submit a run (e.g. the server answers 503 under load) and mark
         it Crashed before the flow ever claimed its files; a worker can also die mid-run, and
         its run's lease on its files then expires (:class:`~hopper.ledger.Lease`). Such
-        files go back to the dispatch queue at once, rather than wait for the reconcile
-        deployment; the dead run is marked Crashed. Returns how many files are due again.
+        files are requeued at once, rather than wait for the reconcile deployment, and go
+        out with the next dispatch in batches like a fresh burst; the dead run is marked
+        Crashed. What is dead and when to give up is decided by
+        :func:`hopper.reconcile.revive_lost`, shared with reconciliation. Returns how many
+        files are due again.
         """
         now = time.time()
         confirm, lease = self.config.watch.confirm_seconds, self.lease_seconds
@@ -326,25 +378,13 @@ class Watcher:
             if r.flow_run_id
             and now - r.updated_at > (lease if r.state == FileState.RUNNING else confirm)
         ]
-        if not old:
+        if not old or not self.server_up():  # its own check: whatever dispatch() last saw
             return 0
         try:
-            states = self.orchestrator.run_states({r.flow_run_id for r in old if r.flow_run_id})
+            revival = revive_lost(self.ledger, self.orchestrator, old, self.policy, now)
+        except TransientError:
+            raise
         except Exception as exc:  # server hiccup: next round
             log.warning("could not read run states yet: %s", exc)
             return 0
-        # Bounded: past a few dispatches the reconcile deployment decides (and fails it).
-        dead = [
-            r
-            for r in old
-            if r.flow_run_id in states  # a run Prefect does not know: reconcile decides
-            and r.dispatch_count < 5
-            and is_dead(r, states[r.flow_run_id], now, lease)
-        ]
-        if not dead:
-            return 0
-        crash_lost_runs(self.orchestrator, dead, states)
-        done = self.ledger.requeue(dead)
-        if done:
-            log.warning("%d file(s) whose run died or was lost are sent again", done)
-        return done
+        return len(revival.requeued)
