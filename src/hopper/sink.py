@@ -1,13 +1,15 @@
-"""Where outputs go and how they are written: deterministic paths, atomic writes.
+"""Where outputs go and how they are written: deterministic paths, all-or-nothing publishes.
 
 A source's output path depends only on its dataset, partition values and URI, so a new
 version or a replay of the same source replaces its earlier output rather than adding rows.
-Files are written to a hidden temporary name in the target folder, then renamed into place:
-readers (pyarrow, DuckDB, Spark) skip dot-files and never see a partial Parquet file.
+A source's files (one per partition) are staged outside the readers' view and published
+together (:mod:`hopper.staging`): a file that does not land leaves nothing in the lake, and a
+failed replay leaves the earlier version's outputs as they were. A writer that was killed
+is cleaned up after by :func:`discard_staged` (re-exported here from :mod:`hopper.staging`).
 
 :func:`write_outputs` writes a whole table; :class:`StreamingOutputs` writes a streamed
 file's tables as they come (local lakes only), one ``ParquetWriter`` per partition, each on
-its hidden temporary file, renamed into place only by :meth:`StreamingOutputs.commit`.
+its staged file, published only by :meth:`StreamingOutputs.commit`.
 Tables are buffered per partition and written as row groups of about
 :data:`ROW_GROUP_ROWS` rows or :data:`ROW_GROUP_BYTES` bytes, never one small row group
 per block.
@@ -34,6 +36,8 @@ import pyarrow.parquet as pq
 
 from hopper.config import DATASET_NAME, is_s3
 from hopper.errors import TerminalError
+from hopper.staging import Stage
+from hopper.staging import discard_staged as discard_staged  # for whoever ran a writer
 
 log = logging.getLogger(__name__)
 
@@ -163,59 +167,60 @@ def write_outputs(
 ) -> list[str]:
     """Write a source's rows to the lake (a folder or ``s3://``), replacing earlier outputs.
 
+    Every partition's file is staged first and all are published together (see
+    :mod:`hopper.staging`): if any step fails, nothing of this version is left in the lake
+    and the source's earlier outputs are as they were.
+
     Returns:
         The files written. Earlier files of the same source that the new version no longer
-        touches (other partitions) are removed after the new ones are in place.
+        touches (other partitions) are removed as part of the publish.
+
+    Raises:
+        TerminalError: a partition value cannot name a folder (nothing is written).
     """
-    from hopper.storage import write_parquet_s3
-
     name = output_name(source_name, uri)
-    written: list[str] = []
-    for values, rows in split_partitions(table, partition_by):
-        if is_s3(lake):
-            target = "s3://" + _join(
-                lake.removeprefix("s3://"), dataset, partition_dir(values), name
-            )
-            written.append(write_parquet_s3(rows, target, s3, compression))
-        else:
-            path = output_path(Path(lake), dataset, partition_dir(values), source_name, uri)
-            write_parquet_atomic(rows, path, compression)
-            written.append(str(path))
-    _remove_stale(lake, dataset, partition_by, name, written, uri, s3)
-    return written
+    stage = Stage(lake, dataset, uri, s3)
+    try:
+        for values, rows in split_partitions(table, partition_by):
+            stage.write(rows, _target(lake, dataset, partition_dir(values), name), compression)
+        return stage.publish(_existing_outputs(lake, dataset, partition_by, name, s3))
+    except BaseException:
+        stage.discard()
+        raise
 
 
-def _remove_stale(
-    lake: str,
-    dataset: str,
-    partition_by: list[str],
-    name: str,
-    written: list[str],
-    uri: str,
-    s3: Any,
-) -> None:
-    """Remove this source's earlier outputs that ``written`` does not replace."""
-    from hopper.storage import delete_s3, list_outputs_s3
-
+def _target(lake: str, dataset: str, partition: str, name: str) -> str:
+    """The lake file of one source in one partition, as a path or an ``s3://`` URI."""
     if is_s3(lake):
-        existing = list_outputs_s3(f"{lake}/{dataset}/", name, s3) if partition_by else []
-    else:
-        # Only this source's file in each partition folder of the current depth: a glob with
-        # a fixed file name, not a walk of the whole dataset (which grows with the lake).
-        pattern = "*/" * len(partition_by) + name
-        existing = [str(p) for p in (Path(lake) / dataset).glob(pattern)]
-    for stale in existing:
-        if stale not in written:
-            log.info("removing stale output %s of %s", stale, uri)
-            delete_s3(stale, s3) if is_s3(stale) else Path(stale).unlink(missing_ok=True)
+        return "s3://" + _join(lake.removeprefix("s3://"), dataset, partition, name)
+    folder = Path(lake) / dataset / partition if partition else Path(lake) / dataset
+    return str(folder / name)
+
+
+def _existing_outputs(
+    lake: str, dataset: str, partition_by: list[str], name: str, s3: Any
+) -> list[str]:
+    """This source's outputs in the lake now (all partitions of the current depth)."""
+    from hopper.storage import exists_s3, list_outputs_s3
+
+    if not partition_by:
+        target = _target(lake, dataset, "", name)
+        found = exists_s3(target, s3) if is_s3(lake) else Path(target).is_file()
+        return [target] if found else []
+    if is_s3(lake):
+        return list_outputs_s3(f"{lake}/{dataset}/", name, s3)
+    # Only this source's file in each partition folder of the current depth: a glob with
+    # a fixed file name, not a walk of the whole dataset (which grows with the lake).
+    pattern = "*/" * len(partition_by) + name
+    return [str(p) for p in (Path(lake) / dataset).glob(pattern)]
 
 
 class _PartitionFile:
-    """One partition's output of a streamed file: target, temp file, writer and buffer."""
+    """One partition's output of a streamed file: target, staged file, writer and buffer."""
 
-    def __init__(self, target: Path) -> None:
+    def __init__(self, target: Path, staged: Path) -> None:
         self.target = target
-        self.tmp = _temp_path(target)
+        self.tmp = staged
         self.writer: pq.ParquetWriter | None = None
         self.schema: pa.Schema | None = None
         self.buffer: list[pa.Table] = []
@@ -232,22 +237,24 @@ class _PartitionFile:
         self.buffered_rows += table.num_rows
         self.buffered_bytes += table.nbytes
 
+    def _open(self, compression: str) -> pq.ParquetWriter:
+        self.tmp.parent.mkdir(parents=True, exist_ok=True)
+        return pq.ParquetWriter(self.tmp, self.schema, **_writer_options(compression))
+
     def flush(self, compression: str) -> None:
         if not self.buffer or self.schema is None:
             return
         table = pa.concat_tables(self.buffer)
         self.buffer, self.buffered_rows, self.buffered_bytes = [], 0, 0
         if self.writer is None:
-            self.target.parent.mkdir(parents=True, exist_ok=True)
-            self.writer = pq.ParquetWriter(self.tmp, self.schema, **_writer_options(compression))
+            self.writer = self._open(compression)
         self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
         self.row_groups += 1
 
     def close(self, compression: str) -> None:
         self.flush(compression)
         if self.writer is None and self.schema is not None:  # no rows: an empty file
-            self.target.parent.mkdir(parents=True, exist_ok=True)
-            self.writer = pq.ParquetWriter(self.tmp, self.schema, **_writer_options(compression))
+            self.writer = self._open(compression)
         if self.writer is not None:
             self.writer.close()
 
@@ -258,16 +265,18 @@ class _PartitionFile:
                 self.writer.close()
             except (OSError, pa.ArrowException) as exc:
                 log.debug("closing %s: %s", self.tmp, exc)
-        self.tmp.unlink(missing_ok=True)
 
 
 class StreamingOutputs:
     """Write a streamed source's rows to a local lake, table by table, atomically at the end.
 
     Use it as a context manager: leaving the block without :meth:`commit` (an exception, a
-    rejected file) deletes every temporary file, so nothing of the source reaches the lake
-    and its earlier outputs stay in place. Partitioned outputs keep one writer per partition
-    value (at most :data:`MAX_STREAM_PARTITIONS`, else :class:`TooManyPartitions`).
+    rejected file) deletes every staged file, so nothing of the source reaches the lake
+    and its earlier outputs stay in place. The files are staged and published as
+    :func:`write_outputs` does (see :mod:`hopper.staging`), so a writer killed mid-stream
+    leaves only staged files, which :func:`discard_staged` removes. Partitioned outputs keep
+    one writer per partition value (at most :data:`MAX_STREAM_PARTITIONS`, else
+    :class:`TooManyPartitions`).
     """
 
     def __init__(
@@ -297,6 +306,7 @@ class StreamingOutputs:
         self.uri = uri
         self.compression = compression
         self.files: dict[str, _PartitionFile] = {}
+        self.stage = Stage(str(lake), dataset, uri)
         self.committed = False
 
     def __enter__(self) -> StreamingOutputs:
@@ -311,6 +321,7 @@ class StreamingOutputs:
 
         Raises:
             TooManyPartitions: the rows open more than :data:`MAX_STREAM_PARTITIONS` files.
+            TerminalError: a partition value cannot name a folder.
         """
         for values, rows in split_partitions(table, self.partition_by):
             partition = partition_dir(values)
@@ -321,7 +332,8 @@ class StreamingOutputs:
                         f"{self.uri}: more than {MAX_STREAM_PARTITIONS} partitions"
                     )
                 target = output_path(self.lake, self.dataset, partition, self.source_name, self.uri)
-                part = self.files[partition] = _PartitionFile(target)
+                staged = Path(self.stage.add(str(target)))
+                part = self.files[partition] = _PartitionFile(target, staged)
             part.add(rows)
             if part.buffered_rows >= ROW_GROUP_ROWS or part.buffered_bytes >= ROW_GROUP_BYTES:
                 part.flush(self.compression)
@@ -334,29 +346,25 @@ class StreamingOutputs:
         return sum(part.row_groups for part in self.files.values())
 
     def commit(self) -> list[str]:
-        """Close every file, rename them into place, remove the source's stale outputs.
+        """Close every file and publish them together, removing the source's stale outputs.
 
         Returns:
             The files written (as :func:`write_outputs` returns them).
         """
         for part in self.files.values():
             part.close(self.compression)
-        written = []
-        for part in self.files.values():
-            os.replace(part.tmp, part.target)
-            written.append(str(part.target))
-        self.committed = True
         name = output_name(self.source_name, self.uri)
-        _remove_stale(
-            str(self.lake), self.dataset, self.partition_by, name, written, self.uri, None
-        )
+        existing = _existing_outputs(str(self.lake), self.dataset, self.partition_by, name, None)
+        written = self.stage.publish(existing)
+        self.committed = True
         return written
 
     def abort(self) -> None:
-        """Delete every temporary file; the lake is left as it was."""
+        """Delete every staged file (undoing a publish in progress); the lake is as it was."""
         for part in self.files.values():
             part.discard()
         self.files = {}
+        self.stage.discard()
 
 
 def quarantine_folder(quarantine: str, dataset: str | None, when: datetime) -> str:

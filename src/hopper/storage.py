@@ -379,6 +379,93 @@ def delete_s3(uri: str, s3_client: S3Client) -> None:
     log.info("deleted %s", uri)
 
 
+def exists_s3(uri: str, s3_client: S3Client) -> bool:
+    """Whether an object is at ``uri``.
+
+    Raises:
+        TransientError / HopperError: as mapped by :func:`s3_error` (a missing object is
+            False, not an error).
+    """
+    bucket, key = parse_s3_uri(uri)
+    try:
+        s3_client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in _GONE_CODES:
+            return False
+        raise s3_error(exc, uri, "look up") from exc
+    except BotoCoreError as exc:
+        raise s3_error(exc, uri, "look up") from exc
+    return True
+
+
+def copy_s3(source_uri: str, target_uri: str, s3_client: S3Client) -> None:
+    """Server-side copy of a Parquet object (multipart beyond 5 GB), replacing the target.
+
+    Raises:
+        SourceGoneError: the source object is gone.
+        TransientError / HopperError: as mapped by :func:`s3_error`.
+    """
+    src_bucket, src_key = parse_s3_uri(source_uri)
+    bucket, key = parse_s3_uri(target_uri)
+    try:
+        s3_client.copy(
+            {"Bucket": src_bucket, "Key": src_key},
+            bucket,
+            key,
+            ExtraArgs={"ContentType": PARQUET_CONTENT_TYPE, "MetadataDirective": "REPLACE"},
+        )
+    except (ClientError, BotoCoreError) as exc:
+        raise s3_error(exc, source_uri, "copy") from exc
+
+
+def list_keys_s3(prefix_uri: str, s3_client: S3Client) -> list[str]:
+    """URIs of every object whose key starts with ``prefix_uri``'s key (not only a folder).
+
+    Raises:
+        TransientError / HopperError: as mapped by :func:`s3_error`.
+    """
+    bucket, prefix = parse_s3_uri(prefix_uri)
+    found: list[str] = []
+    try:
+        pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            found += [s3_uri(bucket, obj["Key"]) for obj in page.get("Contents", [])]
+    except (ClientError, BotoCoreError) as exc:
+        raise s3_error(exc, prefix_uri, "list") from exc
+    return found
+
+
+def put_text_s3(uri: str, text: str, s3_client: S3Client) -> None:
+    """Write a small UTF-8 text object (one PUT).
+
+    Raises:
+        TransientError / HopperError: as mapped by :func:`s3_error`.
+    """
+    bucket, key = parse_s3_uri(uri)
+    try:
+        s3_client.put_object(Bucket=bucket, Key=key, Body=text.encode(), ContentType="text/plain")
+    except (ClientError, BotoCoreError) as exc:
+        raise s3_error(exc, uri, "write") from exc
+
+
+def read_text_s3(uri: str, s3_client: S3Client) -> str | None:
+    """A small UTF-8 text object's content, or None if there is no such object.
+
+    Raises:
+        TransientError / HopperError: as mapped by :func:`s3_error`.
+    """
+    bucket, key = parse_s3_uri(uri)
+    try:
+        body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if error_code(exc) in _GONE_CODES:
+            return None
+        raise s3_error(exc, uri, "read") from exc
+    except BotoCoreError as exc:
+        raise s3_error(exc, uri, "read") from exc
+    return str(body.decode())
+
+
 _NAME_TAKEN_OR_NO_CONDITIONS = frozenset(
     {"PreconditionFailed", "ConditionalRequestConflict", "NotImplemented"}
 )

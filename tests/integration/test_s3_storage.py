@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hopper.errors import ConfigError, SourceGoneError, TransientError
-from hopper.sink import quarantine_file
+from hopper.errors import ConfigError, SourceGoneError, TerminalError, TransientError
+from hopper.sink import discard_staged, quarantine_file, write_outputs
 from hopper.storage import (
     copy_to_quarantine_s3,
     delete_s3,
@@ -183,3 +183,106 @@ def test_quarantine_on_s3_never_replaces_another_files_copy(moto: MotoServer) ->
         reason = moto.s3.get_object(Bucket=bucket, Key=f"{key}.error.json")["Body"].read()
         saved = json.loads(reason)
         assert saved["reason"] == body and saved["uri"].endswith(body.split(" ")[0])
+
+
+# --------------------------------------------------------------------------- no partial outputs
+
+SALES_URI = "s3://landing/incoming/sales/jan.csv"
+OLD_SALES = pa.table({"region": ["EU", "US", "EU"], "n": [1, 2, 3]})
+
+
+def _write_sales(lake: str, table: pa.Table, s3: object) -> list[str]:
+    return write_outputs(
+        table, lake=lake, dataset="sales", partition_by=["region"],
+        source_name="jan.csv", uri=SALES_URI, s3=s3,
+    )  # fmt: skip
+
+
+def _objects(moto: MotoServer, bucket: str) -> dict[str, list[int]]:
+    """Every object of the bucket → its ``n`` values (none for what is not Parquet)."""
+    found = {}
+    for page in moto.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            key = obj["Key"]
+            body = moto.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            found[key] = (
+                pq.read_table(io.BytesIO(body)).column("n").to_pylist()
+                if key.endswith(".parquet")
+                else []
+            )
+    return found
+
+
+def test_s3_partition_value_too_long_leaves_nothing_in_the_lake(moto: MotoServer) -> None:
+    bucket = moto.bucket("lake")
+    table = pa.table({"region": ["EU"] * 9 + ["US"] * 9 + ["x" * 300] * 12, "n": range(30)})
+    with pytest.raises(TerminalError, match="too long to name a folder"):
+        _write_sales(f"s3://{bucket}/tables", table, moto.s3)
+    assert _objects(moto, bucket) == {}
+
+
+def test_s3_failed_replay_keeps_the_earlier_version_whole(moto: MotoServer) -> None:
+    bucket = moto.bucket("lake")
+    lake = f"s3://{bucket}/tables"
+    written = _write_sales(lake, OLD_SALES, moto.s3)
+    before = _objects(moto, bucket)
+    assert sorted(before) == sorted(uri.removeprefix(f"s3://{bucket}/") for uri in written)
+    meta = moto.s3.head_object(Bucket=bucket, Key=next(iter(before)))
+    assert meta["ContentType"] == "application/vnd.apache.parquet"  # kept through the copy
+    with pytest.raises(TerminalError):
+        _write_sales(lake, pa.table({"region": ["EU", "x" * 300], "n": [10, 11]}), moto.s3)
+    assert _objects(moto, bucket) == before
+
+
+class Killed(BaseException):
+    """The writer's process died: nothing of it runs any more (not even its clean-up)."""
+
+
+class DyingS3:
+    """An S3 client whose process 'dies' at its n-th copy: that and every later call fail."""
+
+    def __init__(self, s3: object, die_at: int) -> None:
+        self.s3, self.die_at, self.copies, self.dead = s3, die_at, 0, False
+
+    def __getattr__(self, name: str) -> object:
+        if self.dead:
+            raise Killed
+        if name == "copy":
+            self.copies += 1
+            if self.copies == self.die_at:
+                self.dead = True
+                raise Killed
+        return getattr(self.s3, name)
+
+
+@pytest.mark.parametrize("die_at", [1, 3, 4], ids=["backing-up", "publishing", "published-two"])
+def test_s3_writer_dying_mid_publish_is_undone_by_discard_staged(
+    moto: MotoServer, die_at: int
+) -> None:
+    bucket = moto.bucket("lake")
+    lake = f"s3://{bucket}/tables"
+    _write_sales(lake, OLD_SALES, moto.s3)
+    before = _objects(moto, bucket)
+    new = pa.table({"region": ["EU", "FR"], "n": [10, 11]})  # replaces EU, adds FR, drops US
+    with pytest.raises(Killed):
+        _write_sales(lake, new, DyingS3(moto.s3, die_at))
+    left = _objects(moto, bucket)
+    staged = [key for key in left if key.startswith("tables/_staging/sales/")]
+    assert staged and any(key.endswith("/publish.json") for key in staged)
+    if die_at == 4:  # EU and FR are new, US not yet removed: a half publish
+        published = {k: v for k, v in left.items() if k not in staged}
+        assert sorted(published.values()) == [[2], [10], [11]]
+    discard_staged(lake, "sales", SALES_URI, moto.s3)
+    assert _objects(moto, bucket) == before
+    discard_staged(lake, "sales", SALES_URI, moto.s3)  # again: nothing to do
+    assert _objects(moto, bucket) == before
+
+
+def test_s3_replay_replaces_and_leaves_no_staging(moto: MotoServer) -> None:
+    bucket = moto.bucket("lake")
+    lake = f"s3://{bucket}/tables"
+    _write_sales(lake, OLD_SALES, moto.s3)
+    written = _write_sales(lake, pa.table({"region": ["EU", "FR"], "n": [10, 11]}), moto.s3)
+    after = _objects(moto, bucket)
+    assert sorted(after) == sorted(uri.removeprefix(f"s3://{bucket}/") for uri in written)
+    assert sorted(after.values()) == [[10], [11]]

@@ -89,8 +89,11 @@ class RecordingS3:
     def put_object(self, *, Bucket: str, Key: str, **_: Any) -> None:
         self.keys.append(f"{Bucket}/{Key}")
 
-    def copy(self, _src: dict[str, str], bucket: str, key: str) -> None:
+    def copy(self, _src: dict[str, str], bucket: str, key: str, **_: Any) -> None:
         self.keys.append(f"{bucket}/{key}")
+
+    def delete_object(self, *, Bucket: str, Key: str) -> None:
+        pass
 
     def get_paginator(self, _name: str) -> Any:
         class Pages:
@@ -169,8 +172,11 @@ def test_s3_keys_stay_under_their_prefixes(tmp_path: Path, name: str) -> None:
         source_name=name, uri=src, s3=s3,
     )  # fmt: skip
     assert all(_key_under(uri, "lake/tables/people/") for uri in written)
-    # the quarantine name's claim (its reason key), the copy, the reason; rejected rows; 2 outputs
-    assert len(s3.keys) == 6 and len(set(s3.keys)) == 5
+    # the quarantine name's claim (its reason key), the copy, the reason; rejected rows;
+    # 2 outputs, each staged then copied into place, and the publish journal
+    assert len(s3.keys) == 9 and len(set(s3.keys)) == 8
+    staged = [k for k in s3.keys if k.startswith("lake/tables/_staging/people/")]
+    assert len(staged) == 3 and all(_key_under("s3://" + k, "lake/") for k in staged)
     assert all(_key_under("s3://" + key, key.split("/", 1)[0] + "/") for key in s3.keys)
 
 

@@ -1,0 +1,391 @@
+"""Staged outputs, published together: a source's lake files land all at once or not at all.
+
+A source becomes one Parquet file per partition. Written straight into place, a failure part
+way (a partition value too long for a folder, a full disk, a child process killed for its
+memory) left some partitions of a quarantined file in the lake. So each attempt writes its
+files to its own staging folder, ``<lake>/_staging/<dataset>/<source key>-<attempt>/``, which
+lake readers skip (pyarrow datasets, Hive, Spark and Athena ignore names starting with ``_``,
+and no staged name ends in ``.parquet`` for a ``**/*.parquet`` glob to find), and publishes
+them only once all are written:
+
+1. a journal (``publish.json``) is written, listing every move: each staged file to its lake
+   path, each earlier file of the source it replaces or makes stale to a backup in the
+   staging folder;
+2. the moves are made (renames locally; server-side copies then deletes on S3);
+3. the journal is deleted — the commit point — then the staging folder and its backups.
+
+Any failure before the commit point is rolled back from the journal (:func:`rollback`): the
+new files are removed and the backups put back, so a replay that fails keeps the earlier
+version's outputs. A writer that was killed cannot roll back itself; whoever supervised it
+calls :func:`discard_staged`, which finds the source's staging folders by their deterministic
+name and does the same. Without a journal, staged files are simply deleted.
+
+What is *not* promised: for the moment the moves take (renames, or S3 copies), a reader can
+see some partitions of the new version beside others of the old one. Neither a folder nor S3
+has a multi-file transaction; a table format (Iceberg) is how to get one.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hopper.config import is_s3
+
+log = logging.getLogger(__name__)
+
+STAGING = "_staging"
+"""The lake's staging folder (its leading ``_`` hides it from readers; no dataset starts so)."""
+JOURNAL = "publish.json"
+
+
+def staging_key(uri: str) -> str:
+    """The stable part of a source's staging folder names (16 hex digits of its URI's hash)."""
+    return hashlib.sha256(uri.encode()).hexdigest()[:16]
+
+
+def staging_root(lake: str, dataset: str) -> str:
+    """``<lake>/_staging/<dataset>``: where the dataset's attempts stage their files (pure)."""
+    return "/".join([lake.rstrip("/"), STAGING, dataset])
+
+
+class Store(Protocol):
+    """The few operations staging needs, on a local folder or an S3 bucket (paths or URIs)."""
+
+    def write_parquet(self, table: pa.Table, path: str, compression: str) -> None:
+        """Write ``table`` at ``path`` (a staged file, invisible until published)."""
+
+    def exists(self, path: str) -> bool:
+        """Whether a file is at ``path``."""
+
+    def keep(self, path: str, backup: str) -> None:
+        """Make ``backup`` a copy of ``path``, which stays in place."""
+
+    def move(self, path: str, target: str) -> None:
+        """Put ``path`` at ``target``, replacing what is there; ``path`` is gone after."""
+
+    def delete(self, path: str) -> None:
+        """Remove a file (a missing one is fine)."""
+
+    def put_text(self, path: str, text: str) -> None:
+        """Write a small text file."""
+
+    def read_text(self, path: str) -> str | None:
+        """A small text file's content, or None if there is none."""
+
+    def attempts(self, root: str, key: str) -> list[str]:
+        """The staging folders under ``root`` whose names start with ``key-``."""
+
+    def remove_folder(self, folder: str, known: list[str] | None) -> None:
+        """Remove a staging folder; ``known``, if given, are all the files left in it."""
+
+    def prune(self, paths: Iterable[str], stop: str) -> None:
+        """Remove the empty folders above ``paths``, up to (not including) ``stop``."""
+
+
+class LocalStore:
+    """:class:`Store` on a local lake: renames within one file system, hard-linked backups."""
+
+    def write_parquet(self, table: pa.Table, path: str, compression: str) -> None:
+        """See :class:`Store`."""
+        from hopper.sink import ROW_GROUP_ROWS, _writer_options
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, **_writer_options(compression))
+
+    def exists(self, path: str) -> bool:
+        """See :class:`Store`."""
+        return Path(path).is_file()
+
+    def keep(self, path: str, backup: str) -> None:
+        """See :class:`Store` (a hard link: no bytes copied; a copy where links fail)."""
+        Path(backup).parent.mkdir(parents=True, exist_ok=True)
+        Path(backup).unlink(missing_ok=True)
+        try:
+            os.link(path, backup)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise
+            shutil.copy2(path, backup)
+
+    def move(self, path: str, target: str) -> None:
+        """See :class:`Store`; a folder removed meanwhile (a concurrent prune) is made again."""
+        for attempt in (1, 2):
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(path, target)
+                return
+            except FileNotFoundError:
+                if attempt == 2 or not Path(path).exists():
+                    raise
+
+    def delete(self, path: str) -> None:
+        """See :class:`Store`."""
+        Path(path).unlink(missing_ok=True)
+
+    def put_text(self, path: str, text: str) -> None:
+        """See :class:`Store` (written to a temporary name, then renamed: never half a file)."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = f"{path}.tmp"
+        Path(tmp).write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+
+    def read_text(self, path: str) -> str | None:
+        """See :class:`Store`."""
+        try:
+            return Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+    def attempts(self, root: str, key: str) -> list[str]:
+        """See :class:`Store`."""
+        try:
+            return [str(p) for p in Path(root).iterdir() if p.name.startswith(f"{key}-")]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def remove_folder(self, folder: str, known: list[str] | None) -> None:
+        """See :class:`Store`."""
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def prune(self, paths: Iterable[str], stop: str) -> None:
+        """See :class:`Store`."""
+        top = Path(stop)
+        for path in sorted(set(paths), key=len, reverse=True):
+            folder = Path(path).parent
+            while folder != top and folder.is_relative_to(top):
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break  # not empty (another source's files), or already gone
+                folder = folder.parent
+
+
+class S3Store:
+    """:class:`Store` on an S3 lake: uploads, server-side copies and deletes (boto3 client)."""
+
+    def __init__(self, s3: Any) -> None:
+        """Wrap a client from :func:`hopper.storage.make_s3_client`."""
+        if s3 is None:
+            raise ValueError("an S3 client is needed to write to an s3:// lake")
+        self.s3 = s3
+
+    def write_parquet(self, table: pa.Table, path: str, compression: str) -> None:
+        """See :class:`Store`."""
+        from hopper.storage import write_parquet_s3
+
+        write_parquet_s3(table, path, self.s3, compression)
+
+    def exists(self, path: str) -> bool:
+        """See :class:`Store`."""
+        from hopper.storage import exists_s3
+
+        return exists_s3(path, self.s3)
+
+    def keep(self, path: str, backup: str) -> None:
+        """See :class:`Store`."""
+        from hopper.storage import copy_s3
+
+        copy_s3(path, backup, self.s3)
+
+    def move(self, path: str, target: str) -> None:
+        """See :class:`Store` (copy, then delete: a kill between leaves both, never neither)."""
+        from hopper.storage import copy_s3, delete_s3
+
+        copy_s3(path, target, self.s3)
+        delete_s3(path, self.s3)
+
+    def delete(self, path: str) -> None:
+        """See :class:`Store`."""
+        from hopper.storage import delete_s3
+
+        delete_s3(path, self.s3)
+
+    def put_text(self, path: str, text: str) -> None:
+        """See :class:`Store`."""
+        from hopper.storage import put_text_s3
+
+        put_text_s3(path, text, self.s3)
+
+    def read_text(self, path: str) -> str | None:
+        """See :class:`Store`."""
+        from hopper.storage import read_text_s3
+
+        return read_text_s3(path, self.s3)
+
+    def attempts(self, root: str, key: str) -> list[str]:
+        """See :class:`Store`."""
+        from hopper.storage import list_keys_s3
+
+        prefix = f"{root}/{key}-"
+        return sorted(
+            {prefix + u[len(prefix) :].split("/")[0] for u in list_keys_s3(prefix, self.s3)}
+        )
+
+    def remove_folder(self, folder: str, known: list[str] | None) -> None:
+        """See :class:`Store` (no listing when all went well: the files left are known)."""
+        from hopper.storage import delete_s3, list_keys_s3
+
+        left = known if known is not None else list_keys_s3(f"{folder}/", self.s3)
+        for uri in left:
+            delete_s3(uri, self.s3)
+
+    def prune(self, paths: Iterable[str], stop: str) -> None:
+        """See :class:`Store` (S3 has no folders to leave behind)."""
+
+
+def store_for(lake: str, s3: Any = None) -> Store:
+    """The :class:`Store` of a lake location (a folder, or ``s3://`` with a client)."""
+    return S3Store(s3) if is_s3(lake) else LocalStore()
+
+
+class Stage:
+    """One attempt at writing one source's outputs: staged files, then :meth:`publish`.
+
+    Nothing is created until the first :meth:`add`. On any failure call :meth:`discard`
+    (idempotent): before publishing it deletes the staged files; during publishing it rolls
+    the lake back.
+    """
+
+    def __init__(self, lake: str, dataset: str, uri: str, s3: Any = None) -> None:
+        """Prepare an attempt for the source ``uri`` of ``dataset`` in ``lake``.
+
+        Args:
+            lake: the lake, a folder or an ``s3://`` location.
+            dataset: the dataset name (first folder under the lake).
+            uri: the source's URI (names the staging folder, see :func:`discard_staged`).
+            s3: an S3 client, for an ``s3://`` lake.
+        """
+        self.lake = lake.rstrip("/")
+        self.dataset = dataset
+        self.uri = uri
+        self.store = store_for(lake, s3)
+        self.folder = f"{staging_root(lake, dataset)}/{staging_key(uri)}-{uuid.uuid4().hex[:12]}"
+        self.moves: list[tuple[str, str]] = []
+
+    def add(self, target: str) -> str:
+        """Register a lake file to be published; returns where to write it meanwhile."""
+        staged = f"{self.folder}/new/{len(self.moves)}.staged"
+        self.moves.append((staged, target))
+        return staged
+
+    def write(self, table: pa.Table, target: str, compression: str) -> None:
+        """Stage ``table`` as the future content of the lake file ``target``."""
+        self.store.write_parquet(table, self.add(target), compression)
+
+    def publish(self, existing: Iterable[str]) -> list[str]:
+        """Move the staged files into place, replacing the source's earlier outputs.
+
+        Args:
+            existing: the source's files in the lake now (every earlier partition file);
+                those no new file replaces are removed (stale partitions).
+
+        Returns:
+            The lake files written, in the order they were added.
+
+        Raises:
+            Whatever the store raises; the lake is then rolled back (or, if that fails too,
+            left for :func:`discard_staged`).
+        """
+        targets = [target for _, target in self.moves]
+        earlier = set(existing)
+        entries: list[dict[str, Any]] = [
+            {"staged": staged, "target": target, "had_old": target in earlier}
+            for staged, target in self.moves
+        ]
+        entries += [
+            {"staged": None, "target": path, "had_old": True}
+            for path in sorted(earlier - set(targets))
+        ]
+        for index, entry in enumerate(entries):
+            entry["backup"] = f"{self.folder}/old/{index}.backup"
+        journal = f"{self.folder}/{JOURNAL}"
+        try:
+            self.store.put_text(journal, json.dumps({"uri": self.uri, "entries": entries}))
+            for entry in entries:
+                if entry["had_old"]:
+                    self.store.keep(entry["target"], entry["backup"])
+                if entry["staged"] is not None:
+                    self.store.move(entry["staged"], entry["target"])
+                else:
+                    log.info("removing stale output %s of %s", entry["target"], self.uri)
+                    self.store.delete(entry["target"])
+            self.store.delete(journal)  # the commit point: from here on, nothing is undone
+        except BaseException:
+            self.discard()
+            raise
+        backups = [str(e["backup"]) for e in entries if e["had_old"]]
+        try:
+            self.store.remove_folder(self.folder, backups)
+        except Exception as exc:  # published already; leftovers are hidden and swept later
+            log.warning("%s: staging folder %s not removed: %s", self.uri, self.folder, exc)
+        return targets
+
+    def discard(self) -> None:
+        """Undo this attempt: roll back a publish in progress, delete the staged files."""
+        try:
+            rollback(self.store, self.folder, f"{self.lake}/{self.dataset}")
+        except Exception as exc:  # the caller's own error matters more; leave it to a sweep
+            log.error(
+                "%s: could not clean up staging folder %s (%s); discard_staged will",
+                self.uri,
+                self.folder,
+                exc,
+            )
+
+
+def rollback(store: Store, folder: str, dataset_root: str) -> None:
+    """Undo one staging folder: restore from its journal if publishing began, then delete it.
+
+    Per journal entry: a backup that exists is moved back over the lake file (whatever the
+    lake file is now); else a lake file that had no earlier version is ours and is deleted;
+    else it was not touched yet. Safe to repeat after being interrupted itself.
+    """
+    text = store.read_text(f"{folder}/{JOURNAL}")
+    if text is not None:
+        entries = json.loads(text)["entries"]
+        for entry in reversed(entries):
+            if entry["had_old"]:
+                if store.exists(entry["backup"]):
+                    store.move(entry["backup"], entry["target"])
+            elif entry["staged"] is not None:
+                store.delete(entry["target"])
+        store.prune([e["target"] for e in entries], dataset_root)
+        log.warning("rolled back the partial publish of %s", json.loads(text)["uri"])
+        store.delete(f"{folder}/{JOURNAL}")
+    store.remove_folder(folder, None)
+
+
+def discard_staged(lake: str, dataset: str, uri: str, s3: Any = None) -> None:
+    """Remove what a dead writer of one source left: staged files, and any half-publish.
+
+    Call it after a process that was writing ``uri``'s outputs died (killed for its memory or
+    time, or crashed). Every staging folder of that source in that dataset is rolled back
+    (see :func:`rollback`) and removed. Idempotent; nothing there is fine.
+
+    Args:
+        lake: the lake, a folder or an ``s3://`` location (``HopperConfig.lake``).
+        dataset: the dataset the source was being written to.
+        uri: the source's URI (the same string the writer was given).
+        s3: an S3 client, for an ``s3://`` lake (None for a local one).
+
+    Raises:
+        OSError / TransientError / HopperError: the lake could not be cleaned (retry later:
+            nothing readers see depends on it, except a half-publish being undone).
+    """
+    store = store_for(lake, s3)
+    root = staging_root(lake, dataset)
+    for folder in store.attempts(root, staging_key(uri)):
+        log.info("%s: discarding staged outputs in %s", uri, folder)
+        rollback(store, folder, f"{lake.rstrip('/')}/{dataset}")
