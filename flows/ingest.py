@@ -17,7 +17,7 @@ from prefect.tasks import exponential_backoff
 from hopper import events
 from hopper.config import HopperConfig
 from hopper.errors import is_transient
-from hopper.ingest import Home, failed_outcome, ingest, ingest_with_retries, retry_policy
+from hopper.ingest import Home, failed_outcome, ingest, ingest_many, retry_policy
 from hopper.models import IngestBatch, IngestOutcome, IngestRequest
 
 
@@ -151,18 +151,12 @@ def ingest_batch(batch: IngestBatch) -> dict[str, Any]:
     skipped = owned.count(False)
     try:
         with home.lease(run_id):  # renewed while the batch works
-            for request, mine in zip(requests, owned, strict=True):
-                if not mine:
-                    continue  # another run has it, or it is settled
-                ref = request.ref
-                try:
-                    outcome = ingest_with_retries(
-                        request, home.config, flow_run_id=run_id, s3=home.s3_for(ref)
-                    )
-                except Exception as exc:  # retries exhausted or a bug: this file fails, not all
-                    outcome = failed_outcome(ref, exc)
-                    logger.error("%s failed: %s", ref.uri, outcome.reason)
-                events.emit(events.outcome_event(ref, outcome, run_id))
+            # the others: another run has them, or they are settled
+            mine = [request for request, ok in zip(requests, owned, strict=True) if ok]
+            for request, outcome in ingest_many(
+                mine, home.config, flow_run_id=run_id, s3_for=home.s3_for
+            ):
+                events.emit(events.outcome_event(request.ref, outcome, run_id))
                 outcomes.append(outcome)
                 unrecorded.append(outcome)
                 if len(unrecorded) >= 50:  # outcomes reach the ledger in small transactions

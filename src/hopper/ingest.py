@@ -11,7 +11,8 @@ import logging
 import random
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -24,19 +25,26 @@ from hopper.config import HopperConfig, S3Source, is_s3, load_config
 from hopper.contracts import Contract, load_contract, read_and_conform
 from hopper.contracts.limits import check_file_limits, check_table_limits
 from hopper.contracts.stream import StreamFallback, StreamingConform, stream_refusal
-from hopper.errors import HopperError, TerminalError, UnknownDatasetError, is_transient
+from hopper.errors import (
+    HopperError,
+    ReaderCrashedError,
+    TerminalError,
+    UnknownDatasetError,
+    is_transient,
+)
+from hopper.isolate import Limits, shared_pool
 from hopper.ledger import Lease, Ledger, sqlite_url
 from hopper.models import FileRef, FileState, IngestOutcome, IngestRequest
 from hopper.settings import HopperSettings
 from hopper.sink import (
     StreamingOutputs,
     TooManyPartitions,
+    discard_staged,
     quarantine_file,
     write_outputs,
     write_rejected_rows,
 )
 from hopper.transform import add_lineage
-from hopper.watch.local import relative_to_source
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +119,20 @@ def load_dataset_contract(config: HopperConfig, ref: FileRef) -> Contract:
 def is_watched(config: HopperConfig, ref: FileRef) -> bool:
     """Whether ``ref`` lies under one of the configured sources (flows read nothing else).
 
-    A local path counts once resolved (a symlink pointing out of the source does not); an S3
-    object counts if a source watches its bucket and prefix.
+    A local path counts if its folder, resolved, lies in a source. Its last component is not
+    resolved: a file swapped for a link after detection is the fetch's to refuse (it is
+    quarantined, saying so), not a file outside every source. An S3 object counts if a
+    source watches its bucket and prefix.
     """
     if ref.is_local:
-        return relative_to_source(ref.local_path(), config.folders) is not None
+        path = ref.local_path()
+        if path.name in ("", ".", ".."):
+            return False
+        try:
+            where = path.parent.resolve() / path.name
+            return any(where.is_relative_to(s.path.resolve()) for s in config.folders)
+        except (OSError, RuntimeError):  # a folder too deep to resolve, or a loop
+            return False
     bucket, _, key = ref.uri.removeprefix("s3://").partition("/")
     return any(
         isinstance(s, S3Source) and s.bucket == bucket and key.startswith(s.prefix)
@@ -129,6 +146,7 @@ def ingest(
     *,
     flow_run_id: str | None = None,
     s3: Any = None,
+    isolate: bool = True,
 ) -> IngestOutcome:
     """Ingest one file version and return its outcome (ingested or quarantined).
 
@@ -137,6 +155,9 @@ def ingest(
         config: the Hopper home's configuration.
         flow_run_id: the Prefect flow run doing the work (for reason files and the ledger).
         s3: an S3 client, needed when the source, the lake or the quarantine is on S3.
+        isolate: read and write the file in a child process under the contract's memory
+            and time limits (:mod:`hopper.isolate`); False runs it in this process (for
+            tests that patch the readers, and for debugging).
 
     Raises:
         TransientError: (and other unexpected errors) for the caller to retry or fail.
@@ -168,7 +189,10 @@ def ingest(
             follow=lambda link: any(source.follows(link) for source in config.folders),
         ) as local:
             try:
-                outcome = _convert(ref, local, contract, config, now, s3)
+                if isolate:
+                    outcome = _convert_isolated(ref, local, contract, config, now, s3)
+                else:
+                    outcome = _convert(ref, local, contract, config, now, s3)
             except TerminalError as exc:  # quarantine while the local copy still exists
                 outcome = _quarantine(config, ref, exc, contract, flow_run_id, now, local, s3)
     except TerminalError as exc:  # no contract, or the source is gone
@@ -183,6 +207,43 @@ def ingest(
         outcome.seconds,
     )
     return outcome
+
+
+def _convert_isolated(
+    ref: FileRef, path: Path, contract: Contract, config: HopperConfig, now: datetime, s3: Any
+) -> IngestOutcome:
+    """:func:`_convert` in a reader child process, under the contract's limits.
+
+    Raises:
+        ReaderCrashedError: the reader died or exceeded a limit (whatever it had staged in
+            the lake is removed first); the file is then quarantined with that reason.
+    """
+    limits = Limits(memory_mb=contract.max_memory_mb, cpu_seconds=contract.max_seconds)
+    try:
+        return shared_pool().call(
+            convert_file, ref, path, contract, config, now, limits=limits, what=ref.uri
+        )
+    except ReaderCrashedError:
+        discard_staged(config.lake, contract.name, ref.uri, s3)
+        raise
+
+
+_s3_clients: dict[tuple[str | None, str | None], Any] = {}
+
+
+def convert_file(
+    ref: FileRef, path: Path, contract: Contract, config: HopperConfig, now: datetime
+) -> IngestOutcome:
+    """:func:`_convert` as a reader child runs it: with an S3 client of its own if needed."""
+    s3 = None
+    if not ref.is_local or is_s3(config.lake) or is_s3(config.quarantine):
+        key = (config.s3.endpoint_url, config.s3.region)
+        if key not in _s3_clients:
+            from hopper.storage import make_s3_client
+
+            _s3_clients[key] = make_s3_client(*key)
+        s3 = _s3_clients[key]
+    return _convert(ref, path, contract, config, now, s3)
 
 
 def _convert(
@@ -375,6 +436,7 @@ def ingest_with_retries(
     flow_run_id: str | None = None,
     s3: Any = None,
     sleep: Callable[[float], None] = time.sleep,
+    isolate: bool = True,
 ) -> IngestOutcome:
     """:func:`ingest` with the contract's retries: exponential backoff, ±50 % jitter.
 
@@ -387,7 +449,7 @@ def ingest_with_retries(
     retries, delay = retry_policy(config, request.ref)
     for attempt in range(retries + 1):
         try:
-            return ingest(request, config, flow_run_id=flow_run_id, s3=s3)
+            return ingest(request, config, flow_run_id=flow_run_id, s3=s3, isolate=isolate)
         except Exception as exc:
             if attempt == retries or not is_transient(exc):
                 raise
@@ -397,6 +459,48 @@ def ingest_with_retries(
             )
             sleep(wait)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def ingest_many(
+    requests: list[IngestRequest],
+    config: HopperConfig,
+    *,
+    flow_run_id: str | None,
+    s3_for: Callable[[FileRef], Any],
+    threads: int | None = None,
+) -> Iterator[tuple[IngestRequest, IngestOutcome]]:
+    """Ingest several files at once, one per reader child; yield each with its outcome.
+
+    Outcomes come in the order files finish, not the order of ``requests``.
+
+    Each file keeps its own retries and outcome: a file whose retries run out, or that hits
+    a bug, is yielded as failed and the others go on.
+
+    Args:
+        requests: the files.
+        config: the Hopper home's configuration.
+        flow_run_id: the flow run doing the work.
+        s3_for: the S3 client (or None) for a file (see :meth:`Home.s3_for`).
+        threads: files in flight at once (default: the reader pool's size).
+    """
+    clients = [s3_for(r.ref) for r in requests]  # made here, not raced for in the threads
+
+    def one(request: IngestRequest, s3: Any) -> tuple[IngestRequest, IngestOutcome]:
+        try:
+            outcome = ingest_with_retries(request, config, flow_run_id=flow_run_id, s3=s3)
+        except Exception as exc:  # retries exhausted or a bug: this file fails, not all
+            log.error("%s failed: %s", request.ref.uri, exc)
+            outcome = failed_outcome(request.ref, exc)
+        return request, outcome
+
+    size = threads or shared_pool().size
+    if size == 1 or len(requests) <= 1:
+        yield from (one(r, s3) for r, s3 in zip(requests, clients, strict=True))
+        return
+    with ThreadPoolExecutor(max_workers=size, thread_name_prefix="hopper-ingest") as pool:
+        futures = [pool.submit(one, r, s3) for r, s3 in zip(requests, clients, strict=True)]
+        for future in as_completed(futures):
+            yield future.result()
 
 
 def failed_outcome(ref: FileRef, exc: BaseException) -> IngestOutcome:

@@ -116,11 +116,16 @@ def test_a_file_outside_every_source_is_refused_unread(home: HopperConfig, tmp_p
     assert outcome.state == FileState.FAILED
     assert "not under any source" in (outcome.reason or "")
     assert not list(Path(home.lake).rglob("*")) and not list(Path(home.quarantine).rglob("*"))
-    # a link inside a source pointing outside it is refused the same way
+    # a link inside a source pointing outside it (a file swapped for a link after detection)
+    # is never read through: it is quarantined saying so, and the link's target is not copied
     link = home.sources[0].path / "people" / "link.csv"
     link.parent.mkdir(parents=True, exist_ok=True)
     link.symlink_to(secret)
-    assert ingest(_request(link), home).state == FileState.FAILED
+    linked = ingest(_request(link), home)
+    assert linked.state == FileState.QUARANTINED and "symbolic link" in (linked.reason or "")
+    assert not list(Path(home.lake).rglob("*.parquet"))
+    kept = [p for p in Path(home.quarantine).rglob("*") if p.is_file()]
+    assert kept and all("Top Secret" not in p.read_text() for p in kept)
     # an S3 object in a bucket no source watches
     foreign = FileRef(uri="s3://someone-else/people/x.csv", size=1, mtime=1.0, dataset="people")
     outcome = ingest(IngestRequest(ref=foreign, dispatch_id="d"), home)
@@ -153,4 +158,5 @@ def test_a_followed_link_is_ingested_and_one_pointing_out_is_refused(
     outside.write_text("id,full name,score\n9,Top Secret,9\n")
     (home.sources[0].path / "people" / "out.csv").symlink_to(outside)
     refused = ingest(_request(home.sources[0].path / "people" / "out.csv"), config)
-    assert refused.state == FileState.FAILED and "not under any source" in (refused.reason or "")
+    assert refused.state == FileState.QUARANTINED and "symbolic link" in (refused.reason or "")
+    assert refused.rows_out == 0 and refused.outputs == []

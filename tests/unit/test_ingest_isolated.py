@@ -1,0 +1,61 @@
+"""Ingestion in reader children: a file over its limits is quarantined, nothing else suffers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from hopper.config import load_config
+from hopper.ingest import ingest, ingest_many
+from hopper.models import FileRef, FileState, IngestRequest
+from tests.conftest import CONTRACT, make_home
+
+
+def _request(path: Path) -> IngestRequest:
+    st = path.stat()
+    ref = FileRef(uri=path.as_uri(), size=st.st_size, mtime=st.st_mtime, dataset="people")
+    return IngestRequest(ref=ref, dispatch_id="d")
+
+
+def _people(path: Path, rows: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        f.write("id,full name,score\n")
+        for i in range(rows):
+            f.write(f"{i},person number {i} with a rather long name,{i * 0.5}\n")
+    return path
+
+
+def test_a_file_over_its_memory_limit_is_quarantined_and_the_next_one_lands(
+    tmp_path: Path,
+) -> None:
+    contract = CONTRACT + "max_memory_mb: 24\n"
+    config = load_config(make_home(tmp_path, {"people": contract}))
+    big = _people(config.sources[0].path / "people" / "big.csv", 600_000)  # ≈ 33 MB
+    outcome = ingest(_request(big), config, flow_run_id="r1")
+    assert outcome.state == FileState.QUARANTINED
+    assert "24 MiB memory limit" in (outcome.reason or "")
+    assert not list(Path(config.lake).rglob("*.parquet"))  # nothing of it in the lake
+    copy = Path(outcome.quarantine_path or "")
+    reason = json.loads((copy.parent / "big.csv.error.json").read_text())
+    assert reason["error"] == "ReaderCrashedError"
+    assert copy.stat().st_size == big.stat().st_size
+
+    small = _people(config.sources[0].path / "people" / "small.csv", 10)
+    landed = ingest(_request(small), config, flow_run_id="r2")
+    assert landed.state == FileState.INGESTED
+    assert pq.read_table(landed.outputs[0]).num_rows == 10
+
+
+def test_a_batch_is_read_by_several_children_each_file_with_its_outcome(tmp_path: Path) -> None:
+    config = load_config(make_home(tmp_path))
+    paths = [_people(config.sources[0].path / "people" / f"p{i}.csv", 5) for i in range(6)]
+    results = list(
+        ingest_many(
+            [_request(p) for p in paths], config, flow_run_id="r", s3_for=lambda _ref: None
+        )
+    )
+    assert sorted(r.ref.uri for r, _ in results) == sorted(p.as_uri() for p in paths)
+    assert all(o.state == FileState.INGESTED and o.rows_out == 5 for _, o in results)
