@@ -53,9 +53,7 @@ def test_a_batch_is_read_by_several_children_each_file_with_its_outcome(tmp_path
     config = load_config(make_home(tmp_path))
     paths = [_people(config.sources[0].path / "people" / f"p{i}.csv", 5) for i in range(6)]
     results = list(
-        ingest_many(
-            [_request(p) for p in paths], config, flow_run_id="r", s3_for=lambda _ref: None
-        )
+        ingest_many([_request(p) for p in paths], config, flow_run_id="r", s3_for=lambda _ref: None)
     )
     assert sorted(r.ref.uri for r, _ in results) == sorted(p.as_uri() for p in paths)
     assert all(o.state == FileState.INGESTED and o.rows_out == 5 for _, o in results)
