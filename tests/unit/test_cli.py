@@ -50,3 +50,21 @@ def test_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture
         str(tmp_path / "missing.yaml"),
     )
     assert code == 2 and "hopper init" in err
+
+
+def test_validate_reports_a_file_over_its_memory_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    assert _run(capsys, "init", str(home))[0] == 0
+    sample = tmp_path / "people.csv"
+    sample.write_text(SAMPLE)
+    _, contract, _ = _run(capsys, "contract", "infer", str(sample), "--dataset", "people")
+    (home / "datasets" / "people.yaml").write_text(contract + "max_memory_mb: 16\n")
+    big = tmp_path / "big.csv"
+    with big.open("w") as f:
+        f.write("id,full name,score\n")
+        f.writelines(f"{i},someone with a long enough name {i},{i}.5\n" for i in range(600_000))
+    config = str(home / "hopper.yaml")
+    code, out, _ = _run(capsys, "validate", str(big), "--dataset", "people", "--config", config)
+    assert code == 1 and "[limit]" in out and "16 MiB memory limit" in out

@@ -14,6 +14,7 @@ from hopper.cli.run import ConfigOption, resolve_config
 from hopper.contracts import (
     Contract,
     ContractDiff,
+    Violation,
     diff_file,
     dump_contract,
     format_violations,
@@ -21,7 +22,8 @@ from hopper.contracts import (
     load_contract,
     validate_file,
 )
-from hopper.errors import ConfigError, HopperError
+from hopper.errors import ConfigError, HopperError, ReaderCrashedError
+from hopper.isolate import Limits, ReaderPool
 
 console = Console()
 contract_app = App(name="contract", help="Create and inspect dataset contracts.")
@@ -51,14 +53,26 @@ def validate(file: Path, /, *, dataset: str, config: ConfigOption = None) -> Non
 
     Exits 0 when the file is valid; otherwise 1, listing every violation by column with
     row numbers (1 = first data row) and sample values. The contract's resource limits
-    (max_file_mb, max_line_bytes, max_columns, ...) apply as they do when ingesting.
+    (max_file_mb, max_line_bytes, max_columns, max_memory_mb, max_seconds, ...) apply as
+    they do when ingesting: the file is read in a child process, so a file that would crash
+    a reader is reported, not fatal.
 
     Args:
         file: File to check.
         dataset: Dataset whose contract applies (datasets/DATASET.yaml in the home).
         config: hopper.yaml of the Hopper home.
     """
-    violations = validate_file(file, _dataset_contract(file, dataset, config))
+    contract = _dataset_contract(file, dataset, config)
+    # Read in a child under the contract's limits, as ingestion does: a file that crashes a
+    # reader or runs out of its memory is a violation here, not a dead command.
+    readers = ReaderPool(1)
+    limits = Limits(memory_mb=contract.max_memory_mb, cpu_seconds=contract.max_seconds)
+    try:
+        violations = readers.call(validate_file, file, contract, limits=limits, what=str(file))
+    except ReaderCrashedError as exc:
+        violations = [Violation(column=None, kind="limit", message=str(exc))]
+    finally:
+        readers.close()
     if not violations:
         console.print(f"[green]valid[/]: {file} matches the contract of {dataset!r}")
         return
