@@ -6,19 +6,61 @@ column is that chunk repeated, zero-copy, as many times as the rows need. The co
 plain ``string`` and ``timestamp[us, tz=UTC]`` (not dictionary-encoded), so the lake's
 schema does not change and every reader sees the same types as before; Parquet's own
 dictionary encoding still stores each column chunk's single value once.
+
+The names of the columns Hopper adds itself are reserved (:data:`RESERVED_COLUMNS`, the one
+list of them): a file, a contract or a transform that brings a column of such a name — or of
+one that case-insensitive engines (Hive, Athena, Spark) would take for it — is refused rather
+than written with the name twice, which no reader can read back.
 """
 
 from __future__ import annotations
 
 import functools
+import unicodedata
 from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
 
+from hopper.errors import ContractViolation
+
 SOURCE_URI = "_source_uri"
 INGESTED_AT = "_ingested_at"
 LINEAGE_COLUMNS = (SOURCE_URI, INGESTED_AT)
+INGEST_DATE = "_ingest_date"
+"""Pseudo-column for ``partition_by``: the UTC date the file was ingested (date32)."""
+RESERVED_COLUMNS = (*LINEAGE_COLUMNS, INGEST_DATE)
+"""Every column name Hopper writes itself: no file, contract or transform may bring one."""
+_RESERVED_KEYS = {name.casefold(): name for name in RESERVED_COLUMNS}
+
+
+def reserved_name(name: str) -> str | None:
+    """The reserved column ``name`` would be taken for, or None.
+
+    Names are compared as loosely as the lake's readers might: Unicode-compatibility
+    normalised (NFKC), case-folded and stripped of surrounding white space, so ``_Source_URI``
+    and ``\uff3fsource_uri`` count as ``_source_uri``.
+    """
+    return _RESERVED_KEYS.get(unicodedata.normalize("NFKC", name).strip().casefold())
+
+
+def reserved_clashes(names: list[str]) -> list[str]:
+    """The names among ``names`` that are, or would be taken for, reserved column names.
+
+    A single exact ``_ingest_date`` is Hopper's own (added for ``partition_by``) and allowed.
+    """
+    own = names.count(INGEST_DATE) == 1
+    return [n for n in names if reserved_name(n) and not (own and n == INGEST_DATE)]
+
+
+def reserved_fix(name: str) -> str:
+    """How to fix a column named like a reserved one: the rename rule to put in the contract."""
+    new = name.strip().strip("_") or "column"
+    return (
+        f"declare it in the contract's columns with a rename, e.g. "
+        f"{{name: {name!r}, type: string, rename: {new!r}}}"
+    )
+
 
 _TEMPLATE_BYTES = 4 << 20
 """Largest template chunk of ``_source_uri`` values, in bytes of string data."""
@@ -90,7 +132,23 @@ def add_lineage(table: pa.Table, source_uri: str, ingested_at: datetime) -> pa.T
         table: validated rows (a whole file, or one batch of a streamed file).
         source_uri: URI of the source file version.
         ingested_at: timezone-aware ingestion time (stored as timestamp[us, UTC]).
+
+    Raises:
+        ContractViolation: ``table`` already has a column named like a reserved one (see
+            :func:`reserved_name`): lineage is never forged nor written twice.
     """
+    clashes = reserved_clashes(table.column_names)
+    if clashes:
+        raise ContractViolation(
+            f"{source_uri}: column(s) {clashes} are named like Hopper's own columns "
+            f"{list(RESERVED_COLUMNS)} (names compared ignoring case), which the lake would "
+            f"then hold twice. Fix: {reserved_fix(clashes[0])}, or rename it in the contract's "
+            "transform; then replay the file.",
+            violations=[
+                {"column": name, "kind": "extra_column", "message": "reserved name", "count": 0}
+                for name in clashes
+            ],
+        )
     schema = portable_schema(table.schema)
     if schema != table.schema:
         table = table.cast(schema)

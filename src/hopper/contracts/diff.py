@@ -24,6 +24,7 @@ from hopper.contracts.model import Contract, type_to_string
 from hopper.contracts.read import detect_format, read_table
 from hopper.contracts.validate import Violation, _inspect, _Inspection
 from hopper.errors import TerminalError
+from hopper.transform import reserved_name
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +271,9 @@ def _extra(
 ) -> ColumnDiff:
     inferred = type_to_string(file_type) if file_type is not None else None
     clash = problems.get((name, "extra_column"))
-    if contract.extra_columns == "freeze":
+    if clash is not None and reserved_name(name):  # whatever extra_columns says
+        message = f"{clash.message}; the file is quarantined"
+    elif contract.extra_columns == "freeze":
         message = "not in the contract and extra_columns is freeze: the file is quarantined; "
         message += "declare the column, or remove it from the file"
     elif clash is not None:

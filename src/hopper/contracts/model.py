@@ -28,11 +28,11 @@ from pydantic import (
 
 from hopper.contracts.expr import parse_expression
 from hopper.errors import ConfigError
+from hopper.transform import INGEST_DATE as INGEST_DATE  # its home is the transform stage
+from hopper.transform import reserved_name
 
 DEFAULT_NULL_VALUES = ["", "NA", "N/A", "NULL", "null", "NaN", "nan", "None"]
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-INGEST_DATE = "_ingest_date"
-"""Pseudo-column for ``partition_by``: the UTC date the file was ingested (date32)."""
 TRANSFORM_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
 _SIMPLE_TYPES: dict[str, pa.DataType] = {
@@ -279,6 +279,21 @@ class ColumnSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _output_name_not_reserved(self) -> ColumnSpec:
+        reserved = reserved_name(self.output_name)
+        if reserved is not None:
+            if self.rename:
+                what, fix = "rename", "rename it to another name"
+            else:
+                what, fix = "name", f"add rename: {self.name.strip().strip('_') or 'column'!r}"
+            raise ValueError(
+                f"{what} {self.output_name!r} is the name of a column Hopper writes itself "
+                f"({reserved!r}; names compare ignoring case), so the lake would hold it twice: "
+                f"{fix}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _default_fits(self) -> ColumnSpec:
         if self.default is None:
             return self
@@ -329,6 +344,17 @@ class DerivedColumn(BaseModel):
         default=None, description="Arrow type to cast the result to; None keeps Arrow's."
     )
     description: str | None = Field(default=None, description="What the column means.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_reserved(cls, value: str) -> str:
+        reserved = reserved_name(value)
+        if reserved is not None:
+            raise ValueError(
+                f"{value!r} is the name of a column Hopper writes itself ({reserved!r}; names "
+                "compare ignoring case); pick another name"
+            )
+        return value
 
     @field_validator("expr")
     @classmethod

@@ -35,6 +35,7 @@ from hopper.contracts.model import (
 from hopper.contracts.read import read_for_contract
 from hopper.contracts.transforms import apply_transforms, has_transforms
 from hopper.errors import ConfigError, ContractViolation, TerminalError, UnreadableFileError
+from hopper.transform import RESERVED_COLUMNS, reserved_clashes, reserved_fix, reserved_name
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ class Violation:
 
     Attributes:
         column: the column (as named in the file), or None for whole-file problems.
-        kind: missing_column, extra_column, type, null, min, max, allowed, pattern, unique,
+        kind: missing_column, extra_column (undeclared, duplicated, or named like a column
+            Hopper writes itself), type, null, min, max, allowed, pattern, unique,
             unreadable, limit (a resource limit of the dataset) or transform.
         message: what is wrong, in words.
         rows: 1-based data row numbers (header excluded), at most 20.
@@ -208,7 +210,7 @@ def validate_file(
         return found.violations
     # The data is valid: make sure the contract's transforms also go through on it.
     try:
-        apply_transforms(
+        table = apply_transforms(
             _output_table(found, contract),
             contract,
             source=source,
@@ -217,7 +219,15 @@ def validate_file(
     except TerminalError as exc:
         column = exc.violations[0].get("column") if exc.violations else None
         return [Violation(column=column, kind="transform", message=str(exc))]
-    return []
+    return [
+        Violation(
+            column=name,
+            kind="transform",
+            message=f"the transform's output has a column named like Hopper's own column "
+            f"{reserved_name(name)!r}; rename it in the transform",
+        )
+        for name in reserved_clashes(table.column_names)
+    ]
 
 
 def _over_limit(check: Callable[[], None]) -> list[Violation]:
@@ -282,7 +292,8 @@ def _inspect_table(raw: pa.Table, contract: Contract) -> _Inspection:
     found.structural += _missing_columns(contract, names)
     found.structural += _duplicate_columns(names)
     found.extras = [n for n in dict.fromkeys(names) if n not in declared]
-    found.structural += _drift(contract, found.extras)
+    found.structural += _reserved_columns(found.extras)
+    found.structural += _drift(contract, [n for n in found.extras if not reserved_name(n)])
     for spec in contract.columns:
         if spec.name in names and names.count(spec.name) == 1:
             found.typed[spec.output_name] = _check_column(
@@ -364,6 +375,24 @@ def _duplicate_columns(names: list[str]) -> list[Violation]:
             message=f"column appears {names.count(name)} times in the header; names must be unique",
         )
         for name in duplicates
+    ]
+
+
+def _reserved_columns(extras: list[str]) -> list[Violation]:
+    """Undeclared columns named like Hopper's own (lineage) columns: never kept, never doubled.
+
+    A declared one is fine: the contract must rename it (see ``ColumnSpec``).
+    """
+    return [
+        Violation(
+            column=name,
+            kind="extra_column",
+            message=f"the name is reserved for Hopper's own column {reserved_name(name)!r} "
+            f"(reserved: {list(RESERVED_COLUMNS)}, compared ignoring case), so it cannot be "
+            f"kept as it is; {reserved_fix(name)}",
+        )
+        for name in extras
+        if reserved_name(name)
     ]
 
 
