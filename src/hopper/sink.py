@@ -200,13 +200,15 @@ def _target(lake: str, dataset: str, partition: str, name: str) -> str:
 def _existing_outputs(
     lake: str, dataset: str, partition_by: list[str], name: str, s3: Any
 ) -> list[str]:
-    """This source's outputs in the lake now (all partitions of the current depth)."""
-    from hopper.storage import exists_s3, list_outputs_s3
+    """This source's outputs in the lake now (all partitions of the current depth).
+
+    Unpartitioned, none is looked for: the one output replaces its predecessor in one atomic
+    step (see :meth:`hopper.staging.Stage.publish`), which needs no backup.
+    """
+    from hopper.storage import list_outputs_s3
 
     if not partition_by:
-        target = _target(lake, dataset, "", name)
-        found = exists_s3(target, s3) if is_s3(lake) else Path(target).is_file()
-        return [target] if found else []
+        return []
     if is_s3(lake):
         return list_outputs_s3(f"{lake}/{dataset}/", name, s3)
     # Only this source's file in each partition folder of the current depth: a glob with

@@ -10,7 +10,7 @@ them only once all are written:
 
 1. a journal (``publish.json``) is written, listing every move: each staged file to its lake
    path, each earlier file of the source it replaces or makes stale to a backup in the
-   staging folder;
+   staging folder (a publish of one file, one atomic rename or copy, needs no journal);
 2. the moves are made (renames locally; server-side copies then deletes on S3);
 3. the journal is deleted — the commit point — then the staging folder and its backups.
 
@@ -310,6 +310,15 @@ class Stage:
         ]
         for index, entry in enumerate(entries):
             entry["backup"] = f"{self.folder}/old/{index}.backup"
+        if len(entries) == 1 and entries[0]["staged"] is not None:
+            # One file replacing (or adding) one: a single atomic step, nothing to roll back.
+            try:
+                self.store.move(entries[0]["staged"], entries[0]["target"])
+            except BaseException:
+                self.discard()
+                raise
+            self.store.remove_folder(self.folder, [])
+            return targets
         journal = f"{self.folder}/{JOURNAL}"
         try:
             self.store.put_text(journal, json.dumps({"uri": self.uri, "entries": entries}))

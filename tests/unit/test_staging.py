@@ -231,3 +231,32 @@ def test_a_successful_stream_leaves_no_staging_behind(tmp_path: Path) -> None:
     assert sorted(Path(p).parent.name for p in written) == ["region=EU", "region=FR"]
     assert sorted(_lake_state(lake).values()) == [[7], [8]]
     assert not any(p.is_file() for p in (lake / STAGING).rglob("*"))
+
+
+def test_an_unpartitioned_replay_replaces_in_one_step_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hopper.staging as staging
+
+    lake = tmp_path / "lake"
+
+    def write(table: pa.Table) -> list[str]:
+        return write_outputs(
+            table, lake=str(lake), dataset="sales", partition_by=[], source_name="jan.csv",
+            uri=URI,
+        )  # fmt: skip
+
+    write(OLD)
+    before = _lake_state(lake)
+    real = staging.os.replace
+
+    def full(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(staging.os, "replace", full)
+    with pytest.raises(OSError, match="No space"):
+        write(pa.table({"region": ["EU"], "n": [9]}))
+    assert _lake_state(lake) == before
+    monkeypatch.setattr(staging.os, "replace", real)
+    (written,) = write(pa.table({"region": ["EU"], "n": [9]}))
+    assert _lake_state(lake) == {str(Path(written).relative_to(lake)): [9]}
