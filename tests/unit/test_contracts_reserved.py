@@ -159,3 +159,16 @@ def test_hopper_validate_flags_a_transform_that_adds_a_reserved_column(tmp_path:
     finally:
         sys.path.remove(str(tmp_path))
     assert found.kind == "transform" and found.column == "_source_uri"
+
+
+def test_contract_infer_proposes_a_rename_for_a_reserved_column(tmp_path: Path) -> None:
+    from hopper.contracts import dump_contract, infer_contract
+
+    path = csv(tmp_path, "id,_source_uri", ["1,s3://a/b.csv", "2,s3://a/c.csv"])
+    proposed = infer_contract(path, "orders")
+    assert [(c.name, c.output_name) for c in proposed.columns] == [
+        ("id", "id"),
+        ("_source_uri", "source_uri"),
+    ]
+    (tmp_path / "orders.yaml").write_text(dump_contract(proposed))
+    assert load_contract(tmp_path / "orders.yaml") == proposed

@@ -33,6 +33,7 @@ from hopper.contracts.read import (
     sniff_delimiter,
 )
 from hopper.errors import ConfigError, UndecodableTextError
+from hopper.transform import reserved_name
 
 logger = logging.getLogger(__name__)
 
@@ -158,14 +159,19 @@ def _splits_evenly(lines: list[str], kind: str) -> bool:
 
 def _propose_column(name: str, values: pa.ChunkedArray) -> ColumnSpec:
     nullable = len(values) == 0 or values.null_count > 0
+    # A column named like Hopper's own (_source_uri…) must be renamed to be kept at all.
+    rename = (name.strip().strip("_") or "column") if reserved_name(name) else None
     temporal = _temporal_format(name, values)
     if temporal is not None:
-        return ColumnSpec(name=name, type=temporal[0], format=temporal[1], nullable=nullable)
+        return ColumnSpec(
+            name=name, type=temporal[0], format=temporal[1], nullable=nullable, rename=rename
+        )
     return ColumnSpec(
         name=name,
         type=_type_name(values.type),
         nullable=nullable,
         allowed=_allowed_values(values),
+        rename=rename,
     )
 
 
