@@ -9,6 +9,8 @@
     │   ├── UnreadableFileError     the bytes cannot be decoded in the declared format
     │   │   └── UndecodableTextError    …because the text is not in the declared encoding
     │   ├── ContractViolation       the data breaks the dataset's contract
+    │   ├── ResourceLimitError      the file is bigger, deeper or hungrier than the dataset's
+    │   │                           limits allow (max_file_mb, max_memory_mb, …)
     │   ├── SourceGoneError         the source file vanished before it could be read
     │   └── ReaderCrashedError      reading it crashed its child process or ran out of
     │                               the dataset's memory or time limits
@@ -57,6 +59,15 @@ class UndecodableTextError(UnreadableFileError):
 
 class ContractViolation(TerminalError):
     """The file's data violates its dataset contract."""
+
+
+class ResourceLimitError(TerminalError):
+    """The file breaks one of its dataset's resource limits; the message names the limit.
+
+    Raised before a reader allocates (size, decompression ratio, line length, JSON depth,
+    Parquet footer claims) or while it reads (decoded bytes over ``max_memory_mb``, an
+    allocation Arrow could not make).
+    """
 
 
 class SourceGoneError(TerminalError):

@@ -4,10 +4,12 @@ quarantine with a reason — nothing is inflated, nothing reaches the lake."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
@@ -15,7 +17,7 @@ from hypothesis import strategies as st
 
 from hopper.config import HopperConfig
 from hopper.contracts import load_contract
-from hopper.contracts.limits import LineScan, check_file_limits
+from hopper.contracts.limits import JsonDepthScan, LineScan, check_file_limits
 from hopper.errors import TerminalError
 from hopper.ingest import ingest
 from hopper.models import FileRef, FileState, IngestRequest
@@ -179,44 +181,130 @@ def test_brackets_inside_strings_do_not_add_up_across_lines(home: HopperConfig) 
     check_file_limits(path, contract.model_copy(update={"format": "jsonl", "max_json_depth": 9}))
 
 
-# --------------------------------------------------------------------------- the scanner
+# --------------------------------------------------------------------------- the scanners
 
 
-def _naive(data: bytes, max_line: int, max_depth: int | None) -> str | None:
+def _naive(data: bytes, max_line: int) -> bool:
     """The reference: split into lines, measure each one."""
-    for line in data.replace(b"\r", b"\n").split(b"\n"):
-        depth = worst = 0
-        for byte in line:
-            depth += (byte in b"{[") - (byte in b"}]")
-            worst = max(worst, depth)
-        if max_depth is not None and worst > max_depth:
-            return "depth"
-        if len(line) > max_line:
-            return "line"
-    return None
+    return any(len(line) > max_line for line in data.replace(b"\r", b"\n").split(b"\n"))
 
 
 @settings(max_examples=300, derandomize=True, deadline=None)
 @given(
-    data=st.binary(max_size=400).map(
-        lambda b: bytes(b"x\n\r{[]}"[c % 7] if c % 3 else c for c in b)
-    ),
+    data=st.binary(max_size=400).map(lambda b: bytes(b"x\n\r"[c % 3] if c % 4 else c for c in b)),
     max_line=st.integers(1, 60),
-    max_depth=st.one_of(st.none(), st.integers(1, 6)),
     chunk=st.integers(1, 97),
 )
-def test_line_scan_agrees_with_splitting_lines(
-    data: bytes, max_line: int, max_depth: int | None, chunk: int
-) -> None:
-    scan = LineScan(max_line, max_depth)
+def test_line_scan_agrees_with_splitting_lines(data: bytes, max_line: int, chunk: int) -> None:
+    scan = LineScan(max_line)
     for at in range(0, len(data), chunk):
         scan.feed(data[at : at + chunk])
     scan.finish()
-    expected = _naive(data, max_line, max_depth)
-    if expected is None:
-        assert scan.problem is None
+    assert (scan.problem is not None) == _naive(data, max_line)
+
+
+def _reference_depth(data: bytes) -> tuple[int, int, list[int]]:
+    """Byte by byte, what :class:`JsonDepthScan` computes: (deepest, records, their starts).
+
+    Depth is carried over line breaks and never goes below 0; a line break ends a string; a
+    quote after an odd run of backslashes does not end one.
+    """
+    depth = worst = run = 0
+    in_string = False
+    starts: list[int] = []
+    for at, byte in enumerate(data):
+        if byte == ord("\\"):
+            run += 1
+            continue
+        escaped, run = run % 2 == 1, 0
+        if byte in b"\r\n":
+            in_string = False
+        elif byte == ord('"'):
+            in_string = in_string if escaped else not in_string
+        elif not in_string and byte in b"{[":
+            depth += 1
+            starts += [at] if depth == 1 else []
+            worst = max(worst, depth)
+        elif not in_string and byte in b"}]":
+            depth = max(depth - 1, 0)
+    return worst, len(starts), starts
+
+
+def _depth_scan(data: bytes, max_depth: int, chunk: int) -> JsonDepthScan:
+    scan = JsonDepthScan(max_depth)
+    for at in range(0, len(data), chunk):
+        scan.feed(data[at : at + chunk])
+    return scan
+
+
+@settings(max_examples=500, derandomize=True, deadline=None)
+@given(
+    data=st.binary(max_size=300).map(lambda b: bytes(b'x\n\r{[]}"\\ '[c % 10] for c in b)),
+    max_depth=st.integers(1, 6),
+    chunk=st.integers(1, 97),
+)
+def test_json_depth_scan_agrees_with_a_byte_by_byte_reading(
+    data: bytes, max_depth: int, chunk: int
+) -> None:
+    worst, records, _ = _reference_depth(data)
+    scan = _depth_scan(data, max_depth, chunk)
+    assert scan.problem == (worst > max_depth)
+    if scan.problem:
+        prefix = _reference_depth(data[: scan.problem_offset + 1])
+        assert scan.problem_offset == prefix[2][-1]  # where the too-deep value opened
     else:
-        assert scan.problem is not None  # which limit trips first depends on the order
+        assert scan.records == records
+
+
+def _nest(leaf: list[str], shape: list[bool]) -> object:
+    value: object = leaf
+    for is_object in shape:
+        value = {"v": value} if is_object else [value]
+    return value
+
+
+_TEXT = st.text(alphabet=st.sampled_from('ab[]{}"\\\n\r\t é'), max_size=6)
+
+
+@settings(max_examples=150, derandomize=True, deadline=None)
+@given(
+    records=st.lists(
+        st.tuples(st.lists(_TEXT, max_size=3), st.lists(st.booleans(), max_size=6)),
+        min_size=1,
+        max_size=8,
+    ),
+    between=st.lists(st.sampled_from(["\n", "\r", "\r\n", " ", "", "\n\n", "\r\r\n"])),
+    indent=st.one_of(st.none(), st.integers(0, 2)),
+    ending=st.sampled_from(["\n", "\r", "\r\n"]),
+    chunk=st.integers(1, 64),
+)
+def test_json_depth_scan_splits_records_as_arrow_does(
+    records: list[tuple[list[str], list[bool]]],
+    between: list[str],
+    indent: int | None,
+    ending: str,
+    chunk: int,
+) -> None:
+    """Valid JSON, laid out any way Arrow accepts: the records Arrow reads are the ones the
+    scan counts, and the depth the scan finds is each record's own."""
+    values = [{f"k{i}": _nest(leaf, shape)} for i, (leaf, shape) in enumerate(records)]
+    texts = [json.dumps(v, indent=indent, ensure_ascii=False).replace("\n", ending) for v in values]
+    gaps = [between[i % len(between)] if between else "\n" for i in range(len(texts))]
+    data = "".join(text + gap for text, gap in zip(texts, gaps, strict=True)).encode()
+    deepest = max(_depth(v) for v in values)
+
+    table = pajson.read_json(io.BytesIO(data))  # shallow by construction: safe in-process
+    fine = _depth_scan(data, deepest, chunk)
+    assert not fine.problem and fine.records == table.num_rows == len(values)
+    assert _depth_scan(data, deepest - 1, chunk).problem
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
 
 
 # --------------------------------------------------------------------------- hostile headers
@@ -258,3 +346,20 @@ def test_validate_applies_the_limits_ingestion_applies(home: HopperConfig) -> No
     (columns,) = validate_file(wide, people)
     assert columns.kind == "limit" and "max_columns" in columns.message
     assert validate_file(fine, people) == []
+
+
+# --------------------------------------------------------------------------- JSON records
+
+
+@pytest.mark.parametrize("end", ["\r", "\n", "\r\n", " "], ids=["cr", "lf", "crlf", "space"])
+def test_nesting_split_over_many_lines_is_one_deep_record(home: HopperConfig, end: str) -> None:
+    # Arrow's JSON reader ends a record where its value ends, not at a line break: 2,000
+    # slices of 50 '[' are one record 100,000 levels deep (a segfault), whatever separates them.
+    # Never handed to Arrow here.
+    path = _file(home, "sliced.jsonl")
+    body = end.join(["[" * 50] * 2000) + end.join(["]" * 50] * 2000)
+    path.write_text('{"id": 1, "full name": "a", "score": 1}\n{"id": 2, "x": ' + body + "}\n")
+    contract = load_contract(Path(home.datasets_dir) / "people.yaml")
+    with pytest.raises(TerminalError, match=r"max_json_depth") as caught:
+        check_file_limits(path, contract.model_copy(update={"format": "jsonl"}))
+    assert "line 2 " in str(caught.value)

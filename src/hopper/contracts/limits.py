@@ -10,7 +10,12 @@ the first limit it breaks:
   Arrow's readers hold a whole row in memory, and a single endless line is how a file with
   a wrong line ending, an unterminated quote or plain garbage usually looks;
 - JSON lines may not nest deeper than ``max_json_depth``: Arrow's JSON reader recurses once
-  per level and crashes the whole worker process on a few thousand levels.
+  per level and crashes the whole worker process on a few thousand levels. Arrow does not
+  end a record at a line break (a record is a JSON value, and ``\n``, ``\r`` and spaces
+  between its tokens are whitespace), so the depth is counted per value, never per line;
+- Parquet footers may not claim more decoded data than ``max_memory_mb`` (nor uncompressed
+  pages beyond ``max_decompression_ratio`` × the file's size): Arrow allocates what a
+  footer claims before it finds out the claim was a lie.
 
 The limits are per dataset (contract keys), with defaults safe for a 2-core worker.
 """
@@ -23,19 +28,26 @@ import numpy as np
 import pyarrow as pa
 
 from hopper.contracts.model import Contract
-from hopper.contracts.read import compression_of, detect_format, read_head
-from hopper.errors import TerminalError, UnreadableFileError
+from hopper.contracts.read import (
+    ReadLimits,
+    check_parquet_footer,
+    compression_of,
+    detect_format,
+    read_head,
+    utf8_transcoder,
+)
+from hopper.errors import ResourceLimitError, UnreadableFileError
 
 _CHUNK = 4 << 20
 _DEPTH_SLICE = 1 << 20  # numpy works on slices of this size (a few int32 arrays each)
 _BREAKS = (b"\n", b"\r")  # Arrow's CSV reader ends a row on either
-# Byte classes for the JSON nesting check: 1 opens, 2 closes, 3 ends a line, 0 is anything else.
-_BREAK = 3
-_KIND = np.zeros(256, np.uint8)
-_KIND[[ord("{"), ord("[")]] = 1
-_KIND[[ord("}"), ord("]")]] = 2
-_KIND[[ord("\n"), ord("\r")]] = _BREAK
-_STEP = np.array([0, 1, -1, 0], np.int8)
+# Byte classes for the JSON nesting check (the JSON tokens that matter, and line breaks).
+_OPEN, _CLOSE, _QUOTE, _BREAK = 1, 2, 3, 4
+_JSON_KIND = np.zeros(256, np.uint8)
+_JSON_KIND[[ord("{"), ord("[")]] = _OPEN
+_JSON_KIND[[ord("}"), ord("]")]] = _CLOSE
+_JSON_KIND[ord('"')] = _QUOTE
+_JSON_KIND[[ord("\n"), ord("\r")]] = _BREAK
 
 
 def check_file_limits(path: Path, contract: Contract, *, source: str | None = None) -> None:
@@ -44,34 +56,42 @@ def check_file_limits(path: Path, contract: Contract, *, source: str | None = No
     One pass over the (decompressed) content, in chunks of a few MiB, checks every limit that
     applies to the file: ``max_decompression_ratio`` for compressed files, ``max_line_bytes``
     for CSV/TSV/JSON lines (a JSON array document is one value, not lines), and
-    ``max_json_depth`` for JSON lines. Parquet files that are not compressed are not read.
+    ``max_json_depth`` for JSON lines. A Parquet file is not read: its footer's claims are
+    judged against ``max_memory_mb``, ``max_decompression_ratio`` and ``max_columns`` (for a
+    compressed Parquet file, when it is read).
 
     Raises:
-        TerminalError: naming the limit broken (and the line, for a long or deep line).
-        UnreadableFileError: a compressed file that cannot be decompressed.
+        ResourceLimitError: naming the limit broken (and the line, for a long or deep line).
+        UnreadableFileError: a compressed file that cannot be decompressed, or a Parquet file
+            whose footer is not there or contradicts the file.
     """
     name = source or str(path)
     size = path.stat().st_size
     limit = int(contract.max_file_mb * (1 << 20))
     if size > limit:
-        raise TerminalError(
+        raise ResourceLimitError(
             f"{name}: the file is {size / (1 << 20):.0f} MB, over the dataset's limit of "
             f"{contract.max_file_mb:g} MB (max_file_mb). Split it, or raise max_file_mb in "
             "the contract, then replay it."
         )
     codec = compression_of(path)
-    lines, json_lines = _text_shape(path, contract)
+    kind, lines, json_lines = _text_shape(path, contract)
+    if kind == "parquet" and codec is None:
+        check_parquet_footer(str(path), size, ReadLimits.of(contract), source=name)
+        return
     if codec is None and not lines:
         return
     allowed = min(limit, max(size, 1) * contract.max_decompression_ratio)
-    scan = LineScan(contract.max_line_bytes, contract.max_json_depth if json_lines else None)
+    scan = LineScan(contract.max_line_bytes)
+    depth = JsonDepthScan(contract.max_json_depth) if json_lines else None
+    transcode = utf8_transcoder(contract.reader.encoding) if json_lines else None
     seen = 0
     try:
         with pa.input_stream(str(path), compression=codec) as stream:
             while chunk := stream.read(_CHUNK):
                 seen += len(chunk)
                 if codec is not None and seen > allowed:
-                    raise TerminalError(
+                    raise ResourceLimitError(
                         f"{name}: the {codec} file decompresses to more than "
                         f"{allowed / (1 << 20):.0f} MB ({contract.max_decompression_ratio:g}× "
                         "its size or max_file_mb): refused as a possible decompression bomb. "
@@ -79,73 +99,76 @@ def check_file_limits(path: Path, contract: Contract, *, source: str | None = No
                     )
                 if lines:
                     scan.feed(chunk)
-                    if scan.problem is not None:
-                        break
+                if depth is not None:
+                    depth.feed(transcode(chunk, False) if transcode else chunk)
+                if scan.problem is not None or (depth is not None and depth.problem):
+                    break
+            else:
+                if depth is not None and transcode is not None:
+                    depth.feed(transcode(b"", True))
     except (OSError, pa.ArrowInvalid) as exc:
         what = f"decompress ({codec})" if codec else "read the file"
         raise UnreadableFileError(f"{name}: cannot {what}: {exc}") from exc
+    if depth is not None and depth.problem:
+        where = _where(path, codec, depth.problem_offset, contract.reader.encoding)
+        raise ResourceLimitError(
+            f"{name}: the JSON record starting on {where} nests more than "
+            f"{contract.max_json_depth} levels deep (max_json_depth); line breaks inside a "
+            "record do not end it. Flatten the records, or raise max_json_depth in the "
+            "contract, then replay it."
+        )
     if lines:
         scan.finish()
     if scan.problem is not None:
-        raise TerminalError(_problem_message(name, path, codec, scan, contract))
+        raise ResourceLimitError(
+            f"{name}: {_where(path, codec, scan.problem_offset)} is longer than the dataset's "
+            f"limit of {contract.max_line_bytes} bytes (max_line_bytes). Check the line "
+            "endings, the delimiter and unterminated quotes, or raise max_line_bytes in the "
+            "contract, then replay it."
+        )
 
 
-def _text_shape(path: Path, contract: Contract) -> tuple[bool, bool]:
-    """``(line-oriented text?, JSON lines?)`` for a file and its contract's format."""
+def _text_shape(path: Path, contract: Contract) -> tuple[str | None, bool, bool]:
+    """``(format, line-oriented text?, JSON lines?)`` for a file and its contract's format."""
     try:
         kind = detect_format(path, contract.format)
         head = read_head(path, 4096) if kind == "jsonl" else b""
     except UnreadableFileError:
-        return False, False  # a corrupt compressed file: the decompression check says why
+        return None, False, False  # a corrupt compressed file: the decompression check says why
     if kind == "parquet":
-        return False, False
+        return kind, False, False
     if kind == "jsonl" and head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
-        return False, False  # one JSON array document, parsed whole (bounded by max_file_mb)
-    return True, kind == "jsonl"
+        return kind, False, False  # one JSON array document, parsed whole (by Python's json)
+    return kind, True, kind == "jsonl"
 
 
 class LineScan:
-    """Streaming check of line lengths (and JSON nesting) over consecutive chunks.
+    """Streaming check of line lengths over consecutive chunks.
 
-    Lines end at ``\\n`` or ``\\r``; the terminator is not counted. Memory is one chunk. The
-    line-length check does not look at every line: from the current line's start it needs
-    only the *last* line break within the next ``max_line`` + 1 bytes (a reverse search that
-    stops at once on ordinary data), so it costs a few searches per MiB.
+    Lines end at ``\n`` or ``\r``; the terminator is not counted. Memory is one chunk. The
+    check does not look at every line: from the current line's start it needs only the
+    *last* line break within the next ``max_line`` + 1 bytes (a reverse search that stops at
+    once on ordinary data), so it costs a few searches per MiB.
 
     Attributes:
-        problem: None while the data is within the limits, else ``"line"`` or ``"depth"``.
+        problem: None while the data is within the limit, else ``"line"``.
         problem_offset: the byte offset where the offending line starts.
-        depth_seen: for a ``"depth"`` problem, the depth reached.
     """
 
-    def __init__(self, max_line: int, max_depth: int | None = None) -> None:
+    def __init__(self, max_line: int) -> None:
         """Start a scan.
 
         Args:
             max_line: the longest allowed line, in bytes.
-            max_depth: the deepest allowed ``{``/``[`` nesting of a line, or None not to
-                check it (brackets inside JSON strings count too: a conservative bound).
         """
         self.max_line = max_line
-        self.max_depth = max_depth
         self.offset = 0  # bytes fed so far
         self.line_start = 0  # offset of the current line's first byte
-        self.depth = 0  # JSON nesting at the end of the data fed so far, on its last line
-        self.depth_line_start = 0  # where that line starts
         self.problem: str | None = None
         self.problem_offset = 0
-        self.depth_seen = 0
 
     def feed(self, chunk: bytes) -> None:
         """Check the next chunk of the content."""
-        if self.problem is not None:
-            return
-        if self.max_depth is not None:
-            for at in range(0, len(chunk), _DEPTH_SLICE):
-                part = chunk[at : at + _DEPTH_SLICE]
-                self._check_depth(part, self.offset + at, self.max_depth)
-                if self.problem is not None:
-                    return
         if self.problem is None:
             self._check_lines(chunk)
         self.offset += len(chunk)
@@ -169,64 +192,127 @@ class LineScan:
                 self.problem, self.problem_offset = "line", self.line_start
             return
 
-    def _check_depth(self, part: bytes, base: int, max_depth: int) -> None:
-        """Nesting check of one slice of the content, starting at offset ``base``."""
-        kinds = _KIND[np.frombuffer(part, np.uint8)]
-        where = np.flatnonzero(kinds)  # only brackets and line breaks matter
+
+class JsonDepthScan:
+    """Streaming bound on the nesting of JSON values, as Arrow's JSON-lines reader sees them.
+
+    Arrow's reader cuts its input into blocks at line breaks (``\n`` or ``\r``), then parses
+    each block as a sequence of JSON values separated by whitespace, line breaks included: a
+    record ends where its value ends, and ``[`` on 2,000 lines is one value 2,000 levels deep.
+    So the depth is never reset at a line break. What a line break does end is a string: a
+    raw control character inside a JSON string is a parse error, and a block may start after
+    any line break, outside any string. Brackets inside strings do not count (a quote after an
+    odd run of backslashes does not end a string).
+
+    The count is an upper bound of what any parse of the bytes can reach: it never goes
+    below 0 (a stray closing bracket cannot hide the opening ones after it), so it is at
+    least the depth of a parse starting at any point, and for valid JSON lines it is exactly
+    each record's depth. The work is vectorised with numpy, a few passes per MiB.
+
+    Attributes:
+        problem: True once some value nests deeper than ``max_depth``.
+        problem_offset: where that value starts (the offset of its first bracket).
+        records: how many top-level ``{…}``/``[…]`` values have started so far.
+    """
+
+    def __init__(self, max_depth: int) -> None:
+        """Start a scan.
+
+        Args:
+            max_depth: the deepest allowed ``{``/``[`` nesting of one value.
+        """
+        self.max_depth = max_depth
+        self.offset = 0  # bytes fed so far
+        self.depth = 0  # nesting at the end of the data fed so far
+        self.in_string = False  # ... inside a string there?
+        self.escaping = False  # ... right after an odd run of backslashes?
+        self.record_start = 0  # offset of the current top-level value's first bracket
+        self.records = 0
+        self.problem = False
+        self.problem_offset = 0
+
+    def feed(self, chunk: bytes) -> None:
+        """Check the next chunk of the content."""
+        for at in range(0, len(chunk), _DEPTH_SLICE):
+            if self.problem:
+                break
+            self._scan(chunk[at : at + _DEPTH_SLICE], self.offset + at)
+        self.offset += len(chunk)
+
+    def _scan(self, part: bytes, base: int) -> None:
+        """Scan one slice of the content, starting at offset ``base``."""
+        # Escapes, as byte replacements of the same length: pairs of backslashes first (left
+        # to right, as a run of them is read), then an escaped quote, so that every quote
+        # left ends or starts a string. A slice may start inside a run of backslashes.
+        if self.escaping and part[:1] in (b'"', b"\\"):
+            part = b"_" + part[1:]
+        if b"\\" in part:
+            part = part.replace(b"\\\\", b"__").replace(b'\\"', b"__")
+        self.escaping = part.endswith(b"\\")
+        codes = _JSON_KIND[np.frombuffer(part, np.uint8)]
+        where = np.flatnonzero(codes)  # only brackets, quotes and line breaks matter
         if not where.size:
             return
-        kinds = kinds[where]
-        depth = np.cumsum(_STEP[kinds], dtype=np.int32) + np.int32(self.depth)
-        # Each line starts again from 0: subtract the depth reached at the line's break.
-        positions = np.arange(where.size, dtype=np.int32)
-        last = np.maximum.accumulate(np.where(kinds == _BREAK, positions, np.int32(-1)))
-        relative = depth - np.where(last >= 0, depth[np.maximum(last, 0)], 0)
-        worst = int(relative.max())
-        if worst > max_depth:
-            at = int(last[int(np.argmax(relative > max_depth))])
-            self.problem, self.depth_seen = "depth", worst
-            self.problem_offset = base + int(where[at]) + 1 if at >= 0 else self.depth_line_start
+        kinds = codes[where]
+        quote = kinds == _QUOTE
+        breaks = kinds == _BREAK
+        # Quotes before each token, counted from the last line break (or from the slice's
+        # start, carrying the string state in): odd means inside a string.
+        before = np.cumsum(quote, dtype=np.int32) - quote
+        origin: np.ndarray | int = -int(self.in_string)
+        if breaks.any():
+            at_break = np.concatenate((np.array([origin], np.int32), before[breaks]))
+            origin = at_break[np.cumsum(breaks, dtype=np.int32)]
+        outside = ((before - origin) & 1) == 0
+        step = np.where(outside, (kinds == _OPEN).astype(np.int8) - (kinds == _CLOSE), 0)
+        depth = np.cumsum(step, dtype=np.int64) + self.depth
+        if depth.min() < 0:  # never below 0: subtract the running minimum (Lindley)
+            depth -= np.minimum(np.minimum.accumulate(depth), 0)
+        starts = np.flatnonzero((depth == 1) & (step == 1))  # a value opens at depth 0
+        self.records += int(starts.size)
+        if int(depth.max()) > self.max_depth:
+            at = int(np.argmax(depth > self.max_depth))
+            opened = starts[starts <= at]
+            self.problem = True
+            self.problem_offset = (
+                base + int(where[opened[-1]]) if opened.size else self.record_start
+            )
             return
-        self.depth = int(relative[-1])
-        if last[-1] >= 0:
-            self.depth_line_start = base + int(where[last[-1]]) + 1
+        if starts.size:
+            self.record_start = base + int(where[starts[-1]])
+        self.depth = int(depth[-1])
+        last = origin if isinstance(origin, int) else int(origin[-1])
+        self.in_string = (int(before[-1] + quote[-1]) - last) % 2 == 1 and not breaks[-1]
 
 
-def _line_number(path: Path, codec: str | None, offset: int) -> int:
-    """The 1-based number of the line starting at ``offset`` (error path only).
+def _where(path: Path, codec: str | None, offset: int, encoding: str | None = None) -> str:
+    """``line N (starting at byte B)`` for a message, or ``a line`` if it cannot be counted."""
+    try:
+        line = _line_number(path, codec, offset, encoding)
+    except (OSError, pa.ArrowInvalid, UnicodeError):
+        return "a line"
+    return f"line {line} (byte {offset})"
 
-    Lines end as :class:`LineScan` ends them: ``\\n``, ``\\r\\n`` or a lone ``\\r``.
+
+def _line_number(path: Path, codec: str | None, offset: int, encoding: str | None = None) -> int:
+    """The 1-based number of the line holding the byte at ``offset`` (error path only).
+
+    Lines end as :class:`LineScan` ends them: ``\n``, ``\r\n`` or a lone ``\r``. With an
+    ``encoding``, ``offset`` counts the bytes of the content transcoded to UTF-8, as
+    :class:`JsonDepthScan` saw them.
     """
+    transcode = utf8_transcoder(encoding) if encoding else None
     count, seen, last = 0, 0, b""
     with pa.input_stream(str(path), compression=codec) as stream:
-        while seen < offset and (chunk := stream.read(min(_CHUNK, offset - seen))):
+        while seen < offset and (raw := stream.read(_CHUNK)):
+            chunk = transcode(raw, False) if transcode else raw
+            chunk = chunk[: offset - seen]
             count += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
             if last == b"\r" and chunk.startswith(b"\n"):
                 count -= 1  # a \r\n split across two reads
-            last = chunk[-1:]
+            last = chunk[-1:] or last
             seen += len(chunk)
     return count + 1
-
-
-def _problem_message(
-    name: str, path: Path, codec: str | None, scan: LineScan, contract: Contract
-) -> str:
-    try:
-        where = f"line {_line_number(path, codec, scan.problem_offset)}"
-    except (OSError, pa.ArrowInvalid):
-        where = "a line"
-    where += f" (starting at byte {scan.problem_offset})"
-    if scan.problem == "depth":
-        return (
-            f"{name}: {where} nests JSON {scan.depth_seen} levels deep, over the dataset's "
-            f"limit of {contract.max_json_depth} (max_json_depth). Flatten the records, or "
-            "raise max_json_depth in the contract, then replay it."
-        )
-    return (
-        f"{name}: {where} is longer than the dataset's limit of {contract.max_line_bytes} "
-        "bytes (max_line_bytes). Check the line endings, the delimiter and unterminated "
-        "quotes, or raise max_line_bytes in the contract, then replay it."
-    )
 
 
 def check_table_limits(num_columns: int, contract: Contract, *, source: str) -> None:
@@ -236,7 +322,7 @@ def check_table_limits(num_columns: int, contract: Contract, *, source: str) -> 
         TerminalError: naming the count and the limit.
     """
     if num_columns > contract.max_columns:
-        raise TerminalError(
+        raise ResourceLimitError(
             f"{source}: {num_columns} columns, over the dataset's limit of "
             f"{contract.max_columns} (max_columns). Check the delimiter, or raise the limit."
         )

@@ -34,7 +34,13 @@ from hopper.contracts.model import (
 )
 from hopper.contracts.read import read_for_contract
 from hopper.contracts.transforms import apply_transforms, has_transforms
-from hopper.errors import ConfigError, ContractViolation, TerminalError, UnreadableFileError
+from hopper.errors import (
+    ConfigError,
+    ContractViolation,
+    ResourceLimitError,
+    TerminalError,
+    UnreadableFileError,
+)
 from hopper.transform import RESERVED_COLUMNS, reserved_clashes, reserved_fix, reserved_name
 
 logger = logging.getLogger(__name__)
@@ -202,6 +208,8 @@ def validate_file(
         found = _inspect(path, contract, source)
     except UnreadableFileError as exc:
         return [Violation(column=None, kind="unreadable", message=str(exc))]
+    except ResourceLimitError as exc:  # found while reading: memory (max_memory_mb)
+        return [Violation(column=None, kind="limit", message=str(exc))]
     columns = found.raw.num_columns
     over = _over_limit(lambda: check_table_limits(columns, contract, source=source))
     if over:
