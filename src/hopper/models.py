@@ -7,13 +7,67 @@ it, the ``hopper.file.detected`` event carries it, the flow receives it inside a
 
 from __future__ import annotations
 
+import os
+import unicodedata
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hopper.config import DATASET_NAME
+
+FILE_SCHEME = "file://"
+
+
+def file_uri(path: str | os.PathLike[str]) -> str:
+    """The ``file://`` URI of an absolute local path, faithful to its bytes.
+
+    The path's bytes (``os.fsencode``: a name that is not valid UTF-8 keeps its raw bytes
+    through Python's surrogate escapes) are percent-encoded, so any name — Latin-1, with
+    ``%``, ``#``, ``?``, newlines — has exactly one URI and :func:`path_of_file_uri` gives
+    the very same bytes back. This is what ``Path.as_uri`` does on POSIX; it is spelled out
+    here so that producers and parsers of the URI agree by construction.
+
+    Raises:
+        ValueError: the path is relative.
+    """
+    raw = os.fsencode(path)
+    if not raw.startswith(b"/"):
+        raise ValueError(f"{os.fsdecode(raw)!r} is not an absolute path")
+    return FILE_SCHEME + quote_from_bytes(raw, safe="/")
+
+
+def path_of_file_uri(uri: str) -> Path:
+    """The local path of a ``file://`` URI: the inverse of :func:`file_uri`.
+
+    Percent-escapes are decoded to bytes and the bytes to a path with ``os.fsdecode``, never
+    as UTF-8 text: ``caf%E9.csv`` is the Latin-1 file ``b"caf\\xe9.csv"``, not ``caf\ufffd.csv``.
+    ``?`` and ``#`` are part of the path (a URI from :func:`file_uri` always escapes them).
+
+    Raises:
+        ValueError: not a ``file://`` URI, or one naming another host.
+    """
+    if not uri.startswith(FILE_SCHEME):
+        raise ValueError(f"{uri} is not a local file URI")
+    rest = uri[len(FILE_SCHEME) :]
+    host, slash, path = rest.partition("/")
+    if host not in ("", "localhost") or not slash:
+        raise ValueError(f"{uri} is not a local file URI (host {host!r})")
+    return Path(os.fsdecode(unquote_to_bytes("/" + path)))
+
+
+def display_name(raw: bytes) -> str:
+    """A file name as text that can always be shown, logged and stored (UTF-8, JSON, Parquet).
+
+    Valid UTF-8 is kept as it is, except control characters; bytes that are not UTF-8 and
+    control characters (newlines, escapes) are written as ``\\xNN``. Used only to show or
+    name things: the URI, not this name, identifies the file.
+    """
+    text = raw.decode("utf-8", errors="backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(f"\\x{ord(ch):02x}" if unicodedata.category(ch) == "Cc" else ch for ch in text)
 
 
 class FileRef(BaseModel):
@@ -51,20 +105,33 @@ class FileRef(BaseModel):
 
     @property
     def name(self) -> str:
-        """The file's base name (last path segment of the URI)."""
-        path = urlparse(self.uri).path
-        return PurePosixPath(unquote(path) if self.is_local else path).name
+        """The file's base name, for showing and naming (see :func:`display_name`).
+
+        Locally it is the last segment of the path the URI encodes; on S3 the last segment
+        of the key (kept verbatim in the URI: ``?`` and ``#`` are part of it).
+        """
+        _scheme, _sep, rest = self.uri.partition("://")
+        path = rest.partition("/")[2]
+        if self.is_local:
+            return display_name(
+                PurePosixPath(os.fsdecode(unquote_to_bytes(path))).name.encode(
+                    errors="surrogateescape"
+                )
+            )
+        return display_name(PurePosixPath(path).name.encode(errors="surrogateescape"))
 
     @property
     def is_local(self) -> bool:
         """Whether the file lives on a local filesystem."""
-        return self.uri.startswith("file://")
+        return self.uri.startswith(FILE_SCHEME)
 
     def local_path(self) -> Path:
-        """The filesystem path of a ``file://`` URI."""
-        if not self.is_local:
-            raise ValueError(f"{self.uri} is not a local file URI")
-        return Path(unquote(urlparse(self.uri).path))
+        """The filesystem path of a ``file://`` URI, byte for byte (:func:`path_of_file_uri`).
+
+        Raises:
+            ValueError: the URI is not a local one.
+        """
+        return path_of_file_uri(self.uri)
 
 
 class FileState(StrEnum):
