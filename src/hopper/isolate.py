@@ -452,6 +452,7 @@ def main() -> None:
         level=HopperSettings().log_level.upper(),
         format="%(asctime)s %(levelname)s reader[%(process)d] %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # imported, never run, here
     _warm_up()
     while True:
         header = _read_exact(requests, _HEADER.size)
