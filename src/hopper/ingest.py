@@ -82,8 +82,16 @@ class Home:
 
 
 def replay_command(ref: FileRef) -> str:
-    """The exact command that re-runs a file after its problem is fixed."""
-    target = str(ref.local_path()) if ref.is_local else ref.uri
+    """The exact command that re-runs a file after its problem is fixed.
+
+    A local file is named by its path, unless the path is not UTF-8 text (a Latin-1 name):
+    then by its URI, which ``hopper replay`` takes as well and which stays one line of text.
+    """
+    target = ref.uri
+    if ref.is_local:
+        path = str(ref.local_path())
+        if path.isprintable() and not any("\udc80" <= ch <= "\udcff" for ch in path):
+            target = path
     return f"hopper replay {shlex.quote(target)}"
 
 

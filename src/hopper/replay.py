@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from hopper.config import HopperConfig
 from hopper.errors import HopperError, SourceGoneError
 from hopper.ledger import FileRecord, Ledger
-from hopper.models import FileRef, FileState, IngestBatch, IngestRequest
+from hopper.models import FileRef, FileState, IngestBatch, IngestRequest, file_uri
 from hopper.watch.local import describe_file, relative_to_source
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def to_uri(target: str) -> str:
     """A command-line target (path or URI) as a ledger URI."""
     if "://" in target:
         return target
-    return Path(target).expanduser().resolve().as_uri()
+    return file_uri(Path(target).expanduser().resolve())
 
 
 @dataclass

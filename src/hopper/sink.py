@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from hopper.config import DATASET_NAME, is_s3
 from hopper.errors import TerminalError
+from hopper.models import file_uri
 from hopper.staging import Stage
 from hopper.staging import discard_staged as discard_staged  # for whoever ran a writer
 
@@ -454,7 +455,7 @@ def quarantine_file(
         folder_uri = "s3://" + quarantine_folder(quarantine.removeprefix("s3://"), dataset, when)
         if not claim_s3_name(f"{folder_uri}/{name}.error.json", reason, s3):
             name = versioned_name(name, source_uri, fingerprint)
-        src = source_uri if is_s3(source_uri) or local_copy is None else local_copy.as_uri()
+        src = source_uri if is_s3(source_uri) or local_copy is None else file_uri(local_copy)
         return copy_to_quarantine_s3(src, f"{folder_uri}/{name}", reason, s3)
     folder = Path(quarantine_folder(quarantine, dataset, when))
     folder.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -26,7 +27,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import boto3
 import pyarrow as pa
@@ -44,6 +44,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from hopper.errors import HopperError, SourceGoneError, TransientError, UnreadableFileError
+from hopper.models import path_of_file_uri
 from hopper.sink import same_version, version_claim, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,15 @@ def local_name(key: str, limit: int = 200) -> str:
     return stem.decode(errors="ignore") + suffix
 
 
+def _is_text(path: str) -> bool:
+    """Whether a path is valid UTF-8 text (no undecodable bytes kept as surrogates)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _temp_folder(prefix: str, tmp_dir: Path | None) -> Path:
     if tmp_dir is not None:
         tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -264,7 +274,7 @@ def fetch_to_local(
         TransientError: throttling, 5xx, timeouts, connection faults.
     """
     if not uri.startswith("s3://"):
-        path = Path(unquote(urlparse(uri).path)) if uri.startswith("file://") else Path(uri)
+        path = path_of_file_uri(uri) if uri.startswith("file://") else Path(uri)
         if path.is_symlink() and follow is not None and follow(path):
             path = path.resolve(strict=True)  # a link its source follows (inside the source)
         if path.is_symlink():  # swapped in after detection: never read through it
@@ -274,7 +284,22 @@ def fetch_to_local(
             )
         if not path.is_file():
             raise SourceGoneError(f"{uri}: the file is gone (deleted before it could be read)")
-        yield path
+        if _is_text(str(path)):
+            yield path
+            return
+        # Arrow opens only paths that are UTF-8 text: a name in other bytes (Latin-1) is read
+        # through a hard link with a text name (a copy across file systems).
+        folder = _temp_folder("hopper-", tmp_dir)
+        try:
+            text_name = os.fsencode(path.name).decode("utf-8", errors="replace")
+            alias = folder / local_name(text_name.replace("\ufffd", "_"))
+            try:
+                os.link(path, alias)
+            except OSError:
+                shutil.copyfile(path, alias)
+            yield alias
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         return
     if s3_client is None:
         raise ValueError(f"{uri}: an S3 client is needed to read it")
@@ -525,7 +550,7 @@ def copy_to_quarantine_s3(
             src_bucket, src_key = parse_s3_uri(source_uri)
             s3_client.copy({"Bucket": src_bucket, "Key": src_key}, bucket, key)
         else:
-            local = Path(unquote(urlparse(source_uri).path))
+            local = path_of_file_uri(source_uri)
             if local.is_file() and not local.is_symlink():  # never upload what a link points at
                 s3_client.upload_file(str(local), bucket, key)
             else:

@@ -160,3 +160,36 @@ def test_a_followed_link_is_ingested_and_one_pointing_out_is_refused(
     refused = ingest(_request(home.sources[0].path / "people" / "out.csv"), config)
     assert refused.state == FileState.QUARANTINED and "symbolic link" in (refused.reason or "")
     assert refused.rows_out == 0 and refused.outputs == []
+
+
+def test_a_file_named_in_latin_1_lands_and_one_that_is_bad_is_quarantined(
+    home: HopperConfig,
+) -> None:
+    import os
+
+    from hopper.ingest import replay_command
+    from hopper.models import file_uri
+
+    folder = home.sources[0].path / "people"
+    folder.mkdir(parents=True, exist_ok=True)
+    good = Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9.csv"))
+    good.write_text("id,full name,score\n1,Ada,1.5\n")
+    st = good.stat()
+    ref = FileRef(uri=file_uri(good), size=st.st_size, mtime=st.st_mtime, dataset="people")
+    assert "caf%E9.csv" in ref.uri
+    outcome = ingest(IngestRequest(ref=ref, dispatch_id="d"), home)
+    assert outcome.state == FileState.INGESTED and outcome.rows_out == 1
+    assert pq.read_table(outcome.outputs[0]).column("_source_uri").to_pylist() == [ref.uri]
+
+    bad = Path(os.fsdecode(os.fsencode(folder) + b"/d\xe9j\xe0.csv"))
+    bad.write_text("id,full name,score\nNOPE,Ada,1.5\n")
+    st = bad.stat()
+    ref = FileRef(uri=file_uri(bad), size=st.st_size, mtime=st.st_mtime, dataset="people")
+    outcome = ingest(IngestRequest(ref=ref, dispatch_id="d"), home)
+    assert outcome.state == FileState.QUARANTINED
+    reasons = list(Path(home.quarantine).rglob("*.error.json"))
+    assert len(reasons) == 1
+    copy = Path(outcome.quarantine_path or "")
+    assert copy.read_bytes() == bad.read_bytes()
+    assert json.loads(reasons[0].read_text())["replay"] == replay_command(ref)
+    assert replay_command(ref) == f"hopper replay {ref.uri}"
