@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hopper.config import HopperConfig
-from hopper.contracts import load_contract
+from hopper.contracts import load_contract, validate_file
 from hopper.contracts.limits import JsonDepthScan, LineScan, check_file_limits
 from hopper.errors import TerminalError
 from hopper.ingest import ingest
@@ -363,3 +363,20 @@ def test_nesting_split_over_many_lines_is_one_deep_record(home: HopperConfig, en
     with pytest.raises(TerminalError, match=r"max_json_depth") as caught:
         check_file_limits(path, contract.model_copy(update={"format": "jsonl"}))
     assert "line 2 " in str(caught.value)
+    (refused,) = validate_file(path, contract.model_copy(update={"format": "jsonl"}))
+    assert refused.kind == "limit" and "max_json_depth" in refused.message
+
+
+def test_json_depth_is_counted_in_the_text_arrow_sees(home: HopperConfig) -> None:
+    # In Shift-JIS, '\u30bd' is 0x83 0x5C: read as raw bytes, its 0x5C is a backslash escaping
+    # the closing quote, and the brackets after it would look like the inside of a string.
+    # Arrow reads the text transcoded to UTF-8, and so does the count.
+    path = _file(home, "deep-sjis.jsonl")
+    text = '{"id": 1}\r\n{"id": 2, "name": "\u30bd", "x": ' + "[" * 100 + "]" * 100 + "}\r\n"
+    path.write_bytes(text.encode("shift_jis"))
+    contract = load_contract(Path(home.datasets_dir) / "people.yaml")
+    reader = contract.reader.model_copy(update={"encoding": "shift_jis"})
+    sjis = contract.model_copy(update={"format": "jsonl", "reader": reader})
+    with pytest.raises(TerminalError, match=r"record starting on line 2 .*max_json_depth"):
+        check_file_limits(path, sjis)
+    check_file_limits(path, sjis.model_copy(update={"max_json_depth": 101}))

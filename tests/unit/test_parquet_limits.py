@@ -263,3 +263,24 @@ def test_validate_reports_parquet_limits_as_limit_violations(tmp_path: Path) -> 
     assert claim.kind == "limit" and "max_memory_mb" in claim.message
     (read,) = validate_file(bomb, contract)
     assert read.kind == "limit" and "exceeded the 64 MiB memory limit" in read.message
+
+
+@pytest.mark.parametrize("reader", ["read_csv", "open_csv"])
+def test_allocation_failure_in_the_csv_readers_names_the_memory_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader: str
+) -> None:
+    from hopper.contracts import read as read_module
+    from hopper.contracts.read import iter_csv_for_contract, read_for_contract
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise pa.ArrowMemoryError("malloc of size 4294967296 failed")
+
+    monkeypatch.setattr(read_module.pacsv, reader, out_of_memory)
+    path = tmp_path / "p.csv"
+    path.write_text("id,full name,score\n1,a,1.5\n")
+    contract = _contract(tmp_path, "max_memory_mb: 300\n")
+    with pytest.raises(ResourceLimitError, match="exceeded the 300 MiB memory limit"):
+        if reader == "read_csv":
+            read_for_contract(path, contract)
+        else:
+            list(iter_csv_for_contract(path, contract))

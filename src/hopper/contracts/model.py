@@ -452,8 +452,9 @@ class Contract(BaseModel):
     max_json_depth: int = Field(
         default=64,
         ge=1,
-        description="JSON-lines records nested deeper than this ({ and [ levels) are "
-        "quarantined before parsing.",
+        description="JSON-lines records nested deeper than this ({ and [ levels, line breaks "
+        "inside a record included) and Parquet schemas nested deeper are quarantined before "
+        "parsing.",
     )
     max_memory_mb: float = Field(
         default=2_048,

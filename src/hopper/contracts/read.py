@@ -327,6 +327,7 @@ def iter_csv_for_contract(
 
     Raises:
         UnreadableFileError: the file is empty, corrupt, truncated or not decodable.
+        ResourceLimitError: a block could not be allocated (``max_memory_mb``).
         StreamFallback: an undeclared column's inferred type changes after the first block,
             or a row is longer than ``block_size``.
     """
@@ -340,9 +341,12 @@ def iter_csv_for_contract(
     fast_types = {
         name: _fast_type(spec) for name, spec in zip(names, contract.columns, strict=True)
     }
+    limits = ReadLimits.of(contract)
     yielded = 0
     try:
-        for table in _csv_blocks(path, reader, delimiter, fast_types, source, block_size, 0):
+        for table in _csv_blocks(
+            path, reader, delimiter, fast_types, source, block_size, 0, limits
+        ):
             yielded += table.num_rows
             yield _with_declared_names(table, contract)
         return
@@ -356,7 +360,9 @@ def iter_csv_for_contract(
         )
     text_types = dict.fromkeys(names, pa.string())
     try:
-        for table in _csv_blocks(path, reader, delimiter, text_types, source, block_size, yielded):
+        for table in _csv_blocks(
+            path, reader, delimiter, text_types, source, block_size, yielded, limits
+        ):
             yield _with_declared_names(table, contract)
     except _ConversionFailed as exc:
         raise StreamFallback(f"{source}: an undeclared column changes type: {exc}") from exc
@@ -370,6 +376,7 @@ def _csv_blocks(
     source: str,
     block_size: int,
     skip: int,
+    limits: ReadLimits,
 ) -> Iterator[pa.Table]:
     """Yield a CSV file's blocks as tables, leaving out the first ``skip`` rows."""
     options = csv_options(reader, delimiter, column_types, block_size)
@@ -387,6 +394,8 @@ def _csv_blocks(
                 _reject_binary_columns(table, source)
                 yielded = True
                 yield table
+        except MemoryError as exc:  # pyarrow's ArrowMemoryError too
+            raise limits.exceeded(source, exc) from exc
         except pa.ArrowInvalid as exc:
             if str(exc).startswith("In CSV column") and "UTF8" not in str(exc):
                 raise _ConversionFailed(_reason(exc)) from exc
