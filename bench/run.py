@@ -24,13 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cases, scaleout
+from bench import cases, chaos, scaleout
 from bench.procs import REPO, HopperUp, Profile
 from bench.stats import Result, format_table, is_flat, mib
 
 log = logging.getLogger("bench")
 
-BENCHMARKS = ("latency", "big", "rss", "idle", "burst", "scaleout")
+BENCHMARKS = ("latency", "big", "rss", "idle", "burst", "scaleout", "chaos")
 DATASETS = ["bench_latency", "bench_big", "bench_rss", "bench_burst", "bench_burst_base"]
 # The naive Prefect setup the goals are measured against: one flow run per file (no
 # batching) on Prefect's stock process worker (a new Python process per run).
@@ -61,10 +61,12 @@ class Sizes:
     idle_seconds: float
     idle_settle_timeout: float
     scaleout_files: int
+    chaos_files: int = 3000
+    chaos_stall_seconds: float = 60.0
 
 
 FULL = Sizes(20, 10_000, 20, 300, 1000, 2000, 100_000, 60, 600, 2000)
-QUICK = Sizes(5, 200, 8, 30, 50, 100, 2_000, 10, 120, 200)
+QUICK = Sizes(5, 200, 8, 30, 50, 100, 2_000, 10, 120, 200, 300, 20.0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,6 +91,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle-seconds", type=float, help="seconds the idle watcher is measured")
     p.add_argument(
         "--scaleout-files", type=int, help="files in each scale-out burst (1, then 2 workers)"
+    )
+    p.add_argument("--chaos-files", type=int, help="files in each chaos burst (one per fault)")
+    p.add_argument(
+        "--chaos-stall-seconds", type=float, help="how long the chaos run stalls the server"
     )
     p.add_argument(
         "--extra-yaml",
@@ -263,6 +269,54 @@ def scaleout_result(run: dict[str, Any]) -> Result:
     )
 
 
+def chaos_result(run: dict[str, Any]) -> Result:
+    """Table row for one fault of the chaos benchmark."""
+    measured = f"settled {run['settle_seconds']:.1f} s after it ended"
+    if run["timed_out"]:
+        measured = f"{run['landed']}/{run['files']} landed, timed out"
+    elif run["injected_after"] is None:
+        measured = "the burst ended before the fault"
+    elif not run["exactly_once"]:
+        measured += " (NOT exactly once)"
+    return Result(
+        f"chaos: {run['fault']} during {run['files']:,} files",
+        measured,
+        f"≤ lease + 60 s ({run['budget_seconds']:.0f} s), all once",
+        "—",
+        run["within_budget"] and run["exactly_once"],
+        {"run": run},
+    )
+
+
+def chaos_step(
+    results: list[Result], work: Path, sizes: Sizes, candidate: Profile
+) -> dict[str, Any]:
+    """The chaos benchmark: each fault during a burst of its own, on one `hopper up`."""
+    from hopper.settings import HopperSettings
+
+    default_lease = HopperSettings.model_fields["lease_seconds"].default
+    lease = float(dict(candidate.env).get("HOPPER_LEASE_SECONDS", default_lease))
+    datasets = [f"bench_chaos_{kind.replace('-', '_')}" for kind in chaos.FAULTS]
+    with HopperUp(work / "home-chaos", datasets, candidate) as up:
+        for kind, dataset in zip(chaos.FAULTS, datasets, strict=True):
+
+            def step(kind: str = kind, dataset: str = dataset) -> Result:
+                fault = chaos.Fault(kind, at=1 / 3, stall_seconds=sizes.chaos_stall_seconds)
+                run = chaos.chaos_burst(
+                    up,
+                    dataset,
+                    sizes.chaos_files,
+                    work / f"staging-{kind}",
+                    fault,
+                    lease,
+                    timeout=sizes.chaos_stall_seconds + lease + 600,
+                )
+                return chaos_result(run)
+
+            attempt(results, f"chaos {kind}", step)
+        return {"lease_seconds": lease, "hopper_up_start_seconds": round(up.started_in, 1)}
+
+
 def error_result(name: str, exc: BaseException) -> Result:
     """Table row for a benchmark that could not produce its figure."""
     return Result(name, f"error: {str(exc).splitlines()[0][:80]}", "—", "—", None, {})
@@ -313,7 +367,7 @@ def run_all(
                     prefix="base",
                 )
 
-    if only - {"scaleout"}:  # the scale-out benchmark runs a Hopper of its own
+    if only - {"scaleout", "chaos"}:  # these two run a Hopper of their own
         with HopperUp(work / "home", DATASETS, candidate) as up:
             facts["hopper_up_start_seconds"] = round(up.started_in, 1)
             if "latency" in only:
@@ -396,6 +450,8 @@ def run_all(
                 scaleout.scaleout(work, sizes.scaleout_files, timeout=sizes.burst_timeout)
             ),
         )
+    if "chaos" in only:
+        facts["chaos"] = chaos_step(results, work, sizes, candidate)
     return results, facts
 
 
