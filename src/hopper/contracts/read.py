@@ -663,7 +663,8 @@ def _json_text(value: Any) -> str | None:
 # Decoded bytes per value at least, by Parquet physical type (Arrow's value buffers).
 _MIN_WIDTH = {"BOOLEAN": 0.125, "INT32": 4, "INT64": 8, "INT96": 8, "FLOAT": 4, "DOUBLE": 8}
 _BATCH_SHARE = 16  # one Parquet batch decodes to about this fraction of max_memory_mb
-_MAX_BATCH_ROWS = 65_536
+_MAX_BATCH_ROWS = 1 << 18
+_DICTIONARY_BYTES_PER_ROW = 2  # text columns below this are read as dictionaries (see below)
 _FOOTER_SHARE = 64  # a footer may take this fraction of it (parsed, it grows many times)
 
 
@@ -936,7 +937,7 @@ def _read_parquet(
     kept: list[pa.RecordBatch] = []
     rows_per_batch = _batch_rows(meta, budget)
     with pq.ParquetFile(source_file, metadata=meta, read_dictionary=text or None) as handle:
-        for batch in handle.iter_batches(batch_size=rows_per_batch, use_threads=False):
+        for batch in handle.iter_batches(batch_size=rows_per_batch):
             used += _decoded_bytes(batch)
             if used > budget:
                 raise limits.exceeded(source, f"more than {_mib(budget)} decoded")
@@ -959,12 +960,21 @@ def _is_text(data_type: pa.DataType) -> bool:
 
 
 def _has_dictionary(meta: pq.FileMetaData, name: str) -> bool:
-    """Whether a top-level column's chunks are dictionary-encoded (in any row group)."""
+    """Whether a top-level text column may expand far beyond its pages when decoded.
+
+    That takes a dictionary and values that repeat it in runs: under
+    ``_DICTIONARY_BYTES_PER_ROW`` bytes a row (the pages hold little more than run lengths).
+    Such columns are cheap to read as dictionaries; a column of mostly distinct values (whose
+    pages hold the text itself) is read as text, as reading it as a dictionary would hash
+    every value.
+    """
     for index in range(meta.num_row_groups):
         group = meta.row_group(index)
         for column in range(group.num_columns):
             chunk = group.column(column)
-            if chunk.path_in_schema == name and chunk.has_dictionary_page:
+            if chunk.path_in_schema != name or not chunk.has_dictionary_page:
+                continue
+            if chunk.total_uncompressed_size < _DICTIONARY_BYTES_PER_ROW * max(group.num_rows, 1):
                 return True
     return False
 
