@@ -125,3 +125,24 @@ def test_a_lease_is_renewed_while_held_and_a_lapsed_one_is_requeued(tmp_path: Pa
     assert ledger.get(lost.uri, lost.fingerprint).state == FileState.DETECTED  # type: ignore[union-attr]
     assert [r.uri for r in ledger.due_for_dispatch(confirm_seconds=60)] == [lost.uri]
     assert ledger.history(lost.uri)[-1]["event"] == "requeued"
+
+
+def test_requeued_versions_can_be_taken_for_dispatch_at_once(tmp_path: Path) -> None:
+    """Revival hands the requeued records straight to take_for_dispatch (reconcile does)."""
+    ledger = _ledger(tmp_path)
+    lost, moved_on = _ref("lost.csv"), _ref("moved.csv")
+    ledger.record_many([lost, moved_on])
+    taken = ledger.take_for_dispatch(ledger.due_for_dispatch(confirm_seconds=60), "d1")
+    assert len(taken) == 2
+    ledger.claim_many([lost, moved_on], "run-dead")
+    read = {r.uri: r for r in ledger.records()}
+    time.sleep(0.01)
+    ledger.claim(moved_on, "run-new", replay=True)  # taken over after it was read: left alone
+    requeued = ledger.requeue_records([read[lost.uri], read[moved_on.uri]])
+    assert [r.uri for r in requeued] == [lost.uri]
+    (record,) = requeued
+    assert record.state == FileState.DETECTED and record.dispatch_id == "d1"
+    assert record == ledger.get(lost.uri, lost.fingerprint)
+    assert ledger.take_for_dispatch(requeued, "d2") == requeued
+    assert ledger.get(lost.uri, lost.fingerprint).dispatch_id == "d2"  # type: ignore[union-attr]
+    assert ledger.get(moved_on.uri, moved_on.fingerprint).state == FileState.RUNNING  # type: ignore[union-attr]
