@@ -226,8 +226,14 @@ def _default_sources() -> list[FolderSource | S3Source]:
     return [FolderSource(path=Path("inbox"))]
 
 
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def is_s3(location: str) -> bool:
-    """Whether a lake/quarantine location is an ``s3://`` URI."""
+    """Whether a location is an ``s3://`` URI (for the watcher's startup check).
+
+    Writing code never asks: :func:`hopper.stores.store_for` picks the store of a location.
+    """
     return location.startswith("s3://")
 
 
@@ -269,7 +275,7 @@ class HopperConfig(BaseModel):
             return p if p.is_absolute() else (base / p).resolve()
 
         def location(text: str) -> str:
-            return text.rstrip("/") if is_s3(text) else str(absolute(Path(text)))
+            return text.rstrip("/") if _URI.match(text) else str(absolute(Path(text)))
 
         sources = [
             s.model_copy(update={"path": absolute(s.path)}) if isinstance(s, FolderSource) else s

@@ -21,7 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from hopper.config import HopperConfig, S3Source, is_s3, load_config
+from hopper.config import HopperConfig, S3Source, load_config
 from hopper.contracts import Contract, load_contract, read_and_conform
 from hopper.contracts.limits import check_file_limits, check_table_limits
 from hopper.contracts.stream import StreamFallback, StreamingConform, stream_refusal
@@ -37,11 +37,10 @@ from hopper.ledger import Lease, Ledger, sqlite_url
 from hopper.models import FileRef, FileState, IngestOutcome, IngestRequest
 from hopper.settings import HopperSettings
 from hopper.sink import (
-    StreamingOutputs,
     TooManyPartitions,
     discard_staged,
+    open_lake,
     quarantine_file,
-    write_outputs,
     write_rejected_rows,
 )
 from hopper.transform import add_lineage
@@ -58,15 +57,14 @@ class Home:
 
     @cached_property
     def s3(self) -> Any:
-        """The S3 client for the lake, the quarantine and S3 sources (created on first use)."""
-        from hopper.storage import make_s3_client
+        """The S3 client for the lake, the quarantine and S3 sources (made on first use)."""
+        from hopper.storage import LazyS3Client
 
-        return make_s3_client(self.config.s3.endpoint_url, self.config.s3.region)
+        return LazyS3Client(self.config.s3.endpoint_url, self.config.s3.region)
 
     def s3_for(self, ref: FileRef) -> Any:
-        """The S3 client if ``ref``, the lake or the quarantine is on S3, else None."""
-        on_s3 = not ref.is_local or is_s3(self.config.lake) or is_s3(self.config.quarantine)
-        return self.s3 if on_s3 else None
+        """The S3 client for ``ref`` and its outputs; it connects only if one of them is on S3."""
+        return self.s3
 
     def lease(self, flow_run_id: str) -> Lease:
         """Hold ``flow_run_id``'s claimed files while it works (see :class:`Lease`)."""
@@ -242,16 +240,17 @@ _s3_clients: dict[tuple[str | None, str | None], Any] = {}
 def convert_file(
     ref: FileRef, path: Path, contract: Contract, config: HopperConfig, now: datetime
 ) -> IngestOutcome:
-    """:func:`_convert` as a reader child runs it: with an S3 client of its own if needed."""
-    s3 = None
-    if not ref.is_local or is_s3(config.lake) or is_s3(config.quarantine):
-        key = (config.s3.endpoint_url, config.s3.region)
-        if key not in _s3_clients:
-            from hopper.storage import make_s3_client
+    """:func:`_convert` as a reader child runs it: with an S3 client of its own, if it needs one.
 
-            _s3_clients[key] = make_s3_client(*key)
-        s3 = _s3_clients[key]
-    return _convert(ref, path, contract, config, now, s3)
+    The client is made on first use (:class:`~hopper.storage.LazyS3Client`), so a file that
+    goes from a folder to a local lake never makes one.
+    """
+    key = (config.s3.endpoint_url, config.s3.region)
+    if key not in _s3_clients:
+        from hopper.storage import LazyS3Client
+
+        _s3_clients[key] = LazyS3Client(*key)
+    return _convert(ref, path, contract, config, now, _s3_clients[key])
 
 
 def _convert(
@@ -259,15 +258,13 @@ def _convert(
 ) -> IngestOutcome:
     """Validate, transform and write one readable file.
 
-    Large CSV/TSV files going to a local lake are streamed block by block in bounded memory
-    (:func:`_convert_streaming`); the rest, and files that turn out not to stream (see
-    :mod:`hopper.contracts.stream`), are read whole. Both give the same outcome and output.
+    Large CSV/TSV files are streamed block by block in bounded memory, to a local or an S3
+    lake alike (:func:`_convert_streaming`); the rest, and files that turn out not to stream
+    (see :mod:`hopper.contracts.stream`), are read whole. Both give the same outcome and
+    output.
     """
     check_file_limits(path, contract, source=ref.uri)
-    if is_s3(config.lake):
-        refusal: str | None = "streaming writes need a local lake"
-    else:
-        refusal = stream_refusal(path, contract)
+    refusal = stream_refusal(path, contract)
     if refusal is None:
         try:
             return _convert_streaming(ref, path, contract, config, now, s3)
@@ -278,15 +275,13 @@ def _convert(
     result = read_and_conform(path, contract, source_name=ref.uri, ingested_at=now)
     check_table_limits(result.table.num_columns, contract, source=ref.uri)
     table = add_lineage(result.table, ref.uri, now)
-    outputs = write_outputs(
+    outputs = open_lake(config.lake, s3).write(
         table,
-        lake=config.lake,
         dataset=contract.name,
         partition_by=list(contract.partition_by),
         source_name=ref.name,
         uri=ref.uri,
         compression=contract.compression,
-        s3=s3,
     )
     outcome = _ingested(ref, result.rows_in, table.num_rows, outputs, table.schema)
     _record_rejected(outcome, result.rejected, ref, config, now, s3)
@@ -314,9 +309,9 @@ def _convert_streaming(
 ) -> IngestOutcome:
     """:func:`_convert` for a large CSV/TSV file: read, check and write block by block.
 
-    Each block's valid rows get their lineage columns and go to hidden temporary Parquet
-    files, renamed into the lake only once the whole file has passed; a rejected file (even
-    by its last row) leaves nothing in the lake.
+    Each block's valid rows get their lineage columns and go to staged Parquet files (on S3,
+    multipart uploads written a part at a time), published into the lake only once the whole
+    file has passed; a rejected file (even by its last row) leaves nothing in the lake.
 
     Raises:
         StreamFallback, TooManyPartitions: the file is to be read whole instead (nothing of
@@ -324,8 +319,7 @@ def _convert_streaming(
     """
     stream = StreamingConform(path, contract, source_name=ref.uri, ingested_at=now)
     schema: pa.Schema | None = None
-    with StreamingOutputs(
-        lake=Path(config.lake),
+    with open_lake(config.lake, s3).stream(
         dataset=contract.name,
         partition_by=list(contract.partition_by),
         source_name=ref.name,

@@ -1,4 +1,9 @@
-"""Where outputs go and how they are written: deterministic paths, all-or-nothing publishes.
+"""Where outputs go and how they are written: the lake, its names, partitions and quarantine.
+
+This is the policy above :mod:`hopper.stores` (which only knows how to write, list, copy,
+delete and claim files in one kind of place): what a source's output is called, how rows are
+split into Hive partitions, how a rejected file is named in the quarantine. None of it asks
+whether it is writing to a folder or to S3.
 
 A source's output path depends only on its dataset, partition values and URI, so a new
 version or a replay of the same source replaces its earlier output rather than adding rows.
@@ -7,12 +12,18 @@ together (:mod:`hopper.staging`): a file that does not land leaves nothing in th
 failed replay leaves the earlier version's outputs as they were. A writer that was killed
 is cleaned up after by :func:`discard_staged` (re-exported here from :mod:`hopper.staging`).
 
-:func:`write_outputs` writes a whole table; :class:`StreamingOutputs` writes a streamed
-file's tables as they come (local lakes only), one ``ParquetWriter`` per partition, each on
-its staged file, published only by :meth:`StreamingOutputs.commit`.
-Tables are buffered per partition and written as row groups of about
-:data:`ROW_GROUP_ROWS` rows or :data:`ROW_GROUP_BYTES` bytes, never one small row group
-per block.
+The lake is reached through the :class:`Lake` interface (:func:`open_lake`):
+:class:`ParquetLake` is today's one file per source and partition; a table lake (Iceberg)
+is another implementation of it. :func:`write_outputs` writes a whole table;
+:class:`StreamingOutputs` writes a streamed file's tables as they come, one ``ParquetWriter``
+per partition, each on its staged file (a multipart upload on S3), published only by
+:meth:`StreamingOutputs.commit`. Tables are buffered per partition and written as row groups
+of about :data:`ROW_GROUP_ROWS` rows or :data:`ROW_GROUP_BYTES` bytes, never one small row
+group per block.
+
+One room past 450 lines: the lake's naming, its two writers and the quarantine's naming are
+one policy (the quarantine's rejected-rows file is named like a lake output) and change
+together.
 """
 
 from __future__ import annotations
@@ -20,25 +31,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import shutil
-import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hopper.config import DATASET_NAME, is_s3
-from hopper.errors import TerminalError
-from hopper.models import file_uri
+from hopper.config import DATASET_NAME
+from hopper.errors import SourceGoneError, TerminalError
+from hopper.models import FILE_SCHEME
 from hopper.staging import Stage
 from hopper.staging import discard_staged as discard_staged  # for whoever ran a writer
+from hopper.stores import Store, Writer, join, store_for
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +96,9 @@ def partition_dir(values: list[tuple[str, Any]]) -> str:
     return "/".join(parts)
 
 
-def output_path(lake: Path, dataset: str, partition: str, source_name: str, uri: str) -> Path:
-    """The lake file for one source and one partition (pure)."""
-    folder = lake / dataset / partition if partition else lake / dataset
-    return folder / output_name(source_name, uri)
+def output_path(lake: str | Path, dataset: str, partition: str, source_name: str, uri: str) -> str:
+    """The lake file for one source and one partition: a path or an ``s3://`` URI (pure)."""
+    return join(str(lake), dataset, partition, output_name(source_name, uri))
 
 
 def split_partitions(
@@ -134,25 +143,16 @@ def _writer_options(compression: str) -> dict[str, Any]:
     }
 
 
-def _temp_path(target: Path) -> Path:
-    """A hidden temporary name beside ``target`` (readers skip dot-files)."""
-    return target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 
 
-def write_parquet_atomic(table: pa.Table, target: Path, compression: str = "zstd") -> None:
-    """Write ``table`` to ``target`` via a hidden temp file and an atomic rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(target)
-    try:
-        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, **_writer_options(compression))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+def parquet(table: pa.Table, compression: str = "zstd") -> Writer:
+    """What writes ``table`` as a whole Parquet file to a store's stream."""
 
+    def write(out: pa.NativeFile) -> None:
+        pq.write_table(table, out, row_group_size=ROW_GROUP_ROWS, **_writer_options(compression))
 
-def _join(first: str, *parts: str) -> str:
-    """Join path parts with '/', keeping the first part's leading '/' (absolute paths)."""
-    return "/".join([first.rstrip("/"), *(p.strip("/") for p in parts if p)])
+    return write
 
 
 def write_outputs(
@@ -179,51 +179,44 @@ def write_outputs(
     Raises:
         TerminalError: a partition value cannot name a folder (nothing is written).
     """
-    name = output_name(source_name, uri)
     stage = Stage(lake, dataset, uri, s3)
     try:
         for values, rows in split_partitions(table, partition_by):
-            stage.write(rows, _target(lake, dataset, partition_dir(values), name), compression)
-        return stage.publish(_existing_outputs(lake, dataset, partition_by, name, s3))
+            target = output_path(lake, dataset, partition_dir(values), source_name, uri)
+            stage.write(target, parquet(rows, compression), PARQUET_CONTENT_TYPE)
+        name = output_name(source_name, uri)
+        return stage.publish(_existing_outputs(stage.store, lake, dataset, partition_by, name))
     except BaseException:
         stage.discard()
         raise
 
 
-def _target(lake: str, dataset: str, partition: str, name: str) -> str:
-    """The lake file of one source in one partition, as a path or an ``s3://`` URI."""
-    if is_s3(lake):
-        return "s3://" + _join(lake.removeprefix("s3://"), dataset, partition, name)
-    folder = Path(lake) / dataset / partition if partition else Path(lake) / dataset
-    return str(folder / name)
-
-
 def _existing_outputs(
-    lake: str, dataset: str, partition_by: list[str], name: str, s3: Any
+    store: Store, lake: str, dataset: str, partition_by: list[str], name: str
 ) -> list[str]:
     """This source's outputs in the lake now (all partitions of the current depth).
 
     Unpartitioned, none is looked for: the one output replaces its predecessor in one atomic
-    step (see :meth:`hopper.staging.Stage.publish`), which needs no backup.
+    step (see :meth:`hopper.staging.Stage.publish`), which needs no backup. Partitioned, only
+    this source's file in each partition folder of the current depth is looked for.
     """
-    from hopper.storage import list_outputs_s3
-
     if not partition_by:
         return []
-    if is_s3(lake):
-        return list_outputs_s3(f"{lake}/{dataset}/", name, s3)
-    # Only this source's file in each partition folder of the current depth: a glob with
-    # a fixed file name, not a walk of the whole dataset (which grows with the lake).
-    pattern = "*/" * len(partition_by) + name
-    return [str(p) for p in (Path(lake) / dataset).glob(pattern)]
+    return store.find(join(lake, dataset), name, len(partition_by))
+
+
+class _Discarded(Exception):
+    """Passed to a staged stream's context when its file is given up (it is then deleted)."""
 
 
 class _PartitionFile:
     """One partition's output of a streamed file: target, staged file, writer and buffer."""
 
-    def __init__(self, target: Path, staged: Path) -> None:
+    def __init__(self, store: Store, target: str, staged: str) -> None:
+        self.store = store
         self.target = target
         self.tmp = staged
+        self.output: AbstractContextManager[pa.NativeFile] | None = None
         self.writer: pq.ParquetWriter | None = None
         self.schema: pa.Schema | None = None
         self.buffer: list[pa.Table] = []
@@ -241,8 +234,9 @@ class _PartitionFile:
         self.buffered_bytes += table.nbytes
 
     def _open(self, compression: str) -> pq.ParquetWriter:
-        self.tmp.parent.mkdir(parents=True, exist_ok=True)
-        return pq.ParquetWriter(self.tmp, self.schema, **_writer_options(compression))
+        self.output = self.store.open_output(self.tmp, PARQUET_CONTENT_TYPE)
+        stream = self.output.__enter__()
+        return pq.ParquetWriter(stream, self.schema, **_writer_options(compression))
 
     def flush(self, compression: str) -> None:
         if not self.buffer or self.schema is None:
@@ -260,18 +254,29 @@ class _PartitionFile:
             self.writer = self._open(compression)
         if self.writer is not None:
             self.writer.close()
+        if self.output is not None:
+            output, self.output = self.output, None
+            output.__exit__(None, None, None)  # the staged file is complete
 
     def discard(self) -> None:
         self.buffer = []
-        if self.writer is not None:
-            try:
+        try:
+            if self.writer is not None:
                 self.writer.close()
-            except (OSError, pa.ArrowException) as exc:
-                log.debug("closing %s: %s", self.tmp, exc)
+        except (OSError, pa.ArrowException) as exc:
+            log.debug("closing %s: %s", self.tmp, exc)
+        if self.output is not None:
+            output, self.output = self.output, None
+            try:
+                output.__exit__(_Discarded, _Discarded(), None)  # the staged file is deleted
+            except _Discarded:
+                pass
+            except Exception as exc:  # the stage's discard deletes what is left
+                log.debug("discarding %s: %s", self.tmp, exc)
 
 
 class StreamingOutputs:
-    """Write a streamed source's rows to a local lake, table by table, atomically at the end.
+    """Write a streamed source's rows to the lake, table by table, atomically at the end.
 
     Use it as a context manager: leaving the block without :meth:`commit` (an exception, a
     rejected file) deletes every staged file, so nothing of the source reaches the lake
@@ -285,31 +290,33 @@ class StreamingOutputs:
     def __init__(
         self,
         *,
-        lake: Path,
+        lake: str | Path,
         dataset: str,
         partition_by: list[str],
         source_name: str,
         uri: str,
         compression: str = "zstd",
+        s3: Any = None,
     ) -> None:
         """Prepare the outputs of one source (nothing is created until rows arrive).
 
         Args:
-            lake: the local lake folder.
+            lake: the lake, a folder or an ``s3://`` location.
             dataset: the dataset name (first folder under the lake).
             partition_by: output columns that become Hive folders.
             source_name: the source's file name (names the output).
             uri: the source's URI (its hash makes the output name unique).
             compression: the Parquet codec, or ``none``.
+            s3: an S3 client, for an ``s3://`` lake.
         """
-        self.lake = lake
+        self.lake = str(lake)
         self.dataset = dataset
         self.partition_by = partition_by
         self.source_name = source_name
         self.uri = uri
         self.compression = compression
         self.files: dict[str, _PartitionFile] = {}
-        self.stage = Stage(str(lake), dataset, uri)
+        self.stage = Stage(self.lake, dataset, uri, s3)
         self.committed = False
 
     def __enter__(self) -> StreamingOutputs:
@@ -320,7 +327,7 @@ class StreamingOutputs:
             self.abort()
 
     def write(self, table: pa.Table) -> None:
-        """Add rows (split by partition); full buffers become row groups on disk.
+        """Add rows (split by partition); full buffers become row groups in the staged files.
 
         Raises:
             TooManyPartitions: the rows open more than :data:`MAX_STREAM_PARTITIONS` files.
@@ -335,8 +342,8 @@ class StreamingOutputs:
                         f"{self.uri}: more than {MAX_STREAM_PARTITIONS} partitions"
                     )
                 target = output_path(self.lake, self.dataset, partition, self.source_name, self.uri)
-                staged = Path(self.stage.add(str(target)))
-                part = self.files[partition] = _PartitionFile(target, staged)
+                staged = self.stage.add(target)
+                part = self.files[partition] = _PartitionFile(self.stage.store, target, staged)
             part.add(rows)
             if part.buffered_rows >= ROW_GROUP_ROWS or part.buffered_bytes >= ROW_GROUP_BYTES:
                 part.flush(self.compression)
@@ -357,7 +364,9 @@ class StreamingOutputs:
         for part in self.files.values():
             part.close(self.compression)
         name = output_name(self.source_name, self.uri)
-        existing = _existing_outputs(str(self.lake), self.dataset, self.partition_by, name, None)
+        existing = _existing_outputs(
+            self.stage.store, self.lake, self.dataset, self.partition_by, name
+        )
         written = self.stage.publish(existing)
         self.committed = True
         return written
@@ -370,10 +379,126 @@ class StreamingOutputs:
         self.stage.discard()
 
 
+class LakeStream(Protocol):
+    """One source's rows going into the lake a table at a time (see :meth:`Lake.stream`).
+
+    Leaving its block without :meth:`commit` leaves the lake as it was.
+    """
+
+    def __enter__(self) -> LakeStream: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+    def write(self, table: pa.Table) -> None:
+        """Add rows."""
+
+    def commit(self) -> list[str]:
+        """Publish every row written, replacing the source's earlier version; what was written."""
+
+
+class Lake(Protocol):
+    """Where validated rows go, one implementation per lake format.
+
+    Every method replaces the source's earlier version (a replay or a new version never adds
+    rows beside it) and lands all of a source or none of it.
+    """
+
+    def write(
+        self,
+        table: pa.Table,
+        *,
+        dataset: str,
+        partition_by: list[str],
+        source_name: str,
+        uri: str,
+        compression: str,
+    ) -> list[str]:
+        """Write a whole source's rows; return where they are."""
+
+    def stream(
+        self,
+        *,
+        dataset: str,
+        partition_by: list[str],
+        source_name: str,
+        uri: str,
+        compression: str,
+    ) -> LakeStream:
+        """Write a source's rows as they come, in bounded memory.
+
+        Raises:
+            TooManyPartitions: (from :meth:`LakeStream.write`) the source is to be written
+                whole instead.
+        """
+
+    def discard(self, dataset: str, uri: str) -> None:
+        """Remove what a writer of ``uri`` that died left behind (idempotent)."""
+
+
+class ParquetLake:
+    """:class:`Lake` of Parquet files, one per source and partition, in a folder or on S3."""
+
+    def __init__(self, location: str, s3: Any = None) -> None:
+        """A lake at ``location`` (a folder or ``s3://``; ``s3`` is the client for it)."""
+        self.location = location
+        self.s3 = s3
+
+    def write(
+        self,
+        table: pa.Table,
+        *,
+        dataset: str,
+        partition_by: list[str],
+        source_name: str,
+        uri: str,
+        compression: str,
+    ) -> list[str]:
+        """See :class:`Lake` (:func:`write_outputs`)."""
+        return write_outputs(
+            table,
+            lake=self.location,
+            dataset=dataset,
+            partition_by=partition_by,
+            source_name=source_name,
+            uri=uri,
+            compression=compression,
+            s3=self.s3,
+        )
+
+    def stream(
+        self,
+        *,
+        dataset: str,
+        partition_by: list[str],
+        source_name: str,
+        uri: str,
+        compression: str,
+    ) -> StreamingOutputs:
+        """See :class:`Lake` (:class:`StreamingOutputs`)."""
+        return StreamingOutputs(
+            lake=self.location,
+            dataset=dataset,
+            partition_by=partition_by,
+            source_name=source_name,
+            uri=uri,
+            compression=compression,
+            s3=self.s3,
+        )
+
+    def discard(self, dataset: str, uri: str) -> None:
+        """See :class:`Lake` (:func:`discard_staged`)."""
+        discard_staged(self.location, dataset, uri, self.s3)
+
+
+def open_lake(location: str, s3: Any = None) -> Lake:
+    """The lake at ``location`` (today always Parquet files; a table format plugs in here)."""
+    return ParquetLake(location, s3)
+
+
 def quarantine_folder(quarantine: str, dataset: str | None, when: datetime) -> str:
     """``<quarantine>/<dataset>/<YYYY-MM-DD>`` (pure); anything but a dataset name is unrouted."""
     folder = dataset if dataset and DATASET_NAME.fullmatch(dataset) else "_unrouted"
-    return _join(quarantine, folder, when.strftime("%Y-%m-%d"))
+    return join(quarantine, folder, when.strftime("%Y-%m-%d"))
 
 
 SAFE_NAME_LIMIT = 150
@@ -422,8 +547,10 @@ def quarantine_file(
     ``<file>`` is the source's name, unless another source (``a/data.csv`` and ``b/data.csv``)
     or another version of it already has that name in the folder that day: then the copy is
     ``<file stem>-<version id><suffixes>`` (:func:`versioned_name`), so that no rejected file
-    replaces another's copy. The name is claimed atomically (a reason file created exclusively;
-    on S3 a conditional put), so concurrent runs cannot both take it.
+    replaces another's copy. The name is claimed atomically (:meth:`Store.claim
+    <hopper.stores.Store.claim>`), so concurrent runs cannot both take it. The copy is made
+    where the source is when the store reaches it (S3 to S3, server side), else from
+    ``local_copy``; a source that cannot be copied is noted as ``source_missing``.
 
     Args:
         source_uri: the rejected file's URI.
@@ -439,38 +566,34 @@ def quarantine_file(
     Returns:
         Where the quarantined copy is.
     """
-    from hopper.storage import claim_s3_name, copy_to_quarantine_s3, parse_s3_uri
-
     reason = {"uri": source_uri, "fingerprint": fingerprint, **reason}
     if local_copy is not None and local_copy.is_symlink():
         # Copying would follow the link and put whatever it points at into the quarantine.
         reason = {**reason, "source_not_copied": "the source is a symbolic link"}
         local_copy = None
+    local_source = source_uri.startswith(FILE_SCHEME)
     name = safe_name(
-        parse_s3_uri(source_uri)[1].rsplit("/", 1)[-1]
-        if is_s3(source_uri)
-        else (local_copy.name if local_copy else source_uri.rsplit("/", 1)[-1])
+        local_copy.name if local_source and local_copy else source_uri.rsplit("/", 1)[-1]
     )
-    if is_s3(quarantine):
-        folder_uri = "s3://" + quarantine_folder(quarantine.removeprefix("s3://"), dataset, when)
-        if not claim_s3_name(f"{folder_uri}/{name}.error.json", reason, s3):
-            name = versioned_name(name, source_uri, fingerprint)
-        src = source_uri if is_s3(source_uri) or local_copy is None else file_uri(local_copy)
-        return copy_to_quarantine_s3(src, f"{folder_uri}/{name}", reason, s3)
-    folder = Path(quarantine_folder(quarantine, dataset, when))
-    folder.mkdir(parents=True, exist_ok=True)
-    if not _claim_local_name(folder / f"{name}.error.json", reason):
+    store = store_for(quarantine, s3)
+    folder = quarantine_folder(quarantine, dataset, when)
+    held = store.claim(join(folder, f"{name}.error.json"), version_claim(reason))
+    if held is not None and not same_version(held, reason):
         name = versioned_name(name, source_uri, fingerprint)
-    target_path = folder / name
-    if local_copy is not None and local_copy.exists():
-        tmp = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
-        shutil.copyfile(local_copy, tmp)
-        os.replace(tmp, target_path)
-    reason_file = folder / f"{name}.error.json"
-    tmp_reason = folder / f".{reason_file.name}.tmp"
-    tmp_reason.write_text(json.dumps(reason, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp_reason, reason_file)
-    return str(target_path)
+    target = join(folder, name)
+    try:
+        if store.reaches(source_uri):  # a server-side copy: no upload of the local copy
+            store.copy(source_uri, target)
+        elif local_copy is not None and local_copy.is_file():
+            store.upload(local_copy, target)
+        else:
+            reason = {**reason, "source_missing": True}
+    except SourceGoneError:
+        log.warning("%s is gone; quarantining its reason only", source_uri)
+        reason = {**reason, "source_missing": True}
+    store.put_text(join(folder, f"{name}.error.json"), json.dumps(reason, indent=2, default=str))
+    log.info("quarantined %s to %s", source_uri, target)
+    return target
 
 
 def versioned_name(name: str, uri: str, fingerprint: str) -> str:
@@ -496,20 +619,6 @@ def same_version(reason_text: str | bytes, reason: dict[str, Any]) -> bool:
     )
 
 
-def _claim_local_name(reason_file: Path, reason: dict[str, Any]) -> bool:
-    """Take ``reason_file``'s name for this version: True if free or already this version's."""
-    try:
-        fd = os.open(reason_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        try:
-            return same_version(reason_file.read_bytes(), reason)
-        except OSError:
-            return False
-    with os.fdopen(fd, "wb") as claim:  # replaced by the full reason once the copy is made
-        claim.write(version_claim(reason))
-    return True
-
-
 def write_rejected_rows(
     rejected: pa.Table,
     *,
@@ -521,12 +630,7 @@ def write_rejected_rows(
     s3: Any = None,
 ) -> str:
     """Write a file's bad rows (with their reasons) beside its quarantine date folder."""
-    from hopper.storage import write_parquet_s3
-
     name = output_name(source_name, uri).replace(".parquet", ".rejected.parquet")
-    if is_s3(quarantine):
-        folder = quarantine_folder(quarantine.removeprefix("s3://"), dataset, when)
-        return write_parquet_s3(rejected, "s3://" + _join(folder, name), s3)
-    target = Path(quarantine_folder(quarantine, dataset, when)) / name
-    write_parquet_atomic(rejected, target)
-    return str(target)
+    target = join(quarantine_folder(quarantine, dataset, when), name)
+    store_for(quarantine, s3).write_atomic(target, parquet(rejected), PARQUET_CONTENT_TYPE)
+    return target

@@ -27,21 +27,14 @@ has a multi-file transaction; a table format (Iceberg) is how to get one.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
-import os
-import shutil
 import uuid
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from hopper.config import is_s3
+from hopper.stores import Store, Writer, store_for
 
 log = logging.getLogger(__name__)
 
@@ -58,196 +51,6 @@ def staging_key(uri: str) -> str:
 def staging_root(lake: str, dataset: str) -> str:
     """``<lake>/_staging/<dataset>``: where the dataset's attempts stage their files (pure)."""
     return "/".join([lake.rstrip("/"), STAGING, dataset])
-
-
-class Store(Protocol):
-    """The few operations staging needs, on a local folder or an S3 bucket (paths or URIs)."""
-
-    def write_parquet(self, table: pa.Table, path: str, compression: str) -> None:
-        """Write ``table`` at ``path`` (a staged file, invisible until published)."""
-
-    def exists(self, path: str) -> bool:
-        """Whether a file is at ``path``."""
-
-    def keep(self, path: str, backup: str) -> None:
-        """Make ``backup`` a copy of ``path``, which stays in place."""
-
-    def move(self, path: str, target: str) -> None:
-        """Put ``path`` at ``target``, replacing what is there; ``path`` is gone after."""
-
-    def delete(self, path: str) -> None:
-        """Remove a file (a missing one is fine)."""
-
-    def put_text(self, path: str, text: str) -> None:
-        """Write a small text file."""
-
-    def read_text(self, path: str) -> str | None:
-        """A small text file's content, or None if there is none."""
-
-    def attempts(self, root: str, key: str) -> list[str]:
-        """The staging folders under ``root`` whose names start with ``key-``."""
-
-    def remove_folder(self, folder: str, known: list[str] | None) -> None:
-        """Remove a staging folder; ``known``, if given, are all the files left in it."""
-
-    def prune(self, paths: Iterable[str], stop: str) -> None:
-        """Remove the empty folders above ``paths``, up to (not including) ``stop``."""
-
-
-class LocalStore:
-    """:class:`Store` on a local lake: renames within one file system, hard-linked backups."""
-
-    def write_parquet(self, table: pa.Table, path: str, compression: str) -> None:
-        """See :class:`Store`."""
-        from hopper.sink import ROW_GROUP_ROWS, _writer_options
-
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, **_writer_options(compression))
-
-    def exists(self, path: str) -> bool:
-        """See :class:`Store`."""
-        return Path(path).is_file()
-
-    def keep(self, path: str, backup: str) -> None:
-        """See :class:`Store` (a hard link: no bytes copied; a copy where links fail)."""
-        Path(backup).parent.mkdir(parents=True, exist_ok=True)
-        Path(backup).unlink(missing_ok=True)
-        try:
-            os.link(path, backup)
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                raise
-            shutil.copy2(path, backup)
-
-    def move(self, path: str, target: str) -> None:
-        """See :class:`Store`; a folder removed meanwhile (a concurrent prune) is made again."""
-        for attempt in (1, 2):
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.replace(path, target)
-                return
-            except FileNotFoundError:
-                if attempt == 2 or not Path(path).exists():
-                    raise
-
-    def delete(self, path: str) -> None:
-        """See :class:`Store`."""
-        Path(path).unlink(missing_ok=True)
-
-    def put_text(self, path: str, text: str) -> None:
-        """See :class:`Store` (written to a temporary name, then renamed: never half a file)."""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{path}.tmp"
-        Path(tmp).write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-
-    def read_text(self, path: str) -> str | None:
-        """See :class:`Store`."""
-        try:
-            return Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-
-    def attempts(self, root: str, key: str) -> list[str]:
-        """See :class:`Store`."""
-        try:
-            return [str(p) for p in Path(root).iterdir() if p.name.startswith(f"{key}-")]
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-
-    def remove_folder(self, folder: str, known: list[str] | None) -> None:
-        """See :class:`Store`."""
-        shutil.rmtree(folder, ignore_errors=True)
-
-    def prune(self, paths: Iterable[str], stop: str) -> None:
-        """See :class:`Store`."""
-        top = Path(stop)
-        for path in sorted(set(paths), key=len, reverse=True):
-            folder = Path(path).parent
-            while folder != top and folder.is_relative_to(top):
-                try:
-                    folder.rmdir()
-                except OSError:
-                    break  # not empty (another source's files), or already gone
-                folder = folder.parent
-
-
-class S3Store:
-    """:class:`Store` on an S3 lake: uploads, server-side copies and deletes (boto3 client)."""
-
-    def __init__(self, s3: Any) -> None:
-        """Wrap a client from :func:`hopper.storage.make_s3_client`."""
-        if s3 is None:
-            raise ValueError("an S3 client is needed to write to an s3:// lake")
-        self.s3 = s3
-
-    def write_parquet(self, table: pa.Table, path: str, compression: str) -> None:
-        """See :class:`Store`."""
-        from hopper.storage import write_parquet_s3
-
-        write_parquet_s3(table, path, self.s3, compression)
-
-    def exists(self, path: str) -> bool:
-        """See :class:`Store`."""
-        from hopper.storage import exists_s3
-
-        return exists_s3(path, self.s3)
-
-    def keep(self, path: str, backup: str) -> None:
-        """See :class:`Store`."""
-        from hopper.storage import copy_s3
-
-        copy_s3(path, backup, self.s3)
-
-    def move(self, path: str, target: str) -> None:
-        """See :class:`Store` (copy, then delete: a kill between leaves both, never neither)."""
-        from hopper.storage import copy_s3, delete_s3
-
-        copy_s3(path, target, self.s3)
-        delete_s3(path, self.s3)
-
-    def delete(self, path: str) -> None:
-        """See :class:`Store`."""
-        from hopper.storage import delete_s3
-
-        delete_s3(path, self.s3)
-
-    def put_text(self, path: str, text: str) -> None:
-        """See :class:`Store`."""
-        from hopper.storage import put_text_s3
-
-        put_text_s3(path, text, self.s3)
-
-    def read_text(self, path: str) -> str | None:
-        """See :class:`Store`."""
-        from hopper.storage import read_text_s3
-
-        return read_text_s3(path, self.s3)
-
-    def attempts(self, root: str, key: str) -> list[str]:
-        """See :class:`Store`."""
-        from hopper.storage import list_keys_s3
-
-        prefix = f"{root}/{key}-"
-        return sorted(
-            {prefix + u[len(prefix) :].split("/")[0] for u in list_keys_s3(prefix, self.s3)}
-        )
-
-    def remove_folder(self, folder: str, known: list[str] | None) -> None:
-        """See :class:`Store` (no listing when all went well: the files left are known)."""
-        from hopper.storage import delete_s3, list_keys_s3
-
-        left = known if known is not None else list_keys_s3(f"{folder}/", self.s3)
-        for uri in left:
-            delete_s3(uri, self.s3)
-
-    def prune(self, paths: Iterable[str], stop: str) -> None:
-        """See :class:`Store` (S3 has no folders to leave behind)."""
-
-
-def store_for(lake: str, s3: Any = None) -> Store:
-    """The :class:`Store` of a lake location (a folder, or ``s3://`` with a client)."""
-    return S3Store(s3) if is_s3(lake) else LocalStore()
 
 
 class Stage:
@@ -280,9 +83,10 @@ class Stage:
         self.moves.append((staged, target))
         return staged
 
-    def write(self, table: pa.Table, target: str, compression: str) -> None:
-        """Stage ``table`` as the future content of the lake file ``target``."""
-        self.store.write_parquet(table, self.add(target), compression)
+    def write(self, target: str, write: Writer, content_type: str | None = None) -> None:
+        """Stage the future content of the lake file ``target`` (``write`` writes it)."""
+        with self.store.open_output(self.add(target), content_type) as out:
+            write(out)
 
     def publish(self, existing: Iterable[str]) -> list[str]:
         """Move the staged files into place, replacing the source's earlier outputs.
@@ -317,14 +121,14 @@ class Stage:
             except BaseException:
                 self.discard()
                 raise
-            self.store.remove_folder(self.folder, [])
+            self.store.delete_folder(self.folder, [])
             return targets
         journal = f"{self.folder}/{JOURNAL}"
         try:
             self.store.put_text(journal, json.dumps({"uri": self.uri, "entries": entries}))
             for entry in entries:
                 if entry["had_old"]:
-                    self.store.keep(entry["target"], entry["backup"])
+                    self.store.backup(entry["target"], entry["backup"])
                 if entry["staged"] is not None:
                     self.store.move(entry["staged"], entry["target"])
                 else:
@@ -336,7 +140,7 @@ class Stage:
             raise
         backups = [str(e["backup"]) for e in entries if e["had_old"]]
         try:
-            self.store.remove_folder(self.folder, backups)
+            self.store.delete_folder(self.folder, backups)
         except Exception as exc:  # published already; leftovers are hidden and swept later
             log.warning("%s: staging folder %s not removed: %s", self.uri, self.folder, exc)
         return targets
@@ -373,7 +177,13 @@ def rollback(store: Store, folder: str, dataset_root: str) -> None:
         store.prune([e["target"] for e in entries], dataset_root)
         log.warning("rolled back the partial publish of %s", json.loads(text)["uri"])
         store.delete(f"{folder}/{JOURNAL}")
-    store.remove_folder(folder, None)
+    store.delete_folder(folder)
+
+
+def attempts(store: Store, root: str, key: str) -> list[str]:
+    """The staging folders under ``root`` whose names start with ``key-``."""
+    prefix = f"{root}/{key}-"
+    return sorted({prefix + path[len(prefix) :].split("/")[0] for path in store.list_files(prefix)})
 
 
 def discard_staged(lake: str, dataset: str, uri: str, s3: Any = None) -> None:
@@ -395,6 +205,6 @@ def discard_staged(lake: str, dataset: str, uri: str, s3: Any = None) -> None:
     """
     store = store_for(lake, s3)
     root = staging_root(lake, dataset)
-    for folder in store.attempts(root, staging_key(uri)):
+    for folder in attempts(store, root, staging_key(uri)):
         log.info("%s: discarding staged outputs in %s", uri, folder)
         rollback(store, folder, f"{lake.rstrip('/')}/{dataset}")

@@ -1,9 +1,8 @@
-"""Reading and writing ``file://`` paths and ``s3://`` URIs, with S3 faults mapped to ours.
+"""AWS plumbing: S3 and SQS clients, ``s3://`` URIs, S3 faults mapped to ours, and fetching.
 
 Ingestion works on local files (pyarrow's readers pick the format from the file name), so an
-S3 object is first streamed to a temporary file named after its key. Writes to S3 are
-atomic by construction: an object becomes visible only once its single PUT or its multipart
-upload completes, so readers never see half a Parquet file.
+S3 object is first streamed to a temporary file named after its key (:func:`fetch_to_local`).
+Writing is not here: outputs and quarantine copies go through :mod:`hopper.stores`.
 
 boto3 clients are created here and nowhere else (:func:`make_s3_client`,
 :func:`make_sqs_client`) and handed to the code that needs them. Credentials always come from
@@ -17,21 +16,19 @@ connections become :class:`~hopper.errors.TransientError` (retry), a missing obj
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import boto3
-import pyarrow as pa
 from boto3.exceptions import S3UploadFailedError
-from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -45,7 +42,6 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from hopper.errors import HopperError, SourceGoneError, TransientError, UnreadableFileError
 from hopper.models import path_of_file_uri
-from hopper.sink import same_version, version_claim, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +50,9 @@ SqsClient = Any
 
 CHUNK_BYTES = 1 << 20  # read S3 bodies 1 MiB at a time
 MULTIPART_BYTES = 64 * 1024 * 1024  # uploads larger than this go multipart
-PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 _UNSAFE_LOCAL = re.compile(r"[\x00-\x1f\x7f\\/]")
 
-_GONE_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchVersion", "NoSuchBucket"})
+GONE_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchVersion", "NoSuchBucket"})
 _TRANSIENT_CODES = frozenset(
     {
         "SlowDown",
@@ -102,6 +97,34 @@ def make_s3_client(endpoint_url: str | None = None, region: str | None = None) -
     return boto3.session.Session().client(
         "s3", endpoint_url=endpoint_url, region_name=region, config=_client_config()
     )
+
+
+class LazyS3Client:
+    """A boto3 S3 client made on its first use (by any thread, once), then used as is.
+
+    Handed to code that may or may not reach S3 (it depends on the file and on where the lake
+    and the quarantine are), so that nobody decides in advance whether one is needed and a
+    local-only run never makes one.
+    """
+
+    def __init__(self, endpoint_url: str | None = None, region: str | None = None) -> None:
+        """Remember how to make the client (see :func:`make_s3_client`)."""
+        self._args = (endpoint_url, region)
+        self._client: S3Client | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> S3Client:
+        """The boto3 client (made now if it was not yet)."""
+        with self._lock:
+            if self._client is None:
+                self._client = make_s3_client(*self._args)
+            return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # not yet initialised (copy, pickle): no client for those
+            raise AttributeError(name)
+        return getattr(self.client, name)
 
 
 def make_sqs_client(endpoint_url: str | None = None, region: str | None = None) -> SqsClient:
@@ -193,7 +216,7 @@ def s3_error(exc: BaseException, uri: str, action: str) -> HopperError:
         code = error_code(exc) or str(_http_status(exc))
         if code == "NoSuchBucket":
             return SourceGoneError(f"{uri}: the bucket is gone (NoSuchBucket during {action})")
-        if code in _GONE_CODES:
+        if code in GONE_CODES:
             return SourceGoneError(f"{uri}: the object is gone (deleted before it could be read)")
         if code == "PreconditionFailed":
             return SourceGoneError(
@@ -324,255 +347,6 @@ def fetch_to_local(
         yield target
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def write_parquet_s3(
-    table: pa.Table,
-    uri: str,
-    s3_client: S3Client,
-    compression: str = "zstd",
-    *,
-    tmp_dir: Path | None = None,
-) -> str:
-    """Write ``table`` as one Parquet object at ``uri``, visible only once complete.
-
-    The file is written locally first (same options as :func:`hopper.sink.write_parquet_atomic`,
-    bounded memory), then uploaded: a single PUT up to 64 MiB, a multipart upload beyond,
-    which S3 publishes atomically when it completes. An existing object is replaced.
-
-    Returns:
-        ``uri``.
-
-    Raises:
-        TransientError: throttling, 5xx, connection faults (the write can simply be retried).
-        HopperError: other S3 refusals (access denied, missing bucket).
-    """
-    bucket, key = parse_s3_uri(uri)
-    if not key or key.endswith("/"):
-        raise ValueError(f"{uri}: not an object URI")
-    folder = _temp_folder("hopper-out-", tmp_dir)
-    try:
-        local = folder / local_name(key)
-        write_parquet_atomic(table, local, compression)
-        try:
-            s3_client.upload_file(
-                str(local),
-                bucket,
-                key,
-                ExtraArgs={"ContentType": PARQUET_CONTENT_TYPE},
-                Config=TransferConfig(multipart_threshold=MULTIPART_BYTES),
-            )
-        except (ClientError, BotoCoreError, S3UploadFailedError, ConnectionError) as exc:
-            raise s3_error(exc, uri, "write") from exc
-        log.info("wrote %s (%d rows)", uri, table.num_rows)
-        return uri
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def list_outputs_s3(prefix_uri: str, name: str, s3_client: S3Client) -> list[str]:
-    """URIs of the objects under ``prefix_uri`` whose base name is ``name``.
-
-    With :func:`delete_s3` this replicates :func:`hopper.sink.write_outputs`' clean-up of a
-    source's stale partition files on S3.
-
-    Raises:
-        TransientError / HopperError: as mapped by :func:`s3_error`.
-    """
-    bucket, prefix = parse_s3_uri(prefix_uri)
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
-    found: list[str] = []
-    try:
-        pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        for page in pages:
-            for obj in page.get("Contents", []):
-                if PurePosixPath(obj["Key"]).name == name:
-                    found.append(s3_uri(bucket, obj["Key"]))
-    except (ClientError, BotoCoreError) as exc:
-        raise s3_error(exc, prefix_uri, "list") from exc
-    return found
-
-
-def delete_s3(uri: str, s3_client: S3Client) -> None:
-    """Delete one object (deleting a missing object is not an error)."""
-    bucket, key = parse_s3_uri(uri)
-    try:
-        s3_client.delete_object(Bucket=bucket, Key=key)
-    except (ClientError, BotoCoreError) as exc:
-        raise s3_error(exc, uri, "delete") from exc
-    log.info("deleted %s", uri)
-
-
-def exists_s3(uri: str, s3_client: S3Client) -> bool:
-    """Whether an object is at ``uri``.
-
-    Raises:
-        TransientError / HopperError: as mapped by :func:`s3_error` (a missing object is
-            False, not an error).
-    """
-    bucket, key = parse_s3_uri(uri)
-    try:
-        s3_client.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if error_code(exc) in _GONE_CODES:
-            return False
-        raise s3_error(exc, uri, "look up") from exc
-    except BotoCoreError as exc:
-        raise s3_error(exc, uri, "look up") from exc
-    return True
-
-
-def copy_s3(source_uri: str, target_uri: str, s3_client: S3Client) -> None:
-    """Server-side copy of a Parquet object (multipart beyond 5 GB), replacing the target.
-
-    Raises:
-        SourceGoneError: the source object is gone.
-        TransientError / HopperError: as mapped by :func:`s3_error`.
-    """
-    src_bucket, src_key = parse_s3_uri(source_uri)
-    bucket, key = parse_s3_uri(target_uri)
-    try:
-        s3_client.copy(
-            {"Bucket": src_bucket, "Key": src_key},
-            bucket,
-            key,
-            ExtraArgs={"ContentType": PARQUET_CONTENT_TYPE, "MetadataDirective": "REPLACE"},
-        )
-    except (ClientError, BotoCoreError) as exc:
-        raise s3_error(exc, source_uri, "copy") from exc
-
-
-def list_keys_s3(prefix_uri: str, s3_client: S3Client) -> list[str]:
-    """URIs of every object whose key starts with ``prefix_uri``'s key (not only a folder).
-
-    Raises:
-        TransientError / HopperError: as mapped by :func:`s3_error`.
-    """
-    bucket, prefix = parse_s3_uri(prefix_uri)
-    found: list[str] = []
-    try:
-        pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        for page in pages:
-            found += [s3_uri(bucket, obj["Key"]) for obj in page.get("Contents", [])]
-    except (ClientError, BotoCoreError) as exc:
-        raise s3_error(exc, prefix_uri, "list") from exc
-    return found
-
-
-def put_text_s3(uri: str, text: str, s3_client: S3Client) -> None:
-    """Write a small UTF-8 text object (one PUT).
-
-    Raises:
-        TransientError / HopperError: as mapped by :func:`s3_error`.
-    """
-    bucket, key = parse_s3_uri(uri)
-    try:
-        s3_client.put_object(Bucket=bucket, Key=key, Body=text.encode(), ContentType="text/plain")
-    except (ClientError, BotoCoreError) as exc:
-        raise s3_error(exc, uri, "write") from exc
-
-
-def read_text_s3(uri: str, s3_client: S3Client) -> str | None:
-    """A small UTF-8 text object's content, or None if there is no such object.
-
-    Raises:
-        TransientError / HopperError: as mapped by :func:`s3_error`.
-    """
-    bucket, key = parse_s3_uri(uri)
-    try:
-        body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as exc:
-        if error_code(exc) in _GONE_CODES:
-            return None
-        raise s3_error(exc, uri, "read") from exc
-    except BotoCoreError as exc:
-        raise s3_error(exc, uri, "read") from exc
-    return str(body.decode())
-
-
-_NAME_TAKEN_OR_NO_CONDITIONS = frozenset(
-    {"PreconditionFailed", "ConditionalRequestConflict", "NotImplemented"}
-)
-
-
-def claim_s3_name(reason_uri: str, reason: dict[str, Any], s3_client: S3Client) -> bool:
-    """Take a quarantine name on S3: True if ``reason_uri`` was free or is this version's.
-
-    The claim is a conditional put (``If-None-Match: *``) of a small reason object, replaced
-    by the full reason once the copy is made; a name someone else holds is read to see whether
-    it is this same version (a replay) or another file. A store without conditional puts
-    gets a plain look-then-put.
-
-    Raises:
-        TransientError / HopperError: as mapped by :func:`s3_error`.
-    """
-    bucket, key = parse_s3_uri(reason_uri)
-    claim = version_claim(reason)
-    try:
-        try:
-            s3_client.put_object(Bucket=bucket, Key=key, Body=claim, IfNoneMatch="*")
-            return True
-        except ClientError as exc:
-            if error_code(exc) not in _NAME_TAKEN_OR_NO_CONDITIONS:
-                raise
-        try:
-            held = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except ClientError as exc:
-            if error_code(exc) not in _GONE_CODES:
-                raise
-            s3_client.put_object(Bucket=bucket, Key=key, Body=claim)  # no conditional puts here
-            return True
-    except (ClientError, BotoCoreError) as exc:
-        raise s3_error(exc, reason_uri, "quarantine claim") from exc
-    return same_version(held, reason)
-
-
-def copy_to_quarantine_s3(
-    source_uri: str, target_uri: str, reason: dict[str, Any], s3_client: S3Client
-) -> str:
-    """Copy a rejected file to ``target_uri`` on S3, with ``<name>.error.json`` beside it.
-
-    The source may be an S3 object (server-side copy, multipart beyond 5 GB) or a local
-    ``file://`` path (uploaded). A source that is already gone is noted in the reason file
-    rather than failing: the reason must land even when the bytes cannot.
-
-    Returns:
-        ``target_uri``.
-
-    Raises:
-        TransientError / HopperError: as mapped by :func:`s3_error`.
-    """
-    bucket, key = parse_s3_uri(target_uri)
-    reason = dict(reason)
-    try:
-        if source_uri.startswith("s3://"):
-            src_bucket, src_key = parse_s3_uri(source_uri)
-            s3_client.copy({"Bucket": src_bucket, "Key": src_key}, bucket, key)
-        else:
-            local = path_of_file_uri(source_uri)
-            if local.is_file() and not local.is_symlink():  # never upload what a link points at
-                s3_client.upload_file(str(local), bucket, key)
-            else:
-                reason.setdefault("source_missing", True)
-    except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
-        error = s3_error(exc, source_uri, "quarantine copy")
-        if not isinstance(error, SourceGoneError):
-            raise error from exc
-        log.warning("%s is gone; quarantining its reason only", source_uri)
-        reason.setdefault("source_missing", True)
-    reason_uri = f"{target_uri}.error.json"
-    try:
-        s3_client.put_object(
-            Bucket=bucket,
-            Key=f"{key}.error.json",
-            Body=json.dumps(reason, indent=2, default=str).encode(),
-            ContentType="application/json",
-        )
-    except (ClientError, BotoCoreError) as exc:
-        raise s3_error(exc, reason_uri, "write") from exc
-    log.info("quarantined %s to %s", source_uri, target_uri)
-    return target_uri
 
 
 def check_bucket(location: str, s3_client: S3Client, what: str) -> None:

@@ -1,4 +1,4 @@
-"""hopper.storage and the startup check against a real moto server."""
+"""hopper.storage, the S3 store and the startup check against a real moto server."""
 
 from __future__ import annotations
 
@@ -13,16 +13,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from hopper.errors import ConfigError, SourceGoneError, TerminalError, TransientError
-from hopper.sink import discard_staged, quarantine_file, write_outputs
-from hopper.storage import (
-    copy_to_quarantine_s3,
-    delete_s3,
-    fetch_to_local,
-    list_outputs_s3,
-    make_s3_client,
-    parse_s3_uri,
-    write_parquet_s3,
+from hopper.sink import (
+    PARQUET_CONTENT_TYPE,
+    discard_staged,
+    parquet,
+    quarantine_file,
+    write_outputs,
 )
+from hopper.storage import fetch_to_local, make_s3_client, parse_s3_uri
+from hopper.stores import store_for
 from hopper.watch.s3 import S3Source, check_s3_source
 
 if TYPE_CHECKING:  # the fixture module is loaded as a plugin, so that pytest rewrites it
@@ -75,50 +74,98 @@ def test_an_unreachable_endpoint_is_transient(tmp_path: Path) -> None:
         pass
 
 
-def test_parquet_written_to_s3_reads_back_and_stale_outputs_can_be_found(
+def test_parquet_written_to_s3_reads_back_and_outputs_are_found_by_name_and_depth(
     moto: MotoServer,
 ) -> None:
     bucket = moto.bucket("lake")
+    store = store_for(f"s3://{bucket}", moto.s3)
     table = pa.table({"id": [1, 2, 3], "name": ["a", "b", None]})
     uri = f"s3://{bucket}/sales/region=EU/a-0123456789.parquet"
-    assert write_parquet_s3(table, uri, moto.s3) == uri
+    store.write_atomic(uri, parquet(table), PARQUET_CONTENT_TYPE)
     body = moto.s3.get_object(Bucket=bucket, Key="sales/region=EU/a-0123456789.parquet")["Body"]
     assert pq.read_table(io.BytesIO(body.read())).equals(table)
     meta = moto.s3.head_object(Bucket=bucket, Key="sales/region=EU/a-0123456789.parquet")
     assert meta["ContentType"] == "application/vnd.apache.parquet"
 
     other = f"s3://{bucket}/sales/region=US/a-0123456789.parquet"
-    write_parquet_s3(table.slice(0, 1), other, moto.s3, compression="snappy")
-    write_parquet_s3(table, f"s3://{bucket}/sales/region=US/b-9999999999.parquet", moto.s3)
-    found = list_outputs_s3(f"s3://{bucket}/sales", "a-0123456789.parquet", moto.s3)
+    store.write_atomic(other, parquet(table.slice(0, 1), "snappy"))
+    store.write_atomic(f"s3://{bucket}/sales/region=US/b-9999999999.parquet", parquet(table))
+    store.write_atomic(f"s3://{bucket}/sales/a-0123456789.parquet", parquet(table))  # depth 0
+    found = store.find(f"s3://{bucket}/sales", "a-0123456789.parquet", 1)
     assert sorted(found) == sorted([uri, other])
-    delete_s3(other, moto.s3)
-    delete_s3(other, moto.s3)  # deleting twice is fine
-    assert list_outputs_s3(f"s3://{bucket}/sales/", "a-0123456789.parquet", moto.s3) == [uri]
+    assert store.find(f"s3://{bucket}/sales/", "a-0123456789.parquet", 0) == [
+        f"s3://{bucket}/sales/a-0123456789.parquet"
+    ]
+    assert store.exists(other) and not store.exists(f"{other}.nope")
+    store.delete(other)
+    store.delete(other)  # deleting twice is fine
+    assert store.find(f"s3://{bucket}/sales/", "a-0123456789.parquet", 1) == [uri]
+
+
+def test_a_stream_to_s3_lands_whole_on_success_and_leaves_nothing_on_failure(
+    moto: MotoServer,
+) -> None:
+    bucket = moto.bucket("lake")
+    store = store_for(f"s3://{bucket}", moto.s3)
+    uri = f"s3://{bucket}/_staging/sales/x/new/0.staged"
+    part = bytes(range(256)) * 40_000  # 10 MB: more than one multipart part
+    with store.open_output(uri, PARQUET_CONTENT_TYPE) as out:
+        for _ in range(3):
+            out.write(part)
+    got = moto.s3.get_object(Bucket=bucket, Key="_staging/sales/x/new/0.staged")
+    assert got["ContentType"] == PARQUET_CONTENT_TYPE and got["Body"].read() == part * 3
+
+    failing = f"s3://{bucket}/_staging/sales/x/new/1.staged"
+    with pytest.raises(TerminalError, match="bad row"), store.open_output(failing) as out:
+        out.write(part)
+        raise TerminalError("bad row")
+    assert not store.exists(failing)
+    assert store.list_files(f"s3://{bucket}/_staging/sales/x/") == [uri]
+    store.delete_folder(f"s3://{bucket}/_staging/sales/x")
+    assert store.list_files(f"s3://{bucket}/") == []
+
+
+def test_claiming_a_name_on_s3_is_exclusive(moto: MotoServer) -> None:
+    bucket = moto.bucket()
+    store = store_for(f"s3://{bucket}", moto.s3)
+    name = f"s3://{bucket}/quarantine/sales/2024-05-01/a.csv.error.json"
+    assert store.claim(name, b"first") is None
+    assert store.claim(name, b"second") == b"first"
+    assert store.read_text(name) == "first"
+    assert store.read_text(f"{name}.none") is None
 
 
 def test_quarantine_copy_writes_the_file_and_its_reason(moto: MotoServer, tmp_path: Path) -> None:
     bucket = moto.bucket()
     moto.s3.put_object(Bucket=bucket, Key="incoming/sales/bad.csv", Body=b"id\nx\n")
-    target = f"s3://{bucket}/quarantine/sales/2024-05-01/bad.csv"
     reason = {"reason": "column id: 'x' is not int64", "violations": [{"column": "id"}]}
-    copy_to_quarantine_s3(f"s3://{bucket}/incoming/sales/bad.csv", target, reason, moto.s3)
-    copied = moto.s3.get_object(Bucket=bucket, Key="quarantine/sales/2024-05-01/bad.csv")
-    assert copied["Body"].read() == b"id\nx\n"
-    saved = moto.s3.get_object(Bucket=bucket, Key="quarantine/sales/2024-05-01/bad.csv.error.json")
-    assert json.loads(saved["Body"].read()) == reason
 
-    gone = f"s3://{bucket}/quarantine/sales/2024-05-01/gone.csv"
-    copy_to_quarantine_s3(f"s3://{bucket}/incoming/gone.csv", gone, reason, moto.s3)
-    saved = moto.s3.get_object(Bucket=bucket, Key="quarantine/sales/2024-05-01/gone.csv.error.json")
-    assert json.loads(saved["Body"].read())["source_missing"] is True
+    def reject(source: str, local: Path | None = None) -> tuple[bytes | None, dict[str, object]]:
+        copy = quarantine_file(
+            source_uri=source, local_copy=local, quarantine=f"s3://{bucket}/quarantine",
+            dataset="sales", when=datetime(2024, 5, 1, tzinfo=UTC), reason=reason, s3=moto.s3,
+        )  # fmt: skip
+        _, key = parse_s3_uri(copy)
+        assert key.startswith("quarantine/sales/2024-05-01/")
+        saved = moto.s3.get_object(Bucket=bucket, Key=f"{key}.error.json")["Body"].read()
+        try:
+            body = moto.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except moto.s3.exceptions.NoSuchKey:
+            body = None
+        return body, json.loads(saved)
+
+    body, saved = reject(f"s3://{bucket}/incoming/sales/bad.csv")
+    assert body == b"id\nx\n"
+    assert saved["reason"] == reason["reason"] and saved["violations"] == reason["violations"]
+    assert "source_missing" not in saved
+
+    body, saved = reject(f"s3://{bucket}/incoming/gone.csv")
+    assert body is None and saved["source_missing"] is True
 
     local = tmp_path / "local.csv"
     local.write_text("id\ny\n")
-    target = f"s3://{bucket}/quarantine/sales/2024-05-01/local.csv"
-    copy_to_quarantine_s3(local.as_uri(), target, reason, moto.s3)
-    copied = moto.s3.get_object(Bucket=bucket, Key="quarantine/sales/2024-05-01/local.csv")
-    assert copied["Body"].read() == b"id\ny\n"
+    body, saved = reject(local.as_uri(), local)
+    assert body == b"id\ny\n" and "source_missing" not in saved
 
 
 def test_check_s3_source_names_the_missing_bucket_or_queue(moto: MotoServer) -> None:

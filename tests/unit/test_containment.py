@@ -26,7 +26,6 @@ from hopper.models import FileRef, FileState, IngestRequest
 from hopper.routing import route
 from hopper.sink import (
     StreamingOutputs,
-    _temp_path,
     output_path,
     partition_dir,
     quarantine_file,
@@ -34,6 +33,8 @@ from hopper.sink import (
     write_rejected_rows,
 )
 from hopper.storage import fetch_to_local, local_name
+from hopper.stores import s3 as stores_s3
+from hopper.stores.local import temp_path
 from hopper.watch.s3 import object_ref
 
 WHEN = datetime(2024, 5, 1, tzinfo=UTC)
@@ -103,6 +104,20 @@ class RecordingS3:
         return Pages()
 
 
+class RecordingArrowS3:
+    """Stands in for Arrow's S3 file system: records the keys streamed to, lists nothing."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+
+    def open_output_stream(self, path: str, metadata: Any = None) -> pa.NativeFile:
+        self.keys.append(path)
+        return pa.BufferOutputStream()
+
+    def get_file_info(self, _selector: Any) -> list[Any]:
+        return []
+
+
 def _uri(name: str) -> str:
     return "file:///inbox/people/" + quote(name, safe="")
 
@@ -114,9 +129,9 @@ TABLE = pa.table({"id": [1, 2], "region": ["../../x", "a/b\\c\n"]})
 def test_lake_paths_stay_in_the_lake(tmp_path: Path, name: str) -> None:
     lake = tmp_path / "lake"
     for partition in ("", partition_dir([("region", "../../x")]), partition_dir([("..", "..")])):
-        target = output_path(lake, "people", partition, name, _uri(name))
+        target = Path(output_path(lake, "people", partition, name, _uri(name)))
         assert _inside(target, lake) and _fits(target)
-        assert _inside(_temp_path(target), target.parent) and _fits(_temp_path(target))
+        assert _inside(temp_path(target), target.parent) and _fits(temp_path(target))
     written = write_outputs(
         TABLE, lake=str(lake), dataset="people", partition_by=["region"],
         source_name=name, uri=_uri(name),
@@ -154,8 +169,11 @@ def test_quarantine_and_rejected_rows_stay_in_the_quarantine(tmp_path: Path, nam
 
 
 @NAMES
-def test_s3_keys_stay_under_their_prefixes(tmp_path: Path, name: str) -> None:
+def test_s3_keys_stay_under_their_prefixes(
+    tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s3 = RecordingS3()
+    monkeypatch.setattr(stores_s3, "arrow_filesystem", lambda _client: RecordingArrowS3(s3.keys))
     src = f"s3://landing/incoming/people/{name}"
     target = quarantine_file(
         source_uri=src, local_copy=None, quarantine="s3://q/quarantine",

@@ -12,7 +12,15 @@ def test_output_path_is_pure_and_source_specific(tmp_path: Path) -> None:
     a = output_path(tmp_path, "sales", "", "jan.csv", "file:///in/sales/jan.csv")
     assert a == output_path(tmp_path, "sales", "", "jan.csv", "file:///in/sales/jan.csv")
     b = output_path(tmp_path, "sales", "", "jan.csv", "file:///in/sales/eu/jan.csv")
-    assert a != b and a.parent == tmp_path / "sales" and a.name.startswith("jan-")
+    assert a != b and Path(a).parent == tmp_path / "sales" and Path(a).name.startswith("jan-")
+
+
+def test_output_paths_are_built_alike_for_folders_and_s3() -> None:
+    uri = "s3://landing/in/sales/jan.csv"
+    local = output_path("/data/lake", "sales", "region=EU", "jan.csv", uri)
+    remote = output_path("s3://lake/tables/", "sales", "region=EU", "jan.csv", uri)
+    assert local.removeprefix("/data/lake/") == remote.removeprefix("s3://lake/tables/")
+    assert remote.startswith("s3://lake/tables/sales/region=EU/jan-")
 
 
 def test_partition_dir_and_safe_names() -> None:
@@ -21,7 +29,7 @@ def test_partition_dir_and_safe_names() -> None:
         == "region=EU/day=__HIVE_DEFAULT_PARTITION__"
     )
     assert partition_dir([("k", "a/b")]) == "k=a%2Fb"
-    assert safe_stem("../../etc/passwd") == "passwd" or "/" not in safe_stem("../../etc/passwd")
+    assert safe_stem("../../etc/passwd") == "etc_passwd"  # no dot-dot, no separator
     assert safe_stem(".hidden") == "hidden"
     assert safe_stem("my report (v2).csv") == "my_report_v2"
 

@@ -7,6 +7,7 @@ real child process killed with SIGKILL at a chosen step.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -74,13 +75,11 @@ def test_a_failed_replay_keeps_the_earlier_version_whole(tmp_path: Path) -> None
 def test_a_failure_while_publishing_is_rolled_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hopper.staging as staging
-
     lake = tmp_path / "lake"
     _write(lake, OLD)
     before = _lake_state(lake)
     calls: list[str] = []
-    real = staging.os.replace
+    real = os.replace
 
     def flaky(src: str, dst: str) -> None:
         calls.append(str(dst))
@@ -88,7 +87,7 @@ def test_a_failure_while_publishing_is_rolled_back(
             raise OSError(28, "No space left on device")
         real(src, dst)
 
-    monkeypatch.setattr(staging.os, "replace", flaky)
+    monkeypatch.setattr(os, "replace", flaky)
     new = pa.table({"region": ["EU", "FR"], "n": [10, 11]})  # replaces EU, adds FR, drops US
     with pytest.raises(OSError, match="No space"):
         _write(lake, new)
@@ -100,7 +99,6 @@ def test_a_failure_while_publishing_is_rolled_back(
 KILLER = """
 import os, signal, sys
 import pyarrow as pa
-import hopper.staging as staging
 from hopper.sink import write_outputs
 
 lake, kill_at = sys.argv[1], int(sys.argv[2])
@@ -112,7 +110,7 @@ def replace(src, dst):
         os.kill(os.getpid(), signal.SIGKILL)
     real(src, dst)
 
-staging.os.replace = replace
+os.replace = replace
 table = pa.table({"region": ["EU", "FR"], "n": [10, 11]})
 write_outputs(table, lake=lake, dataset="sales", partition_by=["region"],
               source_name="jan.csv", uri=%(uri)r)
@@ -236,8 +234,6 @@ def test_a_successful_stream_leaves_no_staging_behind(tmp_path: Path) -> None:
 def test_an_unpartitioned_replay_replaces_in_one_step_or_not_at_all(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hopper.staging as staging
-
     lake = tmp_path / "lake"
 
     def write(table: pa.Table) -> list[str]:
@@ -248,15 +244,15 @@ def test_an_unpartitioned_replay_replaces_in_one_step_or_not_at_all(
 
     write(OLD)
     before = _lake_state(lake)
-    real = staging.os.replace
+    real = os.replace
 
     def full(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(staging.os, "replace", full)
+    monkeypatch.setattr(os, "replace", full)
     with pytest.raises(OSError, match="No space"):
         write(pa.table({"region": ["EU"], "n": [9]}))
     assert _lake_state(lake) == before
-    monkeypatch.setattr(staging.os, "replace", real)
+    monkeypatch.setattr(os, "replace", real)
     (written,) = write(pa.table({"region": ["EU"], "n": [9]}))
     assert _lake_state(lake) == {str(Path(written).relative_to(lake)): [9]}

@@ -12,8 +12,9 @@ from typing import Annotated
 from cyclopts import App, Parameter
 from rich.console import Console
 
-from hopper.config import FolderSource, HopperConfig, is_s3, load_config
+from hopper.config import FolderSource, HopperConfig, load_config
 from hopper.settings import HopperSettings
+from hopper.stores import store_for
 
 console = Console()
 log = logging.getLogger(__name__)
@@ -34,8 +35,9 @@ def resolve_config(config: Path | None) -> HopperConfig:
 
 def prepare_home(cfg: HopperConfig) -> None:
     """Create the folders a home needs (inbox, lake, quarantine, state)."""
-    locations = [Path(p) for p in (cfg.lake, cfg.quarantine) if not is_s3(p)]
-    for folder in [s.path for s in cfg.folders] + locations + [cfg.state_dir]:
+    for location in (cfg.lake, cfg.quarantine):
+        store_for(location).prepare(location)
+    for folder in [s.path for s in cfg.folders] + [cfg.state_dir]:
         folder.mkdir(parents=True, exist_ok=True)
     # One inbox folder per contract, so `cp file inbox/<dataset>/` works from the start.
     contracts = sorted(cfg.datasets_dir.glob("*.yaml")) if cfg.datasets_dir.is_dir() else []
