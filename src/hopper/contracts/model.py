@@ -522,10 +522,6 @@ class Contract(BaseModel):
             raise ValueError(f"{dropped} are also in drop: a partition column must be kept")
         return partition_by
 
-    def output_columns(self) -> list[str]:
-        """Names of the declared and derived output columns, in order (extras excluded)."""
-        return [c.output_name for c in self.columns] + [d.name for d in self.derived]
-
     def column(self, name: str) -> ColumnSpec:
         """The declared column with this file name.
 

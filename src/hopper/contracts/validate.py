@@ -47,7 +47,6 @@ logger = logging.getLogger(__name__)
 
 MAX_ROWS = 20
 MAX_SAMPLES = 5
-STRUCTURAL_KINDS = frozenset({"missing_column", "extra_column", "unreadable"})
 
 Converter = Callable[[Any], Any]
 
@@ -83,11 +82,6 @@ class Violation:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the violation."""
         return asdict(self)
-
-    @property
-    def structural(self) -> bool:
-        """Whether the violation concerns the whole file rather than some rows."""
-        return self.kind in STRUCTURAL_KINDS
 
 
 @dataclass
