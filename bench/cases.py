@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -26,7 +28,15 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from bench.data import HEADER, small_csv, small_name, write_big_csv, write_small_files
-from bench.procs import HopperUp, PeakRSS, hopper_cli, make_home, proc_memory, proc_times
+from bench.procs import (
+    HopperUp,
+    PeakRSS,
+    free_port,
+    hopper_cli,
+    make_home,
+    proc_memory,
+    proc_times,
+)
 from bench.procs import watcher_process as start_watcher
 from bench.stats import cpu_percent, mb, mib, percentile, rss_growth
 
@@ -537,3 +547,162 @@ def watcher_idle(
         "dispatched_by_mistake": text.count("detected file://"),
         "ledger_seeding": how,
     }
+
+
+# --------------------------------------------------------------------------- big file to S3
+
+
+def _moto_server(log_path: Path) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
+    """Start a moto server on a free port; return it, its endpoint and an AWS environment."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(endpoint, timeout=1)
+            return proc, endpoint, env
+        except httpx.HTTPError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise BenchError(f"moto_server did not start; see {log_path}") from None
+            time.sleep(0.2)
+
+
+INGEST_ONE = """
+import json, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from hopper.config import load_config
+from hopper.ingest import ingest
+from hopper.models import FileRef, IngestRequest
+from hopper.storage import LazyS3Client
+
+config = load_config(Path(sys.argv[1]))
+path = Path(sys.argv[2])
+st = path.stat()
+ref = FileRef(uri=path.as_uri(), size=st.st_size, mtime=st.st_mtime, dataset=sys.argv[3])
+outcome = ingest(IngestRequest(ref=ref, dispatch_id="bench"), config,
+                 s3=LazyS3Client(config.s3.endpoint_url, config.s3.region))
+print(outcome.model_dump_json())
+"""
+
+
+def big_file_s3(
+    work: Path, size_bytes: int, *, rss_cap: int | None = None, timeout: float | None = None
+) -> dict[str, Any]:
+    """Ingest a big CSV into an S3 lake on a moto server; measure the reader's peak RSS.
+
+    The file goes the way a worker takes it: :func:`hopper.ingest.ingest` in a driver process
+    hands it to a reader child (under the contract's limits), which streams it block by
+    block to multipart uploads on S3. The peak is the highest of the driver and its reader
+    child (the kernel's high-water mark), as the ``rss`` row measures a flow run.
+
+    Args:
+        work: scratch folder (the home, the CSV and moto's log go there).
+        size_bytes: the CSV's size.
+        rss_cap: kill the ingestion if a process passes this many bytes (and report that).
+        timeout: seconds to wait for the ingestion (default: 120 s + 5 MB/s).
+
+    Returns:
+        Sizes, seconds, MB/s, the peak RSS and the objects the lake holds afterwards.
+    """
+    import boto3
+
+    dataset = "bench_rss_s3"
+    root = work / "home-rss-s3"
+    make_home(root, [dataset])
+    proc, endpoint, env = _moto_server(work / "moto.log")
+    try:
+        s3 = boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        )
+        s3.create_bucket(Bucket="bench")
+        config = root / "hopper.yaml"
+        text = config.read_text(encoding="utf-8")
+        text = text.replace("lake: lake\n", "lake: s3://bench/lake\n").replace(
+            "quarantine: quarantine\n", "quarantine: s3://bench/quarantine\n"
+        )
+        config.write_text(text + f"s3:\n  endpoint_url: {endpoint}\n", encoding="utf-8")
+        path = root / "inbox" / dataset / f"{dataset}-{round(mb(size_bytes))}mb.csv"
+        began = time.monotonic()
+        rows = write_big_csv(path, size_bytes, seed=3)
+        size = path.stat().st_size
+        log.info(
+            "rss-s3: generated %.0f MB (%d rows) in %.1fs", mb(size), rows, time.monotonic() - began
+        )
+        result: dict[str, Any] = {"file": path.name, "bytes": size, "rows": rows}
+        limit = timeout if timeout is not None else 120 + mb(size) / 5
+        driver = subprocess.Popen(
+            [sys.executable, "-c", INGEST_ONE, str(config), str(path), dataset],
+            stdout=subprocess.PIPE,
+            stderr=(work / "rss-s3.log").open("wb"),
+            env={**env, "HOPPER_READERS": "1"},
+            cwd=root,
+        )
+        started = time.monotonic()
+        with PeakRSS(driver.pid, cap=rss_cap) as rss:
+            try:
+                out, _ = driver.communicate(timeout=limit)
+            except subprocess.TimeoutExpired:
+                driver.kill()
+                raise BenchError(f"rss-s3: not ingested within {limit:.0f}s") from None
+        seconds = time.monotonic() - started
+        peak, command = rss.peak()
+        if rss.capped:
+            result.update(capped=True, peak_rss_bytes=rss.capped[1], hopper_mb_s=0.0)
+            return result
+        if driver.returncode != 0:
+            raise BenchError(f"rss-s3: ingestion failed; see {work / 'rss-s3.log'}")
+        outcome = json.loads(out.decode().strip().splitlines()[-1])
+        if outcome["state"] != "ingested":
+            raise BenchError(f"rss-s3: {outcome['state']}: {outcome.get('reason')}")
+        objects = s3.list_objects_v2(Bucket="bench", Prefix="lake/").get("Contents", [])
+        lake_rows = 0
+        for obj in objects:
+            body = s3.get_object(Bucket="bench", Key=obj["Key"])["Body"].read()
+            lake_rows += pq.read_metadata(pa.BufferReader(body)).num_rows
+        if lake_rows != outcome["rows_out"] or any("_staging" in o["Key"] for o in objects):
+            raise BenchError(f"rss-s3: the lake holds {lake_rows} rows in {len(objects)} objects")
+        result.update(
+            capped=False,
+            hopper_seconds=round(seconds, 2),
+            hopper_mb_s=mb(size) / seconds,
+            peak_rss_bytes=peak,
+            peak_rss_command=command,
+            lake_objects=len(objects),
+            lake_bytes=sum(o["Size"] for o in objects),
+            rows_out=outcome["rows_out"],
+        )
+        log.info(
+            "rss-s3: %.1fs (%.0f MB/s), peak RSS %.0f MiB",
+            seconds,
+            result["hopper_mb_s"],
+            mib(peak),
+        )
+        return result
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -30,7 +30,7 @@ from bench.stats import Result, format_table, is_flat, mib
 
 log = logging.getLogger("bench")
 
-BENCHMARKS = ("latency", "big", "rss", "idle", "burst", "scaleout", "chaos")
+BENCHMARKS = ("latency", "big", "rss", "idle", "burst", "scaleout", "chaos", "rss-s3")
 DATASETS = ["bench_latency", "bench_big", "bench_rss", "bench_burst", "bench_burst_base"]
 # The naive Prefect setup the goals are measured against: one flow run per file (no
 # batching) on Prefect's stock process worker (a new Python process per run).
@@ -238,6 +238,13 @@ def rss_result(run: dict[str, Any]) -> Result:
     )
 
 
+def rss_s3_result(run: dict[str, Any]) -> Result:
+    """Table row for the peak-RSS benchmark into an S3 lake (moto)."""
+    row = rss_result(run)
+    row.benchmark = f"{run['bytes'] / 1e6:,.0f} MB CSV to an S3 lake (moto), reader peak RSS"
+    return row
+
+
 def idle_result(run: dict[str, Any]) -> Result:
     """Table row for the watcher-idle benchmark."""
     flat = is_flat(run["rss_growth_mib"], run["rss_start_mib"])
@@ -367,7 +374,7 @@ def run_all(
                     prefix="base",
                 )
 
-    if only - {"scaleout", "chaos"}:  # these two run a Hopper of their own
+    if only - {"scaleout", "chaos", "rss-s3"}:  # these run a Hopper (or none) of their own
         with HopperUp(work / "home", DATASETS, candidate) as up:
             facts["hopper_up_start_seconds"] = round(up.started_in, 1)
             if "latency" in only:
@@ -452,6 +459,18 @@ def run_all(
         )
     if "chaos" in only:
         facts["chaos"] = chaos_step(results, work, sizes, candidate)
+    if "rss-s3" in only:
+        attempt(
+            results,
+            "peak RSS, S3 lake",
+            lambda: rss_s3_result(
+                cases.big_file_s3(
+                    work / "s3",
+                    sizes.rss_mb * 1_000_000,
+                    rss_cap=int(args.rss_cap_gb * (1 << 30)),
+                )
+            ),
+        )
     return results, facts
 
 
