@@ -1,9 +1,12 @@
 """Dataset contracts: what a dataset's files must look like, and the code that holds them to it.
 
 ``model`` defines and loads ``datasets/<name>.yaml``; ``read`` decodes files of any supported
-format; ``validate`` converts and checks them; ``transforms`` (with the ``expr`` language)
-shapes valid rows before they are written; ``diff`` compares a file's columns with its
-contract; ``infer`` proposes a contract from a sample.
+format, within the dataset's ``limits``. Holding a file to its contract: ``checks`` inspects
+it (``convert`` turning its columns into their types), ``verdict`` decides whether it goes in,
+``split`` sets bad rows aside, and ``results`` holds what they report; ``validate`` runs these
+steps on a whole file and ``stream`` on a large one block by block. ``transforms`` (with the
+``expr`` language) shapes valid rows before they are written; ``diff`` compares a file's
+columns with its contract; ``infer`` proposes a contract from a sample.
 """
 
 from hopper.contracts.diff import ColumnDiff, ContractDiff, diff_file, format_diff
@@ -18,13 +21,8 @@ from hopper.contracts.model import (
     load_contract,
 )
 from hopper.contracts.read import detect_format
-from hopper.contracts.validate import (
-    ConformResult,
-    Violation,
-    format_violations,
-    read_and_conform,
-    validate_file,
-)
+from hopper.contracts.results import ConformResult, Violation, format_violations
+from hopper.contracts.validate import read_and_conform, validate_file
 
 __all__ = [
     "INGEST_DATE",

@@ -20,9 +20,10 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from hopper.contracts.checks import Inspection, inspect_file
 from hopper.contracts.model import Contract, type_to_string
 from hopper.contracts.read import detect_format, read_table
-from hopper.contracts.validate import Violation, _inspect, _Inspection
+from hopper.contracts.results import Violation
 from hopper.errors import TerminalError
 from hopper.transform import reserved_name
 
@@ -111,19 +112,19 @@ def diff_file(path: Path, contract: Contract, *, source_name: str | None = None)
         UnreadableFileError: the file cannot be decoded with the contract's reader options.
     """
     source = source_name or str(path)
-    return diff_inspection(path, contract, _inspect(path, contract, source), source)
+    return diff_inspection(path, contract, inspect_file(path, contract, source), source)
 
 
 def diff_inspection(
     path: Path,
     contract: Contract,
-    found: _Inspection,
+    found: Inspection,
     source: str,
     *,
     rows: int | None = None,
     sample_rows: int | None = None,
 ) -> ContractDiff:
-    """Build the diff from an inspection :mod:`hopper.contracts.validate` already made.
+    """Build the diff from an inspection :mod:`hopper.contracts.checks` already made.
 
     Args:
         path: the inspected file (re-read once, for CSV/TSV, so Arrow infers every type).
@@ -312,7 +313,7 @@ def _duplicate(
 
 
 def _inferred_types(
-    path: Path, contract: Contract, found: _Inspection, source: str, sample_rows: int | None
+    path: Path, contract: Contract, found: Inspection, source: str, sample_rows: int | None
 ) -> tuple[str, dict[str, pa.DataType]]:
     """The format and the type Arrow infers for each column, free of the contract's types.
 

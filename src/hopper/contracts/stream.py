@@ -3,11 +3,12 @@
 :class:`StreamingConform` is the streaming twin of
 :func:`~hopper.contracts.validate.read_and_conform`: it reads the file in blocks
 (:func:`~hopper.contracts.read.iter_csv_for_contract`, the same Arrow options as a whole
-read), converts and checks each block with the very same code (``_inspect_table`` and
-``_conform_rows`` of :mod:`hopper.contracts.validate`), applies the contract's derived
-columns, drops and ``_ingest_date`` to each block, and yields the valid rows. Violations are
-merged across blocks with file-relative row numbers (1 = first data row), and the decision
-the whole-file path takes at once is taken at the end of the file:
+read), converts and checks each block with the very same code
+(:func:`~hopper.contracts.checks.inspect_table` and :func:`~hopper.contracts.split.
+split_rows`), applies the contract's derived columns, drops and ``_ingest_date`` to each
+block, and yields the valid rows. Violations are merged across blocks with file-relative row
+numbers (1 = first data row), and the decision the whole-file path takes at once
+(:func:`~hopper.contracts.verdict.decide`) is taken at the end of the file:
 
 - ``bad_rows: reject``: the first violation stops the yielding (the caller's output is
   abandoned), the rest of the file is still checked so the reason counts every violation,
@@ -46,6 +47,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from hopper.contracts.checks import Inspection, Issue, inspect_table
 from hopper.contracts.model import Contract
 from hopper.contracts.read import (
     StreamFallback,
@@ -54,18 +56,11 @@ from hopper.contracts.read import (
     iter_csv_for_contract,
     read_head,
 )
+from hopper.contracts.results import MAX_ROWS, MAX_SAMPLES, Violation
+from hopper.contracts.split import split_rows
 from hopper.contracts.transforms import apply_transforms, has_transforms
-from hopper.contracts.validate import (
-    MAX_ROWS,
-    MAX_SAMPLES,
-    Violation,
-    _conform_rows,
-    _failure_message,
-    _inspect_table,
-    _Inspection,
-    _Issue,
-)
-from hopper.errors import ContractViolation, TerminalError
+from hopper.contracts.verdict import decide, must_refuse
+from hopper.errors import TerminalError
 
 logger = logging.getLogger(__name__)
 
@@ -220,30 +215,30 @@ class StreamingConform:
         merged: dict[tuple[str | None, str], _Merged] = {}
         valid: dict[str, int] = {}
         rejected: list[pa.Table] = []
-        first: _Inspection | None = None
+        first: Inspection | None = None
         transform_error: TerminalError | None = None
         stopped = False
         for raw in iter_csv_for_contract(
             self.path, contract, source=self.source, block_size=self.block_size
         ):
-            found = _inspect_table(raw, contract)
+            found = inspect_table(raw, contract)
             if first is None:
                 first = found
                 self.extra_columns = found.extras
             offset = self.rows_in
             self.rows_in += raw.num_rows
             self.blocks += 1
-            for name, typed in found.typed.items():
-                valid[name] = valid.get(name, 0) + len(typed) - typed.null_count
+            for name, count in found.valid_values().items():
+                valid[name] = valid.get(name, 0) + count
             for issue in found.issues:
                 key = (issue.violation.column, issue.violation.kind)
                 entry = merged.setdefault(key, _Merged(key[0], key[1], issue.what))
                 entry.add(issue.violation, offset)
-            if found.structural or (found.issues and contract.bad_rows == "reject"):
+            if must_refuse(found, contract):  # type changes are only known at the end
                 stopped = True
             if stopped:
                 continue  # the file fails: keep checking, stop producing
-            table, bad = _conform_rows(found, contract, first_row=offset + 1)
+            table, bad = split_rows(found, contract, first_row=offset + 1)
             if bad is not None:
                 rejected.append(bad)
             if has_transforms(contract):
@@ -261,7 +256,7 @@ class StreamingConform:
 
     def _finish(
         self,
-        first: _Inspection,
+        first: Inspection,
         merged: dict[tuple[str | None, str], _Merged],
         valid: dict[str, int],
         rejected: list[pa.Table],
@@ -275,31 +270,20 @@ class StreamingConform:
             key=lambda m: (order.get(m.column or "", len(order)), _kind_rank(m.kind)),
         )
         issues = [
-            _Issue(entry.violation(), pa.chunked_array([], pa.bool_()), entry.what)
+            Issue(entry.violation(), pa.chunked_array([], pa.bool_()), entry.what)
             for entry in entries
         ]
-        whole = _Inspection(first.raw.slice(0, 0), {}, first.extras, first.structural, issues)
+        whole = Inspection(first.raw.slice(0, 0), {}, first.extras, first.structural, issues)
         self.violations = whole.violations
-        changed = [
-            issue.violation
-            for issue in issues
-            if issue.violation.kind == "type"
-            and issue.violation.column is not None
-            and valid.get(contract.column(issue.violation.column).output_name, 0) == 0
-        ]
-        if whole.structural or changed or (self.violations and contract.bad_rows == "reject"):
-            raise ContractViolation(
-                _failure_message(
-                    self.path,
-                    contract,
-                    whole,
-                    self.source,
-                    changed,
-                    rows=self.rows_in,
-                    sample_rows=DIFF_SAMPLE_ROWS,
-                ),
-                violations=[v.to_dict() for v in self.violations],
-            )
+        decide(
+            self.path,
+            contract,
+            whole,
+            self.source,
+            valid,
+            rows=self.rows_in,
+            sample_rows=DIFF_SAMPLE_ROWS,
+        )
         if transform_error is not None:
             raise transform_error
         if rejected:
