@@ -122,7 +122,8 @@ def ingest_file(request: IngestRequest) -> dict[str, Any]:
         _report(outcome)
         _daily_summary(home, outcome.dataset)
         logger.info("%s: %s (%d rows out)", ref.uri, outcome.state.value, outcome.rows_out)
-        return outcome.model_dump(mode="json", by_alias=True)
+        result: dict[str, Any] = outcome.model_dump(mode="json", by_alias=True)
+        return result
     finally:
         home.ledger.close()
 
