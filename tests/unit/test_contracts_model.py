@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from hopper.contracts import ColumnSpec, Contract, ReaderOptions, dump_contract, load_contract
-from hopper.contracts.model import parse_arrow_type
+from hopper.contracts.arrow_types import parse_arrow_type
 from hopper.errors import ConfigError
 
 

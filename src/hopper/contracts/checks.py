@@ -19,8 +19,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hopper.contracts.arrow_types import to_arrow_scalar, type_to_string
 from hopper.contracts.convert import as_chunked, convert_column
-from hopper.contracts.model import ColumnSpec, Contract, to_arrow_scalar, type_to_string
+from hopper.contracts.model import ColumnSpec, Contract
 from hopper.contracts.read import read_for_contract
 from hopper.contracts.results import MAX_ROWS, MAX_SAMPLES, Violation
 from hopper.errors import ConfigError

@@ -20,8 +20,9 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from hopper.contracts.arrow_types import type_to_string
 from hopper.contracts.checks import Inspection, inspect_file
-from hopper.contracts.model import Contract, type_to_string
+from hopper.contracts.model import Contract
 from hopper.contracts.read import detect_format, read_table
 from hopper.contracts.results import Violation
 from hopper.errors import TerminalError

@@ -16,13 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
 
-from hopper.contracts.model import (
-    ColumnSpec,
-    Contract,
-    ReaderOptions,
-    parse_arrow_type,
-    type_to_string,
-)
+from hopper.contracts.arrow_types import parse_arrow_type, type_to_string
+from hopper.contracts.model import ColumnSpec, Contract, ReaderOptions
 from hopper.contracts.read import (
     DELIMITERS,
     bom_encoding,
