@@ -19,8 +19,9 @@ import pytest
 
 from hopper.contracts import load_contract
 from hopper.contracts.limits import check_file_limits
-from hopper.contracts.model import Contract, dump_contract
+from hopper.contracts.model import Contract
 from hopper.contracts.read import ReadLimits, check_parquet_footer, read_table
+from hopper.contracts.yaml_io import dump_contract
 from hopper.errors import ConfigError, ResourceLimitError, UnreadableFileError
 from tests.conftest import CONTRACT
 

@@ -2,8 +2,9 @@
 
 A contract says how to read a dataset's files (format, delimiter, encoding, null markers),
 which columns must be there with which Arrow types, which row-level checks apply, and what to
-do with rows or columns that do not fit. It is loaded from YAML written by people, so every
-error names the file, the key path and its line, and says what was expected.
+do with rows or columns that do not fit. The models here validate it — each error says what
+was expected — and :mod:`~hopper.contracts.yaml_io` reads and writes the YAML files, naming
+the key and line of every problem.
 """
 
 from __future__ import annotations
@@ -11,16 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import Counter
-from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -28,7 +26,6 @@ from pydantic import (
 
 from hopper.contracts.arrow_types import SUPPORTED_TYPES_HINT, parse_arrow_type, to_arrow_scalar
 from hopper.contracts.expr import parse_expression
-from hopper.errors import ConfigError
 from hopper.transform import INGEST_DATE as INGEST_DATE  # its home is the transform stage
 from hopper.transform import reserved_name
 
@@ -436,169 +433,3 @@ def _require_unique(names: list[str], what: str) -> None:
     duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
     if duplicates:
         raise ValueError(f"duplicate {what}s {duplicates}: each must appear once")
-
-
-# --------------------------------------------------------------------------- YAML I/O
-
-
-def load_contract(path: Path) -> Contract:
-    """Load and validate a contract file.
-
-    Args:
-        path: a ``datasets/<name>.yaml`` file.
-
-    Returns:
-        The validated contract.
-
-    Raises:
-        ConfigError: the file is missing, is not valid YAML, or does not validate; the message
-            names the file, the key path (e.g. ``columns[2].type``), its line and what is
-            expected.
-    """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read contract file: {exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a contract must be a YAML mapping with name and columns")
-    try:
-        return Contract.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_describe_errors(path, exc, data, root)) from exc
-
-
-def _describe_errors(path: Path, exc: ValidationError, data: Any, root: Any) -> str:
-    lines = [f"{path}: invalid contract ({exc.error_count()} problem(s)):"]
-    for error in exc.errors():
-        loc = _clean_loc(error["loc"], data)
-        key_path = _format_loc(loc) or "(top level)"
-        line = _line_of(root, loc)
-        where = f"{key_path} (line {line})" if line else key_path
-        column = _column_name(data, loc)
-        about = f" [column {column!r}]" if column else ""
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key (typo?); remove it or check the spelling"
-        lines.append(f"  - {where}{about}: {message}")
-    return "\n".join(lines)
-
-
-def _clean_loc(loc: tuple[Any, ...], data: Any) -> list[str | int]:
-    """Keep the leading part of a pydantic error location that exists in the YAML data.
-
-    pydantic appends union-member tags (e.g. ``int``, ``function-after[...]``) that are not
-    YAML keys; a missing key is kept as the last element so the message names it.
-    """
-    clean: list[str | int] = []
-    node = data
-    for part in loc:
-        if isinstance(node, dict) and isinstance(part, str):
-            clean.append(part)
-            if part not in node:
-                break
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            clean.append(part)
-            node = node[part]
-        else:
-            break
-    return clean
-
-
-def _format_loc(loc: list[str | int]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return text
-
-
-def _line_of(root: Any, loc: list[str | int]) -> int | None:
-    """1-based line of the deepest YAML node on ``loc`` (the key itself for mappings)."""
-    if root is None:
-        return None
-    line = int(root.start_mark.line) + 1
-    node = root
-    for part in loc:
-        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-            match = next((kv for kv in node.value if kv[0].value == part), None)
-            if match is None:
-                break
-            line, node = int(match[0].start_mark.line) + 1, match[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            node = node.value[part]
-            line = int(node.start_mark.line) + 1
-        else:
-            break
-    return line
-
-
-def _column_name(data: Any, loc: list[str | int]) -> str | None:
-    if len(loc) >= 2 and loc[0] == "columns" and isinstance(loc[1], int):
-        column = data["columns"][loc[1]]
-        if isinstance(column, dict) and isinstance(column.get("name"), str):
-            return str(column["name"])
-    return None
-
-
-_KEY_ORDER = [
-    "name",
-    "version",
-    "description",
-    "format",
-    "reader",
-    "columns",
-    "extra_columns",
-    "bad_rows",
-    "derived",
-    "transform",
-    "transform_input",
-    "drop",
-    "partition_by",
-    "compression",
-    "stream_threshold_mb",
-    "max_file_mb",
-    "max_decompression_ratio",
-    "max_columns",
-    "max_line_bytes",
-    "max_json_depth",
-    "max_memory_mb",
-    "max_seconds",
-    "retries",
-    "retry_backoff_seconds",
-]
-
-
-def dump_contract(contract: Contract) -> str:
-    """Render a contract as readable YAML that :func:`load_contract` reads back identically.
-
-    Defaults and unset options are left out, except ``name``, ``version``, ``format`` and each
-    column's ``name`` and ``type``.
-
-    Args:
-        contract: the contract to render.
-
-    Returns:
-        YAML text.
-    """
-    data = contract.model_dump(mode="python", exclude_defaults=True, exclude_none=True)
-    data["name"] = contract.name
-    data["version"] = contract.version
-    data["format"] = contract.format
-    data["columns"] = [_dump_column(c) for c in contract.columns]
-    if not data.get("reader"):
-        data.pop("reader", None)
-    ordered = {key: data[key] for key in _KEY_ORDER if key in data}
-    return str(yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, width=100))
-
-
-def _dump_column(column: ColumnSpec) -> dict[str, Any]:
-    data = column.model_dump(mode="python", exclude_defaults=True, exclude_none=True)
-    return {"name": column.name, "type": column.type, **data}
