@@ -56,13 +56,17 @@ class Fault:
     stall_seconds: float = 60.0
 
 
-def ledger_states(root: Path) -> dict[str, int]:
-    """File versions per state in the home's ledger (read-only; SQLite ledgers only)."""
+def ledger_states(root: Path, dataset: str | None = None) -> dict[str, int]:
+    """File versions per state in the home's ledger, of one dataset or all (SQLite only)."""
     path = root / ".hopper" / "ledger.db"
     if not path.exists():
         return {}
+    query = "SELECT state, count(*) FROM files"
+    args: tuple[str, ...] = ()
+    if dataset is not None:
+        query, args = query + " WHERE dataset = ?", (dataset,)
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as conn:
-        return dict(conn.execute("SELECT state, count(*) FROM files GROUP BY state").fetchall())
+        return dict(conn.execute(query + " GROUP BY state", args).fetchall())
 
 
 def _group(up: HopperUp, who: str) -> int:
@@ -97,11 +101,11 @@ def inject(up: HopperUp, fault: Fault) -> tuple[float, float]:
     return began, time.monotonic()
 
 
-def _ready(up: HopperUp, fault: Fault) -> bool:
+def _ready(up: HopperUp, fault: Fault, dataset: str) -> bool:
     """Whether the fault may be injected now (the worker is killed only mid-batch)."""
     if "worker" not in WHO[fault.kind]:
         return True
-    return ledger_states(up.root).get("running", 0) > 0
+    return ledger_states(up.root, dataset).get("running", 0) > 0
 
 
 def chaos_burst(
@@ -119,9 +123,10 @@ def chaos_burst(
 
     Returns:
         ``fault``, ``files``, ``landed``, ``injected_after`` (seconds into the burst),
-        ``landed_at_fault``, ``fault_seconds`` (its duration), ``settle_seconds`` (fault end
-        → last output), ``budget_seconds`` (lease + 60), ``within_budget``, ``quarantined``,
-        ``duplicates``, ``exactly_once``, ``ledger`` (versions per state) and ``timed_out``.
+        ``landed_at_fault``, ``landed_at_fault_end``, ``fault_seconds`` (its duration),
+        ``settle_seconds`` (fault end → last output), ``budget_seconds`` (lease + 60),
+        ``within_budget``, ``quarantined``, ``duplicates``, ``exactly_once``, ``ledger`` (the
+        dataset's versions per state) and ``timed_out``.
     """
     say = progress or log.info
     paths = write_small_files(staging, count, prefix, seed=3)
@@ -133,7 +138,7 @@ def chaos_burst(
     lake, bad_dir = up.lake(dataset), up.quarantine(dataset)
     deadline = started + timeout
     injected: tuple[float, float] | None = None
-    landed_at_fault = 0
+    landed_at_fault = landed_at_end = 0
     landed, previous, last_change = 0, 0, started
     while True:
         now = time.monotonic()
@@ -141,10 +146,11 @@ def chaos_burst(
         bad = len(quarantined(bad_dir))
         if landed != previous:
             previous, last_change = landed, now
-        if injected is None and landed >= fault.at * count and _ready(up, fault):
+        if injected is None and landed >= fault.at * count and _ready(up, fault, dataset):
             landed_at_fault = landed
             say(f"chaos: {fault.kind} after {now - started:.1f}s, {landed}/{count} landed")
             injected = inject(up, fault)
+            landed_at_end = len(lake_outputs(lake))
             continue
         if landed + bad >= count or now > deadline:
             break
@@ -157,7 +163,7 @@ def chaos_burst(
     duplicates = sorted(stem for stem, n in per_source.items() if n > 1)
     ledger: dict[str, int] = {}
     for _ in range(40):  # outcomes reach the ledger just after their output
-        ledger = ledger_states(up.root)
+        ledger = ledger_states(up.root, dataset)
         if ledger.get("ingested", 0) >= count or timed_out:
             break
         time.sleep(0.25)
@@ -168,6 +174,7 @@ def chaos_burst(
         "landed": landed,
         "injected_after": round(injected[0] - started, 2) if injected else None,
         "landed_at_fault": landed_at_fault,
+        "landed_at_fault_end": landed_at_end,
         "fault_seconds": round(injected[1] - injected[0], 2) if injected else None,
         "settle_seconds": round(max(settle, 0.0), 2),
         "budget_seconds": budget,
@@ -183,7 +190,8 @@ def chaos_burst(
         "timed_out": timed_out,
     }
     say(
-        f"chaos: {fault.kind}: {landed}/{count} landed, settled {result['settle_seconds']}s "
+        f"chaos: {fault.kind}: {landed_at_end} landed by the fault's end, {landed}/{count} in "
+        f"all, settled {result['settle_seconds']}s "
         f"after the fault ended (budget {budget:.0f}s), exactly once: {result['exactly_once']}"
     )
     return result
