@@ -79,7 +79,13 @@ def test_killed_worker_mid_run_still_lands_exactly_once(up: Running) -> None:
     assert pq.read_table(out).column("id").to_pylist() == [1, 2]
     history = json.loads(hopper("status", str(src), "--json", env=up.env).stdout)["history"]
     events = [h["event"] for h in history]
-    assert events.count("ingested") == 1 and "replayed" in events
+    assert events.count("ingested") == 1 and "requeued" in events
+    # the requeue names the run that was lost, and a later run did the work
+    lost = next(h["flow_run_id"] for h in history if h["event"] == "running")
+    (requeued,) = [h for h in history if h["event"] == "requeued"]
+    assert requeued["detail"]["dead_run"] == lost
+    (ingested,) = [h for h in history if h["event"] == "ingested"]
+    assert ingested["flow_run_id"] not in (None, lost)
 
 
 def _flaky_contract(up: Running, name: str, func: str) -> None:
