@@ -105,7 +105,15 @@ HEADER = b"id,name,score\n"
 GOOD = HEADER + b"1,Ada,1.5\n2,Bob,2\n"
 EVENT = b'{"id": 1, "kind": "view", "value": 2.5}\n'
 OUTSIDE_MARK = "OUTSIDE-THE-INBOX-c0ffee"
-"""Content of the file outside the home that a swapped-in link points at."""
+"""Content of ``outside.csv`` in the folder outside the home that links point at."""
+
+
+def make_outside(folder: Path) -> Path:
+    """The folder outside the home that hostile links point at, with ``outside.csv``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "outside.csv").write_bytes(b"id,name,score\n1," + OUTSIDE_MARK.encode() + b",1\n")
+    return folder
+
 
 # --------------------------------------------------------------------------- Thrift compact
 
@@ -533,11 +541,25 @@ def _huge_line(root: Path) -> list[bytes]:
 # Swaps done once the watcher has seen the file (the test waits for its ledger record).
 
 
-def _to_outside_link(path: Path) -> None:
-    outside = path.parents[3] / "outside-the-inbox.csv"  # beside the Hopper home
-    tmp = path.with_name(".swap-link.tmp")
-    os.symlink(outside, tmp)
-    os.replace(tmp, path)
+def _to_outside_link(outside: Path) -> Callable[[Path], None]:
+    def swap(path: Path) -> None:
+        tmp = path.with_name(".swap-link.tmp")
+        os.symlink(outside / "outside.csv", tmp)
+        os.replace(tmp, path)
+
+    return swap
+
+
+def _folder_with_link_out(outside: Path) -> Callable[[Path], list[bytes]]:
+    """A folder moved in with a link to a folder outside the home: nothing there is read."""
+
+    def build(root: Path) -> list[bytes]:
+        folder = root / "hc-csv" / "with-link-out"
+        folder.mkdir(parents=True, exist_ok=True)
+        os.symlink(outside, folder / "out", target_is_directory=True)
+        return [b"hc-csv/with-link-out/out/outside.csv"]
+
+    return build
 
 
 def _to_inside_link(path: Path) -> None:
@@ -594,8 +616,12 @@ def _with_swap_target(rel: bytes, data: bytes) -> Callable[[Path], list[bytes]]:
 SWAPPED = b"4,swapped,4\n"
 
 
-def kinds() -> list[Kind]:
-    """The corpus: at least one kind per breakage of issue 14, and their neighbours."""
+def kinds(outside: Path) -> list[Kind]:
+    """The corpus: at least one kind per breakage of issue 14, and their neighbours.
+
+    Args:
+        outside: a folder outside the Hopper home (:func:`make_outside`), for links.
+    """
     latin1 = "café".encode("latin-1")
     big = _big_good()
     return [
@@ -603,6 +629,7 @@ def kinds() -> list[Kind]:
         Kind("deeper-than-PATH_MAX", "1", UNSEEN_OR_SETTLED, _deep_tree),
         Kind("symlink-loop", "n:1", NEVER_READ, _symlink_loop),
         Kind("folder-linking-to-itself", "n:1", NEVER_READ, _dir_loop),
+        Kind("folder-with-link-out", "n:8", NEVER_READ, _folder_with_link_out(outside)),
         Kind("folder-mode-000", "n:1", UNSEEN_OR_SETTLED, _locked_folder, after_drop=_lock_folder),
         Kind("file-mode-000", "n:1", UNSEEN_OR_SETTLED, _unreadable_file),
         Kind("latin-1-name", "7", INGESTED, _file(b"hc-csv/" + latin1 + b".csv", GOOD)),
@@ -897,7 +924,7 @@ def kinds() -> list[Kind]:
             "8",
             QUARANTINED,
             _file(b"hc-csv/swap-outside.csv", GOOD),
-            after_detection=_to_outside_link,
+            after_detection=_to_outside_link(outside),
         ),
         Kind(
             "swapped-for-link-inside",

@@ -353,6 +353,22 @@ def _status_problems(up: Running, datasets: set[str]) -> list[str]:
     ]
 
 
+def _outside_records(ledger: Ledger, datasets: set[str], inbox: Path) -> list[str]:
+    """Records of the corpus datasets whose file is not inside the inbox (read via a link)."""
+    problems = []
+    for record in ledger.records(latest_only=False):
+        if record.dataset not in datasets or not record.ref.is_local:
+            continue
+        try:
+            path = record.ref.local_path()
+            inside = Path(os.path.realpath(path.parent)).is_relative_to(inbox)
+        except ValueError:
+            inside = False
+        if not inside:
+            problems.append(f"ledger: a file outside the inbox was recorded: {record.uri}")
+    return problems
+
+
 def _lake_problems(up: Running, ledger: Ledger, datasets: set[str], inbox: Path) -> list[str]:
     """Only rows of files that landed; lineage Hopper's own; partitions Hopper's own."""
     everything = ledger.records(latest_only=False)
@@ -430,10 +446,7 @@ def test_hostile_corpus_is_contained(up: Running, tmp_path: Path) -> None:
     for name, text in contracts.items():
         (up.root / "datasets" / f"{name}.yaml").write_text(text, encoding="utf-8")
     datasets = set(contracts)
-    (up.root.parent / "outside-the-inbox.csv").write_text(
-        f"id,name,score\n1,{hk.OUTSIDE_MARK},1\n", encoding="utf-8"
-    )
-    kinds = hk.kinds()
+    kinds = hk.kinds(hk.make_outside(up.root.parent / "outside-the-home-corpus"))
     assert len({k.name for k in kinds}) == len(kinds) >= 30
     files: dict[bytes, hk.Kind] = {}  # live path → its kind
     for kind in kinds:
@@ -480,6 +493,7 @@ def test_hostile_corpus_is_contained(up: Running, tmp_path: Path) -> None:
         print("\n".join(["", f"settled after {settled_after:.0f}s", *table]))
         problems += judged
         problems += _status_problems(up, datasets)
+        problems += _outside_records(ledger, datasets, inbox)
         problems += _lake_problems(up, ledger, datasets, inbox)
         problems += _clean_files_land(up, ledger, inbox)
     finally:
