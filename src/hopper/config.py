@@ -1,16 +1,16 @@
 """``hopper.yaml``: sources, routing, lake, quarantine, alerts — validated, with line numbers.
 
 Relative paths in the file are resolved against the file's own folder, so a Hopper home can
-be moved or scaffolded anywhere (``hopper init DIR``).
+be moved or scaffolded anywhere (``hopper init DIR``). The file is read by
+:mod:`hopper.yamlfile`, as dataset contracts are, so an error names its key and line.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from hopper.errors import ConfigError
+from hopper.yamlfile import YamlFile, key_path, read_yaml
 
 DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 """Valid dataset names. Use ``fullmatch``: ``$`` alone also matches before a final newline."""
@@ -301,48 +302,15 @@ class HopperConfig(BaseModel):
         return self.datasets_dir / f"{dataset}.yaml"
 
 
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """Line (1-based) of the YAML node at ``loc``, or of its closest existing parent."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = [v for k, v in node.value if getattr(k, "value", None) == part]
-            if not match:
-                break
-            key_node = next(k for k, v in node.value if v is match[0])
-            node, line = match[0], key_node.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                break
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
-
-
-def describe_validation_error(path: Path, node: yaml.Node | None, exc: ValidationError) -> str:
+def describe_validation_error(doc: YamlFile, exc: ValidationError) -> str:
     """One line per problem: ``file:line: key.path: message``."""
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        key = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
-        line = _line_of(node, loc)
-        where = f"{path}:{line}" if line else str(path)
-        lines.append(f"{where}: {key or '(top level)'}: {err['msg']}")
+        line = doc.line_of(loc)
+        where = f"{doc.path}:{line}" if line else str(doc.path)
+        lines.append(f"{where}: {key_path(loc) or '(top level)'}: {err['msg']}")
     return "\n".join(lines)
-
-
-def load_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    """Parse a YAML file, returning its data and its node tree (for line numbers)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    try:
-        return yaml.safe_load(text), yaml.compose(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
 
 
 def load_config(path: Path) -> HopperConfig:
@@ -357,9 +325,9 @@ def load_config(path: Path) -> HopperConfig:
             f"{path}: no such config. Create one with `hopper init DIR` and pass "
             "--config DIR/hopper.yaml (or set HOPPER_CONFIG)."
         )
-    data, node = load_yaml(path)
+    doc = read_yaml(path, "config file")
     try:
-        cfg = HopperConfig.model_validate(data or {})
+        cfg = HopperConfig.model_validate(doc.data or {})
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(path, node, exc)) from None
+        raise ConfigError(describe_validation_error(doc, exc)) from None
     return cfg.resolved(path.parent).model_copy(update={"path": path})

@@ -39,7 +39,7 @@ def test_missing_file_suggests_init(tmp_path: Path) -> None:
 
 def test_bad_yaml(tmp_path: Path) -> None:
     (tmp_path / "hopper.yaml").write_text("lake: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match=r"hopper\.yaml: line 2, column 1: invalid YAML"):
         load_config(tmp_path / "hopper.yaml")
 
 
