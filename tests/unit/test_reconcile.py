@@ -129,9 +129,7 @@ def test_many_dead_files_go_out_as_batches_not_one_run_each(home: HopperConfig) 
     waiting = FileRef(uri="file:///in/people/late.csv", size=1, mtime=1.0, dataset="people")
     ledger.record_detected(waiting)  # detected while no watcher ran
     runs = ScriptedRuns({"run-lost": "CRASHED"})
-    config = home.model_copy(
-        update={"watch": home.watch.model_copy(update={"batch_max_files": 4})}
-    )
+    config = home.model_copy(update={"watch": home.watch.model_copy(update={"batch_max_files": 4})})
     report = reconcile(config, ledger, runs, rescan=False, pending_seconds=-1)
     assert sorted(report.redispatched) == sorted([*(r.uri for r in refs), waiting.uri])
     # six files, batches of at most four: two runs, never one per file
