@@ -3,7 +3,7 @@
 Detection looks at the extension first and the content second. CSV is read with the
 contract's types whenever possible so Arrow parses typed values directly (the fast path);
 only when a value does not parse is the file re-read with the declared columns as strings so
-:mod:`hopper.contracts.validate` can say which rows and values are wrong. Anything that cannot
+:mod:`hopper.contracts.checks` can say which rows and values are wrong. Anything that cannot
 be decoded becomes an :class:`~hopper.errors.UnreadableFileError` with a reason and a hint.
 
 Parquet is bounded before and while it is decoded (:class:`ReadLimits`): the footer's claims

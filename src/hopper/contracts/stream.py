@@ -168,7 +168,7 @@ class StreamingConform:
     columns and types as :func:`~hopper.contracts.validate.read_and_conform`'s table).
     When the iteration ends normally, :attr:`rows_in`, :attr:`rows_out`, :attr:`rejected`,
     :attr:`violations` and :attr:`extra_columns` describe the whole file, as a
-    :class:`~hopper.contracts.validate.ConformResult` does.
+    :class:`~hopper.contracts.results.ConformResult` does.
 
     Raises (from the iteration):
         UnreadableFileError: the file cannot be decoded (at any block).
