@@ -31,16 +31,18 @@ def _people(path: Path, rows: int) -> Path:
 def test_a_file_over_its_memory_limit_is_quarantined_and_the_next_one_lands(
     tmp_path: Path,
 ) -> None:
-    contract = CONTRACT + "max_memory_mb: 24\n"
+    contract = CONTRACT + "max_memory_mb: 64\n"
     config = load_config(make_home(tmp_path, {"people": contract}))
     big = _people(config.sources[0].path / "people" / "big.csv", 600_000)  # ≈ 33 MB
     outcome = ingest(_request(big), config, flow_run_id="r1")
     assert outcome.state == FileState.QUARANTINED
-    assert "24 MiB memory limit" in (outcome.reason or "")
+    assert "64 MiB memory limit" in (outcome.reason or "")
     assert not list(Path(config.lake).rglob("*.parquet"))  # nothing of it in the lake
     copy = Path(outcome.quarantine_path or "")
     reason = json.loads((copy.parent / "big.csv.error.json").read_text())
-    assert reason["error"] == "ReaderCrashedError"
+    # Refused by the reader's own accounting or by the child's address-space limit,
+    # whichever allocation fails first: either way the reason names the limit.
+    assert "64 MiB memory limit" in reason["reason"]
     assert copy.stat().st_size == big.stat().st_size
 
     small = _people(config.sources[0].path / "people" / "small.csv", 10)
