@@ -80,6 +80,14 @@ _TRANSIENT_IO = (
     ConnectionError,
     TimeoutError,
 )
+AWS_ERRORS: tuple[type[Exception], ...] = (
+    ClientError,  # the service answered with an error (NoSuchKey, SlowDown, AccessDenied…)
+    BotoCoreError,  # no answer: endpoint unreachable, timeouts, bad credentials, …
+    S3UploadFailedError,  # boto3's transfer manager wrapping one of those
+    ConnectionError,
+    TimeoutError,
+)
+"""What an S3 or SQS call raises when it fails: catch this, then map it with :func:`s3_error`."""
 
 
 def make_s3_client(endpoint_url: str | None = None, region: str | None = None) -> S3Client:
@@ -341,7 +349,7 @@ def fetch_to_local(
             with target.open("wb") as out:
                 for chunk in body.iter_chunks(CHUNK_BYTES):
                     out.write(chunk)
-        except (ClientError, BotoCoreError, ConnectionError, TimeoutError) as exc:
+        except AWS_ERRORS as exc:
             raise s3_error(exc, uri, "read") from exc
         log.debug("fetched %s to %s (%d bytes)", uri, target, target.stat().st_size)
         yield target
@@ -360,7 +368,7 @@ def check_bucket(location: str, s3_client: S3Client, what: str) -> None:
     bucket, _ = parse_s3_uri(location if location.count("/") > 2 else location + "/")
     try:
         s3_client.head_bucket(Bucket=bucket)
-    except (ClientError, BotoCoreError) as exc:
+    except AWS_ERRORS as exc:
         code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
         raise ConfigError(
             f"S3 bucket {bucket!r} for the {what} does not exist or is not reachable at "

@@ -30,12 +30,12 @@ from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
-from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from hopper.errors import HopperError, SourceGoneError, TransientError
 from hopper.storage import (
+    AWS_ERRORS,
     GONE_CODES,
     MULTIPART_BYTES,
     S3Client,
@@ -49,7 +49,6 @@ from hopper.stores.base import Store, Writer
 
 log = logging.getLogger(__name__)
 
-_BOTO_FAULTS = (ClientError, BotoCoreError, S3UploadFailedError, ConnectionError, TimeoutError)
 _NAME_TAKEN_OR_NO_CONDITIONS = frozenset(
     {"PreconditionFailed", "ConditionalRequestConflict", "NotImplemented"}
 )
@@ -175,7 +174,7 @@ class S3Store(Store):
                 ExtraArgs=extra,
                 Config=TransferConfig(multipart_threshold=MULTIPART_BYTES),
             )
-        except _BOTO_FAULTS as exc:
+        except AWS_ERRORS as exc:
             raise s3_error(exc, path, "write") from exc
 
     @contextmanager
@@ -209,7 +208,7 @@ class S3Store(Store):
         bucket, key = parse_s3_uri(path)
         try:
             self.s3.put_object(Bucket=bucket, Key=key, Body=text.encode(), ContentType="text/plain")
-        except _BOTO_FAULTS as exc:
+        except AWS_ERRORS as exc:
             raise s3_error(exc, path, "write") from exc
 
     def read_text(self, path: str) -> str | None:
@@ -238,7 +237,7 @@ class S3Store(Store):
             pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=start)
             for page in pages:
                 found += [s3_uri(bucket, obj["Key"]) for obj in page.get("Contents", [])]
-        except _BOTO_FAULTS as exc:
+        except AWS_ERRORS as exc:
             raise s3_error(exc, prefix, "list") from exc
         return found
 
@@ -265,7 +264,7 @@ class S3Store(Store):
         bucket, key = parse_s3_uri(path)
         try:
             self.s3.delete_object(Bucket=bucket, Key=key)
-        except _BOTO_FAULTS as exc:
+        except AWS_ERRORS as exc:
             raise s3_error(exc, path, "delete") from exc
         log.debug("deleted %s", path)
 
@@ -283,7 +282,7 @@ class S3Store(Store):
         bucket, key = parse_s3_uri(target)
         try:
             self.s3.copy({"Bucket": src_bucket, "Key": src_key}, bucket, key)
-        except _BOTO_FAULTS as exc:
+        except AWS_ERRORS as exc:
             raise s3_error(exc, source, "copy") from exc
 
     def move(self, source: str, target: str) -> None:
@@ -325,7 +324,7 @@ class S3Store(Store):
                     raise
             self.s3.put_object(Bucket=bucket, Key=key, Body=content)  # no conditional puts
             return None
-        except _BOTO_FAULTS as exc:
+        except AWS_ERRORS as exc:
             raise s3_error(exc, path, "claim") from exc
 
     def prepare(self, root: str) -> None:
