@@ -1,8 +1,8 @@
 """Finding S3 objects through their event notifications, read from SQS.
 
-A background thread receives (backing off while the queue fails) and parses; the daemon's
-loop polls what arrived and acknowledges it once recorded, which deletes the messages. The
-listing reconciles what notifications missed.
+A background thread receives (waiting longer after each failure in a row, :class:`Backoff`)
+and parses; the daemon's loop polls what arrived and acknowledges it once recorded, which
+deletes the messages. The listing reconciles what notifications missed.
 """
 
 from __future__ import annotations
@@ -29,6 +29,27 @@ from hopper.watch.s3.refs import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class Backoff:
+    """How long to wait after consecutive failures: 1 s, 2 s, 4 s, … up to ``cap`` seconds.
+
+    Kept apart from the receiving loop so the schedule is read (and tested) in one place.
+    """
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+
+    def failed(self) -> float:
+        """Count one more failure in a row; return the seconds to wait before trying again."""
+        self.failures += 1
+        return min(self.cap, self.base * 2.0**self.failures)
+
+    def succeeded(self) -> None:
+        """A call worked: the next failure waits the shortest delay again."""
+        self.failures = 0
 
 
 @dataclass
@@ -138,17 +159,16 @@ class SqsNotifications:
             return len(self._buffer) + len(self._inflight)
 
     def _receive_loop(self) -> None:
-        failures = 0
+        backoff = Backoff()
         while not self._stopping.is_set():
             if self.pending() >= self.max_buffered:
                 self._stopping.wait(0.1)
                 continue
             try:
                 self.receive_once()
-                failures = 0
+                backoff.succeeded()
             except AWS_ERRORS as exc:
-                failures += 1
-                delay = min(30.0, 0.5 * 2**failures)
+                delay = backoff.failed()
                 log.warning(
                     "receiving from %s for %s failed (%s); retrying in %.1fs",
                     self.queue_url,
