@@ -35,9 +35,7 @@ def _callers_of(name: str) -> set[str]:
 
 
 def test_no_is_s3_branch_outside_the_stores() -> None:
-    # The watcher's startup check of the lake and quarantine buckets is the one left; it
-    # belongs to the watcher's own rework (Store.check does it for any location).
-    assert _callers_of("is_s3") <= {"watch/daemon.py"}
+    assert _callers_of("is_s3") == set()
 
 
 def test_the_stores_import_no_policy() -> None:

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from hopper import events
 from hopper.alerts import AlertDispatcher
-from hopper.config import FolderSource, HopperConfig, S3Source, is_s3
+from hopper.config import FolderSource, HopperConfig, S3Source
 from hopper.errors import TransientError
 from hopper.ledger import FileRecord, Ledger
 from hopper.models import FileRef, FileState, IngestRequest
@@ -139,7 +139,7 @@ def build_sources(config: HopperConfig) -> list[Source]:
 
 
 def check_sources(config: HopperConfig) -> None:
-    """Fail fast, with one clear line, if an S3 bucket or SQS queue is missing or unreadable."""
+    """Fail fast, with one clear line, if a source, the lake or the quarantine is unreachable."""
     for spec in config.sources:
         if isinstance(spec, S3Source):
             from hopper.storage import make_s3_client, make_sqs_client
@@ -149,12 +149,12 @@ def check_sources(config: HopperConfig) -> None:
             region = spec.region or config.s3.region
             sqs = make_sqs_client(endpoint, region) if spec.mode == "notifications" else None
             check_s3_source(spec, make_s3_client(endpoint, region), sqs)
-    for what, location in (("lake", config.lake), ("quarantine", config.quarantine)):
-        if is_s3(location):
-            from hopper.storage import check_bucket, make_s3_client
+    from hopper.storage import LazyS3Client
+    from hopper.stores import store_for
 
-            client = make_s3_client(config.s3.endpoint_url, config.s3.region)
-            check_bucket(location, client, what)
+    s3 = LazyS3Client(config.s3.endpoint_url, config.s3.region)  # made only for an S3 place
+    for what, location in (("lake", config.lake), ("quarantine", config.quarantine)):
+        store_for(location, s3).check(location, what)
 
 
 class Watcher:
