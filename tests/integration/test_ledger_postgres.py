@@ -83,4 +83,4 @@ def test_batch_claims_are_exclusive_across_processes_sharing_postgres(pg_url: st
         for r in refs
     ]
     ledger.finish_many(done, "run-0")
-    assert ledger.counts()["d"]["ingested"] == 200
+    assert ledger.dataset_day("d", since=0)["ingested"] == 200

@@ -1,0 +1,340 @@
+"""The :class:`Ledger`: the watcher's dispatch protocol and the flows' claims on file versions.
+
+A version goes ``detected`` → ``dispatched`` (a run was asked for) → ``queued`` (the run
+exists) → ``running`` (the run claimed it, under a lease) → ``ingested`` | ``quarantined`` |
+``failed``; a lost run sends it back to ``detected``. Every state change goes through
+:func:`hopper.ledger.transitions.move`, which writes the history row with it and keeps to
+the table of allowed moves. Reads and alert bookkeeping live in the base classes
+(:mod:`~hopper.ledger.queries`, :mod:`~hopper.ledger.alerts`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from hopper.ledger.alerts import AlertBook
+from hopper.ledger.queries import Queries
+from hopper.ledger.record import FileRecord
+from hopper.ledger.tables import files
+from hopper.ledger.transitions import (
+    ALERTING,
+    CLAIMABLE,
+    IllegalTransition,
+    Move,
+    Step,
+    enter,
+    move,
+)
+from hopper.models import FileRef, FileState, IngestOutcome
+
+# The dispatch update, for the watcher's take and for a replay's single dispatch.
+_DISPATCHED = {
+    "dispatch_id": sa.bindparam("b_dispatch"),
+    "dispatched_at": sa.bindparam("b_now"),
+    "dispatch_count": files.c.dispatch_count + 1,
+}
+_DISPATCH = Step(values=_DISPATCHED)
+# Only if nobody took it meanwhile: the same state (in the move) and dispatch id as read.
+_TAKE = Step(
+    guard=[sa.func.coalesce(files.c.dispatch_id, "") == sa.bindparam("g_dispatch")],
+    values=_DISPATCHED,
+)
+_QUEUE = Step(values={"flow_run_id": sa.bindparam("b_run")})
+_CLAIM = Step(
+    guard=[
+        sa.or_(
+            files.c.state.in_(sorted(s.value for s in CLAIMABLE)),
+            files.c.flow_run_id == sa.bindparam("g_run"),
+        )
+    ],
+    values={"flow_run_id": sa.bindparam("b_run")},
+    refused="skipped",
+)
+_CLAIM_REPLAY = Step(values={"flow_run_id": sa.bindparam("b_run")}, refused="skipped")
+# Only if it did not move on since it was read: same state (in the move), run and update time.
+_REQUEUE = Step(
+    guard=[
+        sa.func.coalesce(files.c.flow_run_id, "") == sa.bindparam("g_run"),
+        files.c.updated_at == sa.bindparam("g_updated"),
+    ]
+)
+_FINISH = Step(
+    values={
+        # One alert per incident: a failure waits as "pending" for the alert dispatcher; a
+        # later success of the same version cancels an alert not yet sent.
+        "alert": sa.case(
+            (files.c.alert.in_(["sent", "digested"]), files.c.alert),
+            else_=sa.bindparam("b_alert"),
+        ),
+        "dataset": sa.bindparam("b_dataset"),
+        "reason": sa.bindparam("b_reason"),
+        "outcome": sa.bindparam("b_outcome"),
+        "flow_run_id": sa.bindparam("b_run"),
+    }
+)
+
+
+class Ledger(Queries, AlertBook):
+    """File versions and their states, shared by the watcher and the flows."""
+
+    # -- watcher side -------------------------------------------------------------------
+
+    def record_detected(self, ref: FileRef) -> bool:
+        """Record a complete file version; True if it is new (and so must be dispatched)."""
+        try:
+            return bool(self.record_many([ref]))
+        except IntegrityError:  # recorded by another process in between (other dialects)
+            return False
+
+    def record_many(self, refs: list[FileRef]) -> list[FileRef]:
+        """:meth:`record_detected` for many versions in one transaction; return the new ones."""
+        if not refs:
+            return []
+        with self._begin() as conn:
+            return enter(conn, refs, time.time())
+
+    def due_for_dispatch(self, confirm_seconds: float, limit: int = 500) -> list[FileRecord]:
+        """Versions to (re)dispatch: never dispatched, or dispatched with no run confirmed.
+
+        A version is re-dispatched after ``confirm_seconds``, then after twice that, and so
+        on (capped at 32×): a slow server is not flooded with duplicate requests.
+        """
+        now = time.time()
+        cutoff = now - confirm_seconds
+        query = (
+            sa.select(files)
+            .where(
+                sa.or_(
+                    files.c.state == FileState.DETECTED.value,
+                    sa.and_(
+                        files.c.state == FileState.DISPATCHED.value,
+                        files.c.dispatched_at < cutoff,
+                    ),
+                )
+            )
+            .order_by(files.c.detected_at)
+            .limit(limit)
+        )
+        with self._begin() as conn:
+            found = [FileRecord.from_row(r) for r in conn.execute(query)]
+        return [
+            r
+            for r in found
+            if r.state == FileState.DETECTED
+            or now - (r.dispatched_at or 0) >= confirm_seconds * 2 ** min(r.dispatch_count - 1, 5)
+        ]
+
+    def unconfirmed(self, limit: int = 500) -> list[FileRecord]:
+        """Dispatched versions whose flow run has not been seen yet."""
+        query = (
+            sa.select(files)
+            .where(files.c.state == FileState.DISPATCHED.value)
+            .order_by(files.c.dispatched_at)
+            .limit(limit)
+        )
+        with self._begin() as conn:
+            return [FileRecord.from_row(r) for r in conn.execute(query)]
+
+    def mark_dispatched(
+        self, uri: str, fp: str, dispatch_id: str, *, replay_of: str | None = None
+    ) -> None:
+        """Note that a run was asked for this version (``replay_of``: the run it replays)."""
+        detail = {"dispatch_id": dispatch_id}
+        if replay_of is not None:
+            detail["replay_of"] = replay_of
+        step = Move(
+            uri,
+            fp,
+            FileState.DISPATCHED,
+            "dispatched" if replay_of is None else "replayed",
+            detail=detail,
+            params={"b_dispatch": dispatch_id},
+        )
+        with self._begin() as conn:
+            move(conn, _DISPATCH, [step], time.time())
+
+    def take_for_dispatch(self, records: list[FileRecord], dispatch_id: str) -> list[FileRecord]:
+        """Mark versions dispatched under ``dispatch_id``, only if nobody else did meanwhile.
+
+        Each update is conditional on the state and dispatch id the caller read, so when
+        several watchers share one ledger (scale-out), each due version is taken by one.
+
+        Returns:
+            The records this caller now dispatches.
+        """
+        moves = [
+            Move(
+                r.uri,
+                r.fingerprint,
+                FileState.DISPATCHED,
+                "dispatched",
+                was=r.state,
+                detail={"dispatch_id": dispatch_id},
+                params={"b_dispatch": dispatch_id, "g_dispatch": r.dispatch_id or ""},
+            )
+            for r in records
+        ]
+        with self._begin() as conn:
+            taken = move(conn, _TAKE, moves, time.time())
+        return [r for r, ok in zip(records, taken, strict=True) if ok]
+
+    def requeue(self, records: list[FileRecord]) -> int:
+        """Make versions due for dispatch again: their run died, or its lease expired.
+
+        Each update is conditional on the state, run and ``updated_at`` the caller read, so
+        a version that moved on meanwhile (claimed, renewed, settled) is left alone. Returns
+        how many were requeued (:meth:`requeue_records` returns them).
+        """
+        return len(self.requeue_records(records))
+
+    def requeue_records(self, records: list[FileRecord]) -> list[FileRecord]:
+        """:meth:`requeue`, returning the versions requeued as they now stand (``detected``).
+
+        The dispatch id is kept, so the returned records can go straight to
+        :meth:`take_for_dispatch` (which is conditional on state and dispatch id).
+        """
+        now = time.time()
+        moves = [
+            Move(
+                r.uri,
+                r.fingerprint,
+                FileState.DETECTED,
+                "requeued",
+                was=r.state,
+                detail={"dead_run": r.flow_run_id},
+                params={"g_run": r.flow_run_id or "", "g_updated": r.updated_at},
+            )
+            for r in records
+        ]
+        with self._begin() as conn:
+            done = move(conn, _REQUEUE, moves, now)
+        return [
+            replace(r, state=FileState.DETECTED, updated_at=now)
+            for r, ok in zip(records, done, strict=True)
+            if ok
+        ]
+
+    def dispatched_under(self, dispatch_id: str) -> list[FileRecord]:
+        """The versions a dispatch took and that no run has claimed since."""
+        query = (
+            sa.select(files)
+            .where(
+                files.c.dispatch_id == dispatch_id,
+                files.c.state.in_([FileState.DISPATCHED.value, FileState.QUEUED.value]),
+            )
+            .order_by(files.c.detected_at)
+        )
+        with self._begin() as conn:
+            return [FileRecord.from_row(r) for r in conn.execute(query)]
+
+    def mark_queued(self, uri: str, fp: str, flow_run_id: str) -> None:
+        """A flow run exists for this version's dispatch: stop re-dispatching it."""
+        step = Move(
+            uri,
+            fp,
+            FileState.QUEUED,
+            "queued",
+            was=FileState.DISPATCHED,
+            flow_run_id=flow_run_id,
+            params={"b_run": flow_run_id},
+        )
+        with self._begin() as conn:
+            move(conn, _QUEUE, [step], time.time())
+
+    # -- flow side ----------------------------------------------------------------------
+
+    def claim(self, ref: FileRef, flow_run_id: str, *, replay: bool = False) -> bool:
+        """Mark a version running for ``flow_run_id``; False if another run owns or settled it.
+
+        A replay always claims. The update is one conditional statement, so two runs racing
+        for the same version cannot both win.
+        """
+        self.record_detected(ref)  # a replay or a foreign dispatch may precede detection
+        with self._begin() as conn:
+            (won,) = move(
+                conn, _CLAIM_REPLAY if replay else _CLAIM, [_claim(ref, flow_run_id)], time.time()
+            )
+        return won
+
+    def claim_many(self, refs: list[FileRef], flow_run_id: str) -> list[bool]:
+        """:meth:`claim` for a batch, in one transaction (statements prepared once).
+
+        Returns:
+            For each ref, whether this run owns it now.
+        """
+        if not refs:
+            return []
+        now = time.time()
+        with self._begin() as conn:
+            enter(conn, refs, now)  # a replay may precede detection
+            return move(conn, _CLAIM, [_claim(ref, flow_run_id) for ref in refs], now)
+
+    def renew(self, flow_run_id: str) -> int:
+        """Renew the lease of ``flow_run_id`` on the versions it is running (its heartbeat).
+
+        A running version whose lease is not renewed for ``lease_seconds`` counts as lost:
+        its worker died, and the version is dispatched again. Not a move: no history.
+        """
+        with self._begin() as conn:
+            result = conn.execute(
+                files.update()
+                .where(
+                    files.c.flow_run_id == flow_run_id,
+                    files.c.state == FileState.RUNNING.value,
+                )
+                .values(updated_at=time.time())
+            )
+        return int(result.rowcount or 0)
+
+    def finish(self, outcome: IngestOutcome, flow_run_id: str | None) -> None:
+        """Record a version's final state and outcome."""
+        self.finish_many([outcome], flow_run_id)
+
+    def finish_many(self, outcomes: list[IngestOutcome], flow_run_id: str | None) -> None:
+        """:meth:`finish` for several outcomes, in one transaction.
+
+        Raises:
+            IllegalTransition: an outcome whose state is not final.
+        """
+        for outcome in outcomes:
+            if not outcome.state.is_final:
+                raise IllegalTransition(
+                    f"{outcome.uri}: an outcome must be final, not {outcome.state.value}"
+                )
+        moves = [_finished(outcome, flow_run_id) for outcome in outcomes]
+        with self._begin() as conn:
+            move(conn, _FINISH, moves, time.time())
+
+
+def _claim(ref: FileRef, flow_run_id: str) -> Move:
+    return Move(
+        ref.uri,
+        ref.fingerprint,
+        FileState.RUNNING,
+        "running",
+        flow_run_id=flow_run_id,
+        params={"b_run": flow_run_id, "g_run": flow_run_id},
+    )
+
+
+def _finished(outcome: IngestOutcome, flow_run_id: str | None) -> Move:
+    return Move(
+        outcome.uri,
+        outcome.fingerprint,
+        outcome.state,
+        outcome.state.value,
+        flow_run_id=flow_run_id,
+        detail={"reason": outcome.reason, "rows_out": outcome.rows_out, "outputs": outcome.outputs},
+        params={
+            "b_alert": "pending" if outcome.state in ALERTING else None,
+            "b_dataset": outcome.dataset,
+            "b_reason": outcome.reason,
+            "b_outcome": json.dumps(outcome.model_dump(mode="json", by_alias=True)),
+            "b_run": flow_run_id,
+        },
+    )
