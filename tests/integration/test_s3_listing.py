@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from hopper.config import RoutingRule, WatchOptions
+from hopper.config import RoutingRule, S3Source, WatchOptions
 from hopper.models import FileRef
-from hopper.watch.s3 import S3Listing, S3Source
+from hopper.watch.s3 import S3Listing
 
 if TYPE_CHECKING:  # the fixture module is loaded as a plugin, so that pytest rewrites it
     from tests.moto_server import MotoServer

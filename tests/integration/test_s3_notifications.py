@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from hopper.config import WatchOptions
+from hopper.config import S3Source, WatchOptions
 from hopper.models import FileRef
-from hopper.watch.s3 import S3Listing, S3Source, SqsNotifications
+from hopper.watch.s3 import S3Listing, SqsNotifications
 
 if TYPE_CHECKING:  # the fixture module is loaded as a plugin, so that pytest rewrites it
     from tests.moto_server import MotoServer
@@ -175,7 +175,7 @@ def record_body(wired: Wired) -> str | None:
 def test_a_poison_message_is_left_for_the_dead_letter_queue(
     wired: Wired, running: SqsNotifications, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="hopper.watch.s3")
+    caplog.set_level(logging.ERROR, logger="hopper.watch.s3.sqs")
     wired.moto.aws(
         "sqs", "send-message", "--queue-url", wired.queue_url, "--message-body", "not json {"
     )

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from hopper.config import S3Source
 from hopper.errors import ConfigError, SourceGoneError, TerminalError, TransientError
 from hopper.sink import (
     PARQUET_CONTENT_TYPE,
@@ -22,7 +23,7 @@ from hopper.sink import (
 )
 from hopper.storage import fetch_to_local, make_s3_client, parse_s3_uri
 from hopper.stores import store_for
-from hopper.watch.s3 import S3Source, check_s3_source
+from hopper.watch.s3 import check_s3_source
 
 if TYPE_CHECKING:  # the fixture module is loaded as a plugin, so that pytest rewrites it
     from tests.moto_server import MotoServer

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hopper.watch.s3 import ListingCursor, load_cursor, save_cursor
+from hopper.watch.s3.cursor import ListingCursor, load_cursor, save_cursor
 
 
 def test_new_and_changed_keys_are_new_wherever_they_sort() -> None:

@@ -8,15 +8,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from hopper.config import RoutingRule, WatchOptions
-from hopper.watch.s3 import (
-    PoisonMessage,
-    S3Source,
-    dedupe_refs,
-    object_ref,
-    parse_notification,
-    relative_key,
-)
+from hopper.config import RoutingRule, S3Source, WatchOptions
+from hopper.watch.s3.notifications import PoisonMessage, parse_notification
+from hopper.watch.s3.refs import dedupe_refs, object_ref, relative_key
 
 IGNORE = WatchOptions().ignore
 
