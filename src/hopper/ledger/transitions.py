@@ -72,7 +72,8 @@ def check(was: FileState, to: FileState) -> None:
     if to not in TRANSITIONS[was]:
         allowed = ", ".join(sorted(s.value for s in TRANSITIONS[was]))
         raise IllegalTransition(
-            f"a {was.value} file version cannot become {to.value} (it may become: {allowed})"
+            f"a file version cannot go from {was.value} to {to.value} "
+            f"(from {was.value} it may go to: {allowed})"
         )
 
 
