@@ -19,11 +19,9 @@ import csv
 import io
 import json
 import logging
-import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,153 +30,29 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from hopper.contracts.model import ColumnSpec, Contract, ReaderOptions
+from hopper.contracts.read.budget import MIB, ReadLimits, plain_number
+from hopper.contracts.read.detect import (
+    DELIMITERS,
+    Format,
+    compression_of,
+    csv_delimiter,
+    detect_format,
+    open_stream,
+    read_head,
+    sniff_delimiter,
+)
+from hopper.contracts.read.encoding import (
+    arrow_encoding,
+    bom_encoding,
+    encoding_mismatch,
+    utf8_transcoder,
+)
+from hopper.contracts.read.failures import READ_ERRORS, failure_reason, unreadable_on_error
 from hopper.errors import ResourceLimitError, UndecodableTextError, UnreadableFileError
 
 logger = logging.getLogger(__name__)
-
-Format = Literal["csv", "tsv", "jsonl", "parquet"]
 T = TypeVar("T")
-
-_COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}
-_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\x28\xb5\x2f\xfd": "zstd"}
-_EXTENSIONS: dict[str, Format] = {
-    ".csv": "csv",
-    ".txt": "csv",
-    ".tsv": "tsv",
-    ".tab": "tsv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
-DELIMITERS = [",", ";", "\t", "|"]
-"""The delimiters :func:`sniff_delimiter` chooses from."""
-_QUOTED = re.compile(r'"[^"]*"')
-_HEAD_BYTES = 64 * 1024
-# RecursionError: Python's json module on absurdly nested JSON arrays.
-_READ_ERRORS = (pa.ArrowException, OSError, EOFError, ValueError, UnicodeError, RecursionError)
 _BLOCK_BYTES = 16 << 20
-_MIB = 1 << 20
-
-
-# --------------------------------------------------------------------------- detection
-
-
-def compression_of(path: Path) -> str | None:
-    """The compression codec of a file (by suffix, else by magic bytes), or None."""
-    codec = _COMPRESSIONS.get(Path(path).suffix.lower())
-    if codec:
-        return codec
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    return next((codec for sig, codec in _MAGIC.items() if magic.startswith(sig)), None)
-
-
-def open_stream(path: Path) -> pa.NativeFile:
-    """Open a file for reading, decompressing it on the fly when needed."""
-    return pa.input_stream(str(path), compression=compression_of(path))
-
-
-def read_head(path: Path, size: int = _HEAD_BYTES, *, source: str | None = None) -> bytes:
-    """The first ``size`` decompressed bytes of a file.
-
-    Args:
-        path: the file.
-        size: how many decompressed bytes to return at most.
-        source: the name used in error messages (defaults to the path).
-
-    Raises:
-        UnreadableFileError: the file cannot be opened or decompressed.
-    """
-    try:
-        with open_stream(path) as stream:
-            return bytes(stream.read(size))
-    except _READ_ERRORS as exc:
-        raise UnreadableFileError(
-            f"{source or path}: cannot read the file: {_reason(exc)}. Fix: the file looks "
-            "truncated or corrupt, or is not compressed the way its name says: re-send it"
-        ) from exc
-
-
-_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16: it starts with the same two bytes
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
-
-
-def bom_encoding(head: bytes) -> str | None:
-    """``utf-16`` or ``utf-32`` when ``head`` starts with that byte-order mark, else None.
-
-    Spreadsheets save "Unicode text" as UTF-16 with a BOM; UTF-8's own BOM needs nothing.
-    """
-    return next((name for bom, name in _BOMS if head.startswith(bom)), None)
-
-
-def encoding_mismatch(head: bytes, reader: ReaderOptions) -> str | None:
-    """Why a file cannot be decoded with the reader's encoding, when its BOM says so."""
-    found = bom_encoding(head)
-    if found is None or codecs.lookup(reader.encoding).name.startswith(found):
-        return None
-    return (
-        f"the file is {found.upper()} text (it starts with a {found.upper()} byte-order mark) "
-        f"but the contract reads it as {reader.encoding}. Fix: set reader.encoding: {found} "
-        "in the contract, or re-send the file as UTF-8"
-    )
-
-
-def detect_format(path: Path, contract_format: str = "auto") -> Format:
-    """Decide how to read a file.
-
-    Args:
-        path: the file; a ``.gz``/``.zst``/``.zstd``/``.bz2`` suffix after the real
-            extension is ignored.
-        contract_format: the contract's ``format``; anything but ``auto`` wins.
-
-    Returns:
-        ``"csv"``, ``"tsv"``, ``"jsonl"`` (JSON lines, or a JSON array) or ``"parquet"``.
-    """
-    if contract_format != "auto":
-        return contract_format  # type: ignore[return-value]
-    path = Path(path)
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] in _COMPRESSIONS:
-        suffixes.pop()
-    if suffixes and suffixes[-1] in _EXTENSIONS:
-        return _EXTENSIONS[suffixes[-1]]
-    return _format_from_content(read_head(path))
-
-
-def _format_from_content(head: bytes) -> Format:
-    if head.startswith(b"PAR1"):
-        return "parquet"
-    first = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
-    return "jsonl" if first in (b"{", b"[") else "csv"
-
-
-def sniff_delimiter(text: str) -> str:
-    """Pick the delimiter among ``,`` ``;`` tab ``|`` that splits the first lines evenly.
-
-    A candidate that gives the same non-zero count on every complete line wins, the highest
-    count first; otherwise the one most frequent in the header line; otherwise a comma.
-    """
-    lines = [_QUOTED.sub("", line) for line in text.splitlines()[:21]]
-    if len(lines) > 1 and not text.endswith(("\n", "\r")):
-        lines = lines[:-1]  # the last line of a head sample is usually cut short
-    lines = [line for line in lines if line.strip()]
-    if not lines:
-        return ","
-    counts = {d: [line.count(d) for line in lines] for d in DELIMITERS}
-    steady = [d for d, c in counts.items() if c[0] > 0 and len(set(c)) == 1]
-    if steady:
-        return max(steady, key=lambda d: counts[d][0])
-    best = max(DELIMITERS, key=lambda d: counts[d][0])
-    return best if counts[best][0] > 0 else ","
-
-
-# --------------------------------------------------------------------------- reading
 
 
 def read_table(
@@ -218,7 +92,7 @@ def read_table(
     except MemoryError as exc:  # pyarrow's ArrowMemoryError too
         raise limits.exceeded(source, exc) from exc
     if table.nbytes > limits.max_memory_bytes:
-        raise limits.exceeded(source, f"the table read holds {table.nbytes / _MIB:.0f} MiB")
+        raise limits.exceeded(source, f"the table read holds {table.nbytes / MIB:.0f} MiB")
     return table
 
 
@@ -241,25 +115,14 @@ def _read_table(
     logger.debug("reading %s as %s", source, kind)
     if kind in ("csv", "tsv"):
         delimiter = csv_delimiter(head, reader, kind)
-        return _read_csv(path, reader, delimiter, column_types or {}, source, max_rows)
+        return read_csv(path, reader, delimiter, column_types or {}, source, max_rows)
     if kind == "jsonl":
-        table = _unreadable_on_error(source, kind, lambda: _read_json(path, reader, head))
+        table = unreadable_on_error(source, kind, lambda: read_json(path, reader, head))
     else:
-        table = _unreadable_on_error(
-            source, kind, lambda: _read_parquet(path, limits, source, max_rows)
+        table = unreadable_on_error(
+            source, kind, lambda: read_parquet(path, limits, source, max_rows)
         )
     return table if max_rows is None else table.slice(0, max_rows)
-
-
-def csv_delimiter(head: bytes, reader: ReaderOptions, kind: str = "csv") -> str:
-    """The delimiter to use: the contract's, else a tab for TSV, else sniffed from ``head``."""
-    if reader.delimiter:
-        return reader.delimiter
-    if kind == "tsv":
-        return "\t"
-    text = head.decode(reader.encoding, errors="replace")
-    lines = text.splitlines(keepends=True)[reader.skip_rows :]
-    return sniff_delimiter("".join(lines))
 
 
 def read_for_contract(path: Path, contract: Contract, *, source: str | None = None) -> pa.Table:
@@ -275,10 +138,8 @@ def read_for_contract(path: Path, contract: Contract, *, source: str | None = No
     source = source or str(path)
     reader = contract.reader
     limits = ReadLimits.of(contract)
-    names = _file_names(contract)
-    fast_types = {
-        name: _fast_type(spec) for name, spec in zip(names, contract.columns, strict=True)
-    }
+    names = file_names(contract)
+    fast_types = {name: fast_type(spec) for name, spec in zip(names, contract.columns, strict=True)}
     try:
         table = read_table(
             path, reader, contract.format, column_types=fast_types, source=source, limits=limits
@@ -289,7 +150,7 @@ def read_for_contract(path: Path, contract: Contract, *, source: str | None = No
         table = read_table(
             path, reader, contract.format, column_types=text_types, source=source, limits=limits
         )
-    return _with_declared_names(table, contract)
+    return with_declared_names(table, contract)
 
 
 class StreamFallback(Exception):
@@ -337,10 +198,8 @@ def iter_csv_for_contract(
     if not head.strip(b" \t\r\n\xef\xbb\xbf"):
         raise UnreadableFileError(f"{source}: the file is empty; re-send it with data")
     delimiter = csv_delimiter(head, reader, detect_format(path, contract.format))
-    names = _file_names(contract)
-    fast_types = {
-        name: _fast_type(spec) for name, spec in zip(names, contract.columns, strict=True)
-    }
+    names = file_names(contract)
+    fast_types = {name: fast_type(spec) for name, spec in zip(names, contract.columns, strict=True)}
     limits = ReadLimits.of(contract)
     yielded = 0
     try:
@@ -348,7 +207,7 @@ def iter_csv_for_contract(
             path, reader, delimiter, fast_types, source, block_size, 0, limits
         ):
             yielded += table.num_rows
-            yield _with_declared_names(table, contract)
+            yield with_declared_names(table, contract)
         return
     except _ConversionFailed as exc:
         logger.info(
@@ -363,7 +222,7 @@ def iter_csv_for_contract(
         for table in _csv_blocks(
             path, reader, delimiter, text_types, source, block_size, yielded, limits
         ):
-            yield _with_declared_names(table, contract)
+            yield with_declared_names(table, contract)
     except _ConversionFailed as exc:
         raise StreamFallback(f"{source}: an undeclared column changes type: {exc}") from exc
 
@@ -398,18 +257,18 @@ def _csv_blocks(
             raise limits.exceeded(source, exc) from exc
         except pa.ArrowInvalid as exc:
             if str(exc).startswith("In CSV column") and "UTF8" not in str(exc):
-                raise _ConversionFailed(_reason(exc)) from exc
+                raise _ConversionFailed(failure_reason(exc)) from exc
             if "straddl" in str(exc):  # a row longer than a block: the whole read has larger
                 raise StreamFallback(f"{source}: a row is longer than {block_size} bytes") from exc
             raise _csv_error(source, exc, delimiter, path, reader) from exc
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             raise _csv_error(source, exc, delimiter, path, reader) from exc
         if not yielded:
             _reject_binary_columns(schema.empty_table(), source)
             yield schema.empty_table()
 
 
-def _with_declared_names(table: pa.Table, contract: Contract) -> pa.Table:
+def with_declared_names(table: pa.Table, contract: Contract) -> pa.Table:
     """Without a header, name the first columns as declared (the others stay ``f<index>``)."""
     if contract.reader.header:
         return table
@@ -419,24 +278,18 @@ def _with_declared_names(table: pa.Table, contract: Contract) -> pa.Table:
     )
 
 
-def _file_names(contract: Contract) -> list[str]:
+def file_names(contract: Contract) -> list[str]:
     if contract.reader.header:
         return [spec.name for spec in contract.columns]
     return [f"f{i}" for i in range(len(contract.columns))]
 
 
-def _fast_type(spec: ColumnSpec) -> pa.DataType:
+def fast_type(spec: ColumnSpec) -> pa.DataType:
     data_type = spec.arrow_type()
     needs_text = spec.format is not None or (
         pa.types.is_timestamp(data_type) and data_type.tz is not None
     )
     return pa.string() if needs_text else data_type
-
-
-def _arrow_encoding(encoding: str) -> str:
-    # Arrow decodes UTF-8 natively (and skips a BOM); Python codecs would keep the BOM.
-    name = codecs.lookup(encoding).name
-    return "utf8" if name in ("utf-8", "utf-8-sig") else name
 
 
 def csv_options(
@@ -454,7 +307,7 @@ def csv_options(
         block_size: bytes Arrow reads (and a stream yields) at a time.
     """
     read_options = pacsv.ReadOptions(
-        encoding=_arrow_encoding(reader.encoding),
+        encoding=arrow_encoding(reader.encoding),
         skip_rows=reader.skip_rows,
         autogenerate_column_names=not reader.header,
         block_size=block_size,
@@ -472,7 +325,7 @@ def csv_options(
     return read_options, parse_options, convert_options
 
 
-def _read_csv(
+def read_csv(
     path: Path,
     reader: ReaderOptions,
     delimiter: str,
@@ -492,7 +345,7 @@ def _read_csv(
         if str(exc).startswith("In CSV column") and "UTF8" not in str(exc):
             raise  # a value that does not parse as its declared type: the caller diagnoses
         raise _csv_error(source, exc, delimiter, path, reader) from exc
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise _csv_error(source, exc, delimiter, path, reader) from exc
     _reject_binary_columns(table, source)
     return table
@@ -524,7 +377,7 @@ def _csv_sample(path: Path, options: tuple[Any, Any, Any], max_rows: int) -> pa.
 def _csv_error(
     source: str, exc: BaseException, delimiter: str, path: Path, reader: ReaderOptions
 ) -> UnreadableFileError:
-    reason = _reason(exc)
+    reason = failure_reason(exc)
     if "UTF8" in reason or isinstance(exc, UnicodeError):
         return UndecodableTextError(
             f"{source}: cannot read as CSV: {reason}. Fix: set reader.encoding in the "
@@ -567,7 +420,7 @@ def _ragged_line(path: Path, reader: ReaderOptions, delimiter: str) -> tuple[int
                     expected = len(fields)
                 elif len(fields) != expected:
                     return reader.skip_rows + start, expected, len(fields)
-    except (csv.Error, *_READ_ERRORS) as exc:
+    except (csv.Error, *READ_ERRORS) as exc:
         logger.debug("%s: could not locate the ragged row: %s", path, exc)
     return None
 
@@ -594,13 +447,13 @@ def _reject_binary_columns(table: pa.Table, source: str) -> None:
         )
 
 
-def _read_json(path: Path, reader: ReaderOptions, head: bytes) -> pa.Table:
+def read_json(path: Path, reader: ReaderOptions, head: bytes) -> pa.Table:
     if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
         return _table_from_rows(_load_json_array(path, reader))
     data = _utf8_bytes(path, reader)
     try:
         table = pajson.read_json(io.BytesIO(data), pajson.ReadOptions(block_size=16 << 20))
-        return _nested_as_text(table)
+        return nested_as_text(table)
     except pa.ArrowInvalid as exc:
         if "changed from" not in str(exc):
             raise
@@ -613,7 +466,7 @@ def _read_json(path: Path, reader: ReaderOptions, head: bytes) -> pa.Table:
 def _utf8_bytes(path: Path, reader: ReaderOptions) -> bytes:
     with open_stream(path) as stream:
         data = bytes(stream.read())
-    if _arrow_encoding(reader.encoding) == "utf8":
+    if arrow_encoding(reader.encoding) == "utf8":
         return data.removeprefix(codecs.BOM_UTF8)
     return data.decode(reader.encoding).encode("utf-8")
 
@@ -633,7 +486,7 @@ def _table_from_rows(rows: list[Any]) -> pa.Table:
     return pa.table({name: _json_column([row.get(name) for row in rows]) for name in names})
 
 
-def _nested_as_text(table: pa.Table) -> pa.Table:
+def nested_as_text(table: pa.Table) -> pa.Table:
     """Contracts type flat columns only: nested values (objects, lists) become JSON text."""
     for i, column in enumerate(table.schema):
         if pa.types.is_nested(column.type):
@@ -658,64 +511,12 @@ def _json_text(value: Any) -> str | None:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-# --------------------------------------------------------------------------- bounded Parquet
-
 # Decoded bytes per value at least, by Parquet physical type (Arrow's value buffers).
 _MIN_WIDTH = {"BOOLEAN": 0.125, "INT32": 4, "INT64": 8, "INT96": 8, "FLOAT": 4, "DOUBLE": 8}
 _BATCH_SHARE = 16  # one Parquet batch decodes to about this fraction of max_memory_mb
 _MAX_BATCH_ROWS = 1 << 18
 _DICTIONARY_BYTES_PER_ROW = 2  # text columns below this are read as dictionaries (see below)
 _FOOTER_SHARE = 64  # a footer may take this fraction of it (parsed, it grows many times)
-
-
-@dataclass(frozen=True)
-class ReadLimits:
-    """The resources a reader may spend on one user's file, from its contract.
-
-    Attributes:
-        max_memory_mb: decoded data the read may hold (``max_memory_mb``).
-        max_decompression_ratio: uncompressed bytes per byte of file at most.
-        max_columns: leaf columns at most.
-        max_depth: nesting of a Parquet schema at most (``max_json_depth``).
-    """
-
-    max_memory_mb: float
-    max_decompression_ratio: float
-    max_columns: int
-    max_depth: int
-
-    @classmethod
-    def of(cls, contract: Contract | None) -> ReadLimits:
-        """A contract's limits; without one (``contract infer``), a contract's defaults."""
-        if contract is None:
-            fields = Contract.model_fields
-            return cls(
-                fields["max_memory_mb"].default,
-                fields["max_decompression_ratio"].default,
-                fields["max_columns"].default,
-                fields["max_json_depth"].default,
-            )
-        return cls(
-            contract.max_memory_mb,
-            contract.max_decompression_ratio,
-            contract.max_columns,
-            contract.max_json_depth,
-        )
-
-    @property
-    def max_memory_bytes(self) -> int:
-        """``max_memory_mb`` in bytes."""
-        return int(self.max_memory_mb * _MIB)
-
-    def exceeded(self, source: str, detail: object) -> ResourceLimitError:
-        """The error for a read that needs more than ``max_memory_mb``."""
-        text = str(detail).strip().splitlines()[0] if str(detail).strip() else "out of memory"
-        return ResourceLimitError(
-            f"{source}: exceeded the {_number(self.max_memory_mb)} MiB memory limit "
-            "(max_memory_mb) "
-            f"while reading it: {text}. Split the file, or raise max_memory_mb in the "
-            "contract if the data is genuine, then replay it."
-        )
 
 
 def check_parquet_footer(
@@ -768,7 +569,7 @@ def open_parquet(
     """
     footer = _footer_length(source_file, size, source)
     if footer * _FOOTER_SHARE > limits.max_memory_bytes:
-        raise _over(source, f"a {footer / _MIB:.1f} MiB footer", "max_memory_mb", limits)
+        raise _over(source, f"a {footer / MIB:.1f} MiB footer", "max_memory_mb", limits)
     try:
         handle = pq.ParquetFile(
             source_file,
@@ -776,11 +577,11 @@ def open_parquet(
             thrift_container_size_limit=max(limits.max_columns * 4, 100_000),
             schema_depth_limit=limits.max_depth,
         )
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         if "too deeply nested" in str(exc):
             raise _over(source, "a schema nested too deeply", "max_json_depth", limits) from exc
         raise UnreadableFileError(
-            f"{source}: cannot read as parquet: {_reason(exc)}. Fix: check that it is valid "
+            f"{source}: cannot read as parquet: {failure_reason(exc)}. Fix: check that it is valid "
             "parquet and complete, then re-send it"
         ) from exc
     try:
@@ -882,17 +683,13 @@ def _min_width(column: pq.ColumnSchema) -> float:
     return float(_MIN_WIDTH.get(column.physical_type, 4))
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if value == int(value) else f"{value:g}"
-
-
 def _mib(count: float) -> str:
-    return f"{count / _MIB:,.1f} MiB"
+    return f"{count / MIB:,.1f} MiB"
 
 
 def _over(source: str, what: str, key: str, limits: ReadLimits) -> ResourceLimitError:
     limit = {
-        "max_memory_mb": f"{_number(limits.max_memory_mb)} MiB",
+        "max_memory_mb": f"{plain_number(limits.max_memory_mb)} MiB",
         "max_json_depth": f"{limits.max_depth} levels",
     }[key]
     return ResourceLimitError(
@@ -909,7 +706,7 @@ def _contradicts(source: str, what: str) -> UnreadableFileError:
     )
 
 
-def _read_parquet(
+def read_parquet(
     path: Path, limits: ReadLimits, source: str, max_rows: int | None = None
 ) -> pa.Table:
     """Read a Parquet file batch by batch, holding what it decodes to ``max_memory_mb``.
@@ -946,8 +743,8 @@ def _read_parquet(
             if max_rows is not None and kept_rows >= max_rows:
                 break
     if not kept:
-        return _nested_as_text(_decode_text(schema.empty_table(), text))
-    return _nested_as_text(pa.Table.from_batches(kept))
+        return nested_as_text(_decode_text(schema.empty_table(), text))
+    return nested_as_text(pa.Table.from_batches(kept))
 
 
 def _is_text(data_type: pa.DataType) -> bool:
@@ -1020,40 +817,24 @@ def _decode_text(batch: T, names: list[str]) -> T:
     return table
 
 
-def utf8_transcoder(encoding: str) -> Callable[[bytes, bool], bytes] | None:
-    """An incremental transcoder from ``encoding`` to the UTF-8 bytes Arrow's readers see.
-
-    Returns:
-        ``transcode(chunk, final) -> bytes``, or None when the encoding is UTF-8 already.
-        Bytes that do not decode become U+FFFD (the read itself says they are wrong).
-    """
-    if _arrow_encoding(encoding) == "utf8":
-        return None
-    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
-
-    def transcode(chunk: bytes, final: bool) -> bytes:
-        return decoder.decode(chunk, final).encode("utf-8", errors="replace")
-
-    return transcode
-
-
-def _unreadable_on_error(source: str, kind: str, read: Callable[[], T]) -> T:
-    try:
-        return read()
-    except MemoryError:
-        raise  # the caller names the memory limit
-    except _READ_ERRORS as exc:
-        if isinstance(exc, UnicodeError):
-            raise UndecodableTextError(
-                f"{source}: cannot read as {kind}: {_reason(exc)}. Fix: set reader.encoding "
-                "in the contract or re-send the file as UTF-8"
-            ) from exc
-        raise UnreadableFileError(
-            f"{source}: cannot read as {kind}: {_reason(exc)}. Fix: check that it is valid "
-            f"{kind} and complete, then re-send it"
-        ) from exc
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+__all__ = [
+    "DELIMITERS",
+    "Format",
+    "ReadLimits",
+    "StreamFallback",
+    "bom_encoding",
+    "check_parquet_footer",
+    "compression_of",
+    "csv_delimiter",
+    "csv_options",
+    "detect_format",
+    "encoding_mismatch",
+    "iter_csv_for_contract",
+    "open_parquet",
+    "open_stream",
+    "read_for_contract",
+    "read_head",
+    "read_table",
+    "sniff_delimiter",
+    "utf8_transcoder",
+]
