@@ -270,13 +270,13 @@ def test_validate_reports_parquet_limits_as_limit_violations(tmp_path: Path) -> 
 def test_allocation_failure_in_the_csv_readers_names_the_memory_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader: str
 ) -> None:
-    from hopper.contracts import read as read_module
+    import hopper.contracts.read.csv as csv_reader
     from hopper.contracts.read import iter_csv_for_contract, read_for_contract
 
     def out_of_memory(*args: object, **kwargs: object) -> None:
         raise pa.ArrowMemoryError("malloc of size 4294967296 failed")
 
-    monkeypatch.setattr(read_module.pacsv, reader, out_of_memory)
+    monkeypatch.setattr(csv_reader.pacsv, reader, out_of_memory)
     path = tmp_path / "p.csv"
     path.write_text("id,full name,score\n1,a,1.5\n")
     contract = _contract(tmp_path, "max_memory_mb: 300\n")
