@@ -41,6 +41,22 @@ def allocate(mb: int) -> int:
     return len(block)
 
 
+_pinned: list[bytes] = []
+
+
+def retain(mb: int) -> int:
+    """Fill the heap with small blocks, free them, keep one above them: the heap stays big."""
+    blocks = [bytes(1000) for _ in range(mb * 1000)]
+    _pinned.append(bytes(1000))
+    del blocks
+    return os.getpid()
+
+
+def small_blocks(mb: int) -> int:
+    blocks = [bytes(1000) for _ in range(mb * 1000)]
+    return len(blocks)
+
+
 def spin() -> None:
     while True:
         pass
@@ -107,6 +123,16 @@ def test_an_allocation_over_the_limit_fails_in_the_child(pool: ReaderPool) -> No
         pool.call(allocate, 2048, limits=small, what="file:///big.parquet")
     # the limit is per call: the next one may use more
     assert pool.call(allocate, 300, limits=EASY, what="x") == 300 << 20
+
+
+def test_memory_a_child_kept_from_an_earlier_file_does_not_widen_the_next_limit(
+    pool: ReaderPool,
+) -> None:
+    big = Limits(memory_mb=1024, cpu_seconds=30)
+    first = pool.call(retain, 400, limits=big, what="x")
+    with pytest.raises(ReaderCrashedError, match="100 MiB memory limit"):
+        pool.call(small_blocks, 300, limits=Limits(memory_mb=100, cpu_seconds=30), what="y")
+    assert first not in pool.pids()  # the child holding the heap was retired
 
 
 def test_cpu_time_is_limited(pool: ReaderPool) -> None:
