@@ -416,10 +416,10 @@ def seed_ledger(state_dir: Path, files: list[tuple[Path, str]]) -> str:
     Returns:
         ``"bulk"`` or ``"api"``: how the rows were written.
     """
+    from hopper.files import describe_file
     from hopper.ledger import Ledger, sqlite_url
     from hopper.ledger import files as files_table
     from hopper.models import FileState, IngestOutcome
-    from hopper.watch.local import describe_file
 
     ledger = Ledger(sqlite_url(state_dir))
     try:

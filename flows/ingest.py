@@ -17,7 +17,8 @@ from prefect.tasks import exponential_backoff
 from hopper import events
 from hopper.config import HopperConfig
 from hopper.errors import is_transient
-from hopper.ingest import Home, failed_outcome, ingest, ingest_many, retry_policy
+from hopper.home import Home
+from hopper.ingest import failed_outcome, ingest, ingest_many, retry_policy
 from hopper.models import IngestBatch, IngestOutcome, IngestRequest
 
 
@@ -100,8 +101,7 @@ def ingest_file(request: IngestRequest) -> dict[str, Any]:
     logger = get_run_logger()
     ref = request.ref
     run_id = str(flow_run.id)
-    home = Home.open(request.config_path)
-    try:
+    with Home.open(request.config_path) as home:
         if not home.ledger.claim(ref, run_id, replay=request.replay):
             logger.info(
                 "%s (%s) is already handled by another run; skipping", ref.uri, ref.fingerprint
@@ -121,11 +121,9 @@ def ingest_file(request: IngestRequest) -> dict[str, Any]:
         events.emit(events.outcome_event(ref, outcome, run_id))
         _report(outcome)
         _daily_summary(home, outcome.dataset)
-        logger.info("%s: %s (%d rows out)", ref.uri, outcome.state.value, outcome.rows_out)
-        result: dict[str, Any] = outcome.model_dump(mode="json", by_alias=True)
-        return result
-    finally:
-        home.ledger.close()
+    logger.info("%s: %s (%d rows out)", ref.uri, outcome.state.value, outcome.rows_out)
+    result: dict[str, Any] = outcome.model_dump(mode="json", by_alias=True)
+    return result
 
 
 def _batch_run_name() -> str:
@@ -141,16 +139,17 @@ def ingest_batch(batch: IngestBatch) -> dict[str, Any]:
     """Ingest files that arrived together; each keeps its own claim, outcome and events."""
     logger = get_run_logger()
     run_id = str(flow_run.id)
-    home = Home.open(batch.config_path)
     outcomes: list[IngestOutcome] = []
     unrecorded: list[IngestOutcome] = []
-    refs = batch.refs or [r.ref for r in home.ledger.dispatched_under(batch.dispatch_id)]
-    if not refs:
-        logger.info("dispatch %s has no files left (re-sent under a newer one)", batch.dispatch_id)
-    requests = batch.requests(refs)
-    owned = home.ledger.claim_many([r.ref for r in requests], run_id)
-    skipped = owned.count(False)
-    try:
+    with Home.open(batch.config_path) as home:
+        refs = batch.refs or [r.ref for r in home.ledger.dispatched_under(batch.dispatch_id)]
+        if not refs:
+            logger.info(
+                "dispatch %s has no files left (re-sent under a newer one)", batch.dispatch_id
+            )
+        requests = batch.requests(refs)
+        owned = home.ledger.claim_many([r.ref for r in requests], run_id)
+        skipped = owned.count(False)
         with home.lease(run_id):  # renewed while the batch works
             # the others: another run has them, or they are settled
             mine = [request for request, ok in zip(requests, owned, strict=True) if ok]
@@ -167,8 +166,6 @@ def ingest_batch(batch: IngestBatch) -> dict[str, Any]:
         _report_batch(outcomes, skipped)
         for dataset in sorted({o.dataset for o in outcomes if o.dataset}):
             _daily_summary(home, dataset)
-    finally:
-        home.ledger.close()
     counts = {
         s: sum(o.state.value == s for o in outcomes) for s in ("ingested", "quarantined", "failed")
     }

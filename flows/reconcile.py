@@ -9,8 +9,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from hopper.ingest import Home
-from hopper.prefect_api import PrefectAPI
+from hopper.home import Home
 from hopper.reconcile import reconcile as run_reconcile
 
 
@@ -21,13 +20,14 @@ def reconcile(config_path: str | None = None, max_dispatches: int | None = None)
     ``max_dispatches`` defaults to the limit the watcher uses (``hopper.reconcile``).
     """
     logger = get_run_logger()
-    home = Home.open(config_path)
-    api = PrefectAPI()
-    try:
-        report = run_reconcile(home.config, home.ledger, api, max_dispatches=max_dispatches)
-    finally:
-        api.close()
-        home.ledger.close()
+    with Home.open(config_path) as home:
+        report = run_reconcile(
+            home.config,
+            home.ledger,
+            home.api,
+            max_dispatches=max_dispatches,
+            stuck_seconds=home.settings.lease_seconds,
+        )
     logger.info(
         "re-dispatched %d, gave up on %d, newly detected %d",
         len(report.redispatched),

@@ -22,6 +22,7 @@ from typing import Any
 from hopper import events
 from hopper.config import AlertPolicy, AlertTarget, HopperConfig
 from hopper.errors import ConfigError
+from hopper.files import replay_command
 from hopper.ledger import FileRecord, Ledger
 from hopper.prefect_api import run_url
 
@@ -78,8 +79,6 @@ def plan_alerts(
 
 def file_alert_event(record: FileRecord) -> dict[str, Any]:
     """The ``hopper.alert.file`` event for one failed or quarantined file."""
-    from hopper.ingest import replay_command
-
     ref = record.ref
     return {
         "event": events.ALERT_FILE,

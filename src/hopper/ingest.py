@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import logging
 import random
-import shlex
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from hopper.config import HopperConfig, S3Source, load_config
+from hopper.config import HopperConfig
 from hopper.contracts import Contract, load_contract, read_and_conform
 from hopper.contracts.limits import check_file_limits, check_table_limits
 from hopper.contracts.stream import StreamFallback, StreamingConform, stream_refusal
@@ -32,10 +29,9 @@ from hopper.errors import (
     UnknownDatasetError,
     is_transient,
 )
+from hopper.files import is_watched, replay_command
 from hopper.isolate import Limits, shared_pool
-from hopper.ledger import Lease, Ledger, sqlite_url
 from hopper.models import FileRef, FileState, IngestOutcome, IngestRequest
-from hopper.settings import HopperSettings
 from hopper.sink import (
     TooManyPartitions,
     discard_staged,
@@ -46,51 +42,6 @@ from hopper.sink import (
 from hopper.transform import add_lineage
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Home:
-    """A loaded Hopper home: its config and its ledger."""
-
-    config: HopperConfig
-    ledger: Ledger
-
-    @cached_property
-    def s3(self) -> Any:
-        """The S3 client for the lake, the quarantine and S3 sources (made on first use)."""
-        from hopper.storage import LazyS3Client
-
-        return LazyS3Client(self.config.s3.endpoint_url, self.config.s3.region)
-
-    def s3_for(self, ref: FileRef) -> Any:
-        """The S3 client for ``ref`` and its outputs; it connects only if one of them is on S3."""
-        return self.s3
-
-    def lease(self, flow_run_id: str) -> Lease:
-        """Hold ``flow_run_id``'s claimed files while it works (see :class:`Lease`)."""
-        return Lease(self.ledger, flow_run_id, HopperSettings().lease_seconds)
-
-    @classmethod
-    def open(cls, config_path: Path | str | None = None) -> Home:
-        """Load ``hopper.yaml`` (argument, else ``HOPPER_CONFIG``) and open its ledger."""
-        settings = HopperSettings()
-        config = load_config(Path(config_path) if config_path else settings.config)
-        url = settings.ledger_url or sqlite_url(config.state_dir)
-        return cls(config=config, ledger=Ledger(url))
-
-
-def replay_command(ref: FileRef) -> str:
-    """The exact command that re-runs a file after its problem is fixed.
-
-    A local file is named by its path, unless the path is not UTF-8 text (a Latin-1 name):
-    then by its URI, which ``hopper replay`` takes as well and which stays one line of text.
-    """
-    target = ref.uri
-    if ref.is_local:
-        path = str(ref.local_path())
-        if path.isprintable() and not any("\udc80" <= ch <= "\udcff" for ch in path):
-            target = path
-    return f"hopper replay {shlex.quote(target)}"
 
 
 _contracts: dict[Path, tuple[int, Contract]] = {}
@@ -120,30 +71,6 @@ def load_dataset_contract(config: HopperConfig, ref: FileRef) -> Contract:
             f"with `hopper contract infer FILE --dataset {ref.dataset} > {path}`, then replay."
         )
     return cached_contract(path)
-
-
-def is_watched(config: HopperConfig, ref: FileRef) -> bool:
-    """Whether ``ref`` lies under one of the configured sources (flows read nothing else).
-
-    A local path counts if its folder, resolved, lies in a source. Its last component is not
-    resolved: a file swapped for a link after detection is the fetch's to refuse (it is
-    quarantined, saying so), not a file outside every source. An S3 object counts if a
-    source watches its bucket and prefix.
-    """
-    if ref.is_local:
-        path = ref.local_path()
-        if path.name in ("", ".", ".."):
-            return False
-        try:
-            where = path.parent.resolve() / path.name
-            return any(where.is_relative_to(s.path.resolve()) for s in config.folders)
-        except (OSError, RuntimeError):  # a folder too deep to resolve, or a loop
-            return False
-    bucket, _, key = ref.uri.removeprefix("s3://").partition("/")
-    return any(
-        isinstance(s, S3Source) and s.bucket == bucket and key.startswith(s.prefix)
-        for s in config.sources
-    )
 
 
 def ingest(
@@ -482,7 +409,7 @@ def ingest_many(
         requests: the files.
         config: the Hopper home's configuration.
         flow_run_id: the flow run doing the work.
-        s3_for: the S3 client (or None) for a file (see :meth:`Home.s3_for`).
+        s3_for: the S3 client (or None) for a file (see :meth:`hopper.home.Home.s3_for`).
         threads: files in flight at once (default: the reader pool's size).
     """
     clients = [s3_for(r.ref) for r in requests]  # made here, not raced for in the threads

@@ -30,8 +30,8 @@ from hopper.ledger import FileRecord, Ledger
 from hopper.models import FileState, IngestOutcome
 from hopper.prefect_api import RunState
 from hopper.replay import BatchStarter, dispatch_batches
-from hopper.settings import HopperSettings
-from hopper.watch.local import LocalFolder
+from hopper.scan import FolderScan
+from hopper.settings import LEASE_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def reconcile(
     api: RunLookup,
     *,
     max_dispatches: int | None = None,
-    stuck_seconds: float | None = None,
+    stuck_seconds: float = LEASE_SECONDS,
     pending_seconds: float = 300.0,
     rescan: bool = True,
 ) -> ReconcileReport:
@@ -218,15 +218,15 @@ def reconcile(
         api: the Prefect server.
         max_dispatches: give up on a version (a failure, which alerts) after this many
             dispatches (default: :data:`MAX_DISPATCHES`, the watcher's limit too).
-        stuck_seconds: lease after which a running version counts as lost (default: the
-            ``HOPPER_LEASE_SECONDS`` setting).
+        stuck_seconds: lease after which a running version counts as lost (callers pass the
+            ``HOPPER_LEASE_SECONDS`` setting; the default is that setting's default).
         pending_seconds: a version detected or dispatched this long ago with no run is sent
             again (the watcher should have done it).
         rescan: also look for local files the ledger does not know.
     """
     report = ReconcileReport()
     now = time.time()
-    lease = stuck_seconds if stuck_seconds is not None else HopperSettings().lease_seconds
+    lease = stuck_seconds
     if rescan:
         report.detected = _rescan(config, ledger)
     waiting = [  # the watcher should have sent these
@@ -247,7 +247,7 @@ def _rescan(config: HopperConfig, ledger: Ledger) -> int:
     """Record every complete local file the ledger does not know yet."""
     found = 0
     for source in config.folders:
-        folder = LocalFolder(source, config.routing, ignore=config.watch.ignore, stable_seconds=0)
+        folder = FolderScan(source, config.routing, ignore=config.watch.ignore, stable_seconds=0)
         folder.scan()
         for ref in folder.poll():
             if ledger.record_detected(ref):

@@ -26,9 +26,9 @@ from typing import Any, Protocol
 
 from hopper.config import HopperConfig
 from hopper.errors import HopperError, SourceGoneError
+from hopper.files import describe_file, relative_to_source
 from hopper.ledger import FileRecord, Ledger
 from hopper.models import FileRef, FileState, IngestBatch, IngestRequest, file_uri
-from hopper.watch.local import describe_file, relative_to_source
 
 log = logging.getLogger(__name__)
 

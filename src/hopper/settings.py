@@ -21,6 +21,10 @@ def _default_project_dir() -> Path:
     return Path.cwd()
 
 
+LEASE_SECONDS = 60.0
+"""Default of ``HOPPER_LEASE_SECONDS``."""
+
+
 class HopperSettings(BaseSettings):
     """Environment settings shared by the CLI, the watcher and the flows."""
 
@@ -52,7 +56,7 @@ class HopperSettings(BaseSettings):
         default=4, ge=1, description="Flow runs the worker started by `hopper up` runs at once."
     )
     lease_seconds: float = Field(
-        default=60.0,
+        default=LEASE_SECONDS,
         ge=1.0,
         description="A running file whose flow run has not renewed its lease in the ledger "
         "for this long is taken as lost (its worker died) and dispatched again; runs renew "

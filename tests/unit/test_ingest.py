@@ -167,7 +167,7 @@ def test_a_file_named_in_latin_1_lands_and_one_that_is_bad_is_quarantined(
 ) -> None:
     import os
 
-    from hopper.ingest import replay_command
+    from hopper.files import replay_command
     from hopper.models import file_uri
 
     folder = home.sources[0].path / "people"

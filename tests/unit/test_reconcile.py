@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 
 from hopper.config import HopperConfig
+from hopper.files import describe_file
 from hopper.ledger import Ledger, sqlite_url
 from hopper.models import FileRef, FileState
 from hopper.prefect_api import RunState
 from hopper.reconcile import is_dead, reconcile
-from hopper.watch.local import describe_file
 
 
 class ScriptedRuns:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hopper.config import HopperConfig
-from hopper.ingest import Home
+from hopper.home import Home
 from hopper.ledger import Lease, Ledger, sqlite_url
 from hopper.models import FileRef, FileState, IngestOutcome
 from hopper.prefect_api import RunState

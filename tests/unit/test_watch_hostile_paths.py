@@ -24,7 +24,7 @@ from hopper.models import FileRef
 from hopper.watch.local import LocalFolder, describe_file
 
 IGNORE = [".*", "*.tmp", "*.part", "~*"]
-LOG = "hopper.watch.local"
+LOG = "hopper.scan"  # where the walk logs what it skips
 
 
 def _bytes_path(folder: Path, name: bytes) -> Path:

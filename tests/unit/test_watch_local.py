@@ -5,8 +5,9 @@ import time
 from pathlib import Path
 
 from hopper.config import FolderSource
+from hopper.files import Stat, is_stable
 from hopper.models import FileRef
-from hopper.watch.local import LocalFolder, Stat, is_stable
+from hopper.watch.local import LocalFolder
 
 IGNORE = [".*", "*.tmp", "*.part", "~*"]
 

@@ -13,11 +13,10 @@ from rich.table import Table
 
 from hopper.cli.run import ConfigOption, _default_api_url
 from hopper.errors import HopperError
-from hopper.ingest import Home
+from hopper.home import Home
 from hopper.ledger import FileRecord, Ledger
 from hopper.models import FileState
 from hopper.prefect_api import run_url
-from hopper.settings import HopperSettings
 
 console = Console()
 
@@ -100,11 +99,8 @@ def status(
         json_output: Print JSON (stable keys, documented in README) instead of tables.
         config: hopper.yaml of the Hopper home.
     """
-    home = Home.open(config or HopperSettings().config)
-    try:
+    with Home.open(config) as home:
         doc = file_report(home.ledger, file) if file else summary(home.ledger)
-    finally:
-        home.ledger.close()
     if json_output:
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
         return
@@ -171,30 +167,28 @@ def replay(
             "name files to replay, or select them with "
             "--failed, --quarantined, --dataset or --since"
         )
-    home = Home.open(config or HopperSettings().config)
     sel = Selection(
         list(targets), failed, quarantined, dataset, parse_since(since) if since else None
     )
-    records = select(home.ledger, sel)
-    if not records:
-        console.print("nothing to replay")
-        return
-    if dry_run:
-        for rec in records:
-            console.print(f"would replay {rec.uri}  ({rec.state.value})")
-        return
-    from hopper.prefect_api import PrefectAPI
-
-    api = PrefectAPI()
-    if not api.healthy():
-        raise HopperError(
-            f"the Prefect server at {api.api_url} does not answer; start it with `hopper up`"
-        )
-    started = [dispatch_replay(rec, home.config, home.ledger, api) for rec in records]
-    for ref, run_id in started:
-        console.print(f"replaying {ref.uri} → {run_url(run_id)}")
-    if wait:
-        _wait(home.ledger, started, timeout)
+    with Home.open(config) as home:
+        records = select(home.ledger, sel)
+        if not records:
+            console.print("nothing to replay")
+            return
+        if dry_run:
+            for rec in records:
+                console.print(f"would replay {rec.uri}  ({rec.state.value})")
+            return
+        api = home.api
+        if not api.healthy():
+            raise HopperError(
+                f"the Prefect server at {api.api_url} does not answer; start it with `hopper up`"
+            )
+        started = [dispatch_replay(rec, home.config, home.ledger, api) for rec in records]
+        for ref, run_id in started:
+            console.print(f"replaying {ref.uri} → {run_url(run_id)}")
+        if wait:
+            _wait(home.ledger, started, timeout)
 
 
 def _wait(ledger: Ledger, started: list[Any], timeout: float) -> None:

@@ -115,26 +115,24 @@ def watch(*, config: ConfigOption = None, ready_file: Path | None = None) -> Non
             says "Hopper is up." only after it appears.
     """
     _default_api_url()
-    from hopper.ingest import Home
-    from hopper.prefect_api import PrefectAPI
+    from hopper.home import Home
     from hopper.watch.daemon import Watcher, check_sources
 
-    home = Home.open(config or HopperSettings().config)
-    check_sources(home.config)
-    prepare_home(home.config)
-    api = PrefectAPI()
-    watcher = Watcher(home.config, home.ledger, api, lease_seconds=HopperSettings().lease_seconds)
-    _on_signals(watcher.stop)
-    log.info("watcher dispatching to %s", api.api_url)
-    if ready_file is not None:
-        ready_file.unlink(missing_ok=True)
-    try:
-        watcher.run(on_ready=None if ready_file is None else lambda: _write_ready(ready_file))
-    finally:
-        api.close()
-        home.ledger.close()
+    with Home.open(config) as home:
+        check_sources(home.config)
+        prepare_home(home.config)
+        api = home.api
+        lease = home.settings.lease_seconds
+        watcher = Watcher(home.config, home.ledger, api, lease_seconds=lease)
+        _on_signals(watcher.stop)
+        log.info("watcher dispatching to %s", api.api_url)
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)
+        try:
+            watcher.run(on_ready=None if ready_file is None else lambda: _write_ready(ready_file))
+        finally:
+            if ready_file is not None:
+                ready_file.unlink(missing_ok=True)
 
 
 def _write_ready(path: Path) -> None:
@@ -185,23 +183,19 @@ def reconcile(
             counts as lost (default: $HOPPER_LEASE_SECONDS, 60).
     """
     _default_api_url()
-    from hopper.ingest import Home
-    from hopper.prefect_api import PrefectAPI
+    from hopper.home import Home
     from hopper.reconcile import reconcile as run_reconcile
 
-    home = Home.open(config or HopperSettings().config)
-    api = PrefectAPI()
-    try:
+    with Home.open(config) as home:
         report = run_reconcile(
             home.config,
             home.ledger,
-            api,
+            home.api,
             max_dispatches=max_dispatches,
-            stuck_seconds=stuck_seconds,
+            stuck_seconds=stuck_seconds
+            if stuck_seconds is not None
+            else home.settings.lease_seconds,
         )
-    finally:
-        api.close()
-        home.ledger.close()
     console.print(
         f"re-dispatched {len(report.redispatched)}, gave up on {len(report.given_up)}, "
         f"newly detected {report.detected}"

@@ -1,0 +1,140 @@
+"""What Hopper knows about one local file, for the watcher, the flows and the CLI alike.
+
+The ground floor of file knowledge: how a file is described (:func:`describe_file`: its
+``FileRef``, hashed as opened, never through a FIFO), which source holds it
+(:func:`relative_to_source`, :func:`is_watched`), how it is shown in a log line, and the
+command that replays it. It imports neither the watcher (nor watchdog) nor the flows, so the
+flow path, ``hopper replay`` and reconciliation use it without them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import stat as stat_
+from pathlib import Path
+from typing import NamedTuple
+
+from hopper.config import FolderSource, HopperConfig, RoutingRule, S3Source
+from hopper.models import FileRef, file_uri
+from hopper.routing import route
+
+HASH_LIMIT = 64 * 1024 * 1024  # hash contents up to this size; larger files use size+mtime
+
+
+class Stat(NamedTuple):
+    """What the stability check compares between two looks at a file."""
+
+    size: int
+    mtime_ns: int
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file's contents."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def shown(path: str | os.PathLike[str]) -> str:
+    """A path as it appears in log lines: its ``file://`` URI (one line, any bytes)."""
+    return file_uri(os.path.abspath(path))
+
+
+def is_stable(first: Stat | None, second: Stat, mtime_age: float, stable_seconds: float) -> bool:
+    """Pure completeness rule: unchanged between two looks and untouched for a while."""
+    return first is not None and first == second and mtime_age >= stable_seconds
+
+
+def describe_file(
+    path: Path, relative: str, rules: list[RoutingRule], *, follow_symlinks: bool = True
+) -> FileRef | None:
+    """A ``FileRef`` for a local file, or None if it changed while being hashed or is not one.
+
+    The file is opened once, without blocking (a FIFO swapped in after the check would
+    otherwise hang the watcher until a writer came) and, unless ``follow_symlinks``, without
+    following a link; what is hashed is what was opened.
+
+    Args:
+        path: the file.
+        relative: its path relative to the watched root (for routing).
+        rules: explicit routing rules.
+        follow_symlinks: whether ``path`` may be a symbolic link to read through.
+
+    Raises:
+        OSError: the file cannot be opened or read.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    fd = os.open(path, flags if follow_symlinks else flags | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        before = os.fstat(fd)
+        if not stat_.S_ISREG(before.st_mode):
+            return None  # a FIFO, socket or device: never read
+        digest: str | None = None
+        if before.st_size <= HASH_LIMIT:
+            hasher = hashlib.sha256()
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                hasher.update(chunk)
+            digest = hasher.hexdigest()
+        after = os.fstat(fd)
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        return None
+    return FileRef(
+        uri=file_uri(path.parent.resolve() / path.name),  # a followed link keeps its name
+        size=after.st_size,
+        mtime=after.st_mtime,
+        dataset=route(relative, rules),
+        sha256=digest,
+    )
+
+
+def relative_to_source(path: Path, sources: list[FolderSource]) -> str | None:
+    """``path`` relative to the first configured folder that contains it, or None."""
+    resolved = path.resolve()
+    for source in sources:
+        try:
+            return resolved.relative_to(source.path.resolve()).as_posix()
+        except ValueError:
+            continue
+    return None
+
+
+def is_watched(config: HopperConfig, ref: FileRef) -> bool:
+    """Whether ``ref`` lies under one of the configured sources (flows read nothing else).
+
+    A local path counts if its folder, resolved, lies in a source. Its last component is not
+    resolved: a file swapped for a link after detection is the fetch's to refuse (it is
+    quarantined, saying so), not a file outside every source. An S3 object counts if a
+    source watches its bucket and prefix.
+    """
+    if ref.is_local:
+        path = ref.local_path()
+        if path.name in ("", ".", ".."):
+            return False
+        try:
+            where = path.parent.resolve() / path.name
+            return any(where.is_relative_to(s.path.resolve()) for s in config.folders)
+        except (OSError, RuntimeError):  # a folder too deep to resolve, or a loop
+            return False
+    bucket, _, key = ref.uri.removeprefix("s3://").partition("/")
+    return any(
+        isinstance(s, S3Source) and s.bucket == bucket and key.startswith(s.prefix)
+        for s in config.sources
+    )
+
+
+def replay_command(ref: FileRef) -> str:
+    """The exact command that re-runs a file after its problem is fixed.
+
+    A local file is named by its path, unless the path is not UTF-8 text (a Latin-1 name):
+    then by its URI, which ``hopper replay`` takes as well and which stays one line of text.
+    """
+    target = ref.uri
+    if ref.is_local:
+        path = str(ref.local_path())
+        if path.isprintable() and not any("\udc80" <= ch <= "\udcff" for ch in path):
+            target = path
+    return f"hopper replay {shlex.quote(target)}"

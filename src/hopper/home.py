@@ -1,0 +1,96 @@
+"""A Hopper home, opened: its config, the process's settings, its ledger and its clients.
+
+Every command, the watcher and every flow run start the same way: read the settings, load
+``hopper.yaml``, open the ledger, and later perhaps reach S3 or the Prefect API. :class:`Home`
+does that once and owns what it opened, as a context manager (``with Home.open(...) as
+home:``), so nothing is closed by hand and nothing is opened twice. Settings are read here,
+once, and passed down from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hopper.config import HopperConfig, load_config
+from hopper.ledger import Lease, Ledger, sqlite_url
+from hopper.models import FileRef
+from hopper.settings import HopperSettings
+
+if TYPE_CHECKING:
+    from hopper.prefect_api import PrefectAPI
+
+
+@dataclass
+class Home:
+    """An opened Hopper home (see the module docstring).
+
+    Attributes:
+        config: the home's ``hopper.yaml``.
+        ledger: its ledger.
+        settings: the process's environment settings, read once.
+    """
+
+    config: HopperConfig
+    ledger: Ledger
+    settings: HopperSettings = field(default_factory=HopperSettings)
+    _api: PrefectAPI | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(
+        cls, config_path: Path | str | None = None, settings: HopperSettings | None = None
+    ) -> Home:
+        """Load ``hopper.yaml`` (argument, else ``HOPPER_CONFIG``) and open its ledger.
+
+        Args:
+            config_path: the home's ``hopper.yaml``.
+            settings: the process's settings, if already read.
+
+        Raises:
+            ConfigError: the config file is missing or invalid.
+        """
+        settings = settings or HopperSettings()
+        config = load_config(Path(config_path) if config_path else settings.config)
+        url = settings.ledger_url or sqlite_url(config.state_dir)
+        return cls(config=config, ledger=Ledger(url), settings=settings)
+
+    @cached_property
+    def s3(self) -> Any:
+        """The S3 client for the lake, the quarantine and S3 sources (connects on first use)."""
+        from hopper.storage import LazyS3Client
+
+        return LazyS3Client(self.config.s3.endpoint_url, self.config.s3.region)
+
+    def s3_for(self, ref: FileRef) -> Any:
+        """The S3 client for ``ref`` and its outputs; it connects only if one is on S3."""
+        return self.s3
+
+    @property
+    def api(self) -> PrefectAPI:
+        """The Prefect API client (made on first use, closed with the home)."""
+        if self._api is None:
+            from hopper.prefect_api import PrefectAPI
+
+            self._api = PrefectAPI()
+        return self._api
+
+    def lease(self, flow_run_id: str) -> Lease:
+        """Hold ``flow_run_id``'s claimed files while it works (see :class:`Lease`)."""
+        return Lease(self.ledger, flow_run_id, self.settings.lease_seconds)
+
+    def close(self) -> None:
+        """Close the Prefect client (if one was made) and the ledger."""
+        try:
+            if self._api is not None:
+                self._api.close()
+                self._api = None
+        finally:
+            self.ledger.close()
+
+    def __enter__(self) -> Home:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
