@@ -24,7 +24,22 @@ from hopper.errors import ConfigError
 from hopper.yamlfile import YamlFile, key_path, read_yaml
 
 DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-"""Valid dataset names. Use ``fullmatch``: ``$`` alone also matches before a final newline."""
+"""Valid dataset names, the one definition (routing, file refs, contracts, quarantine folders).
+
+A dataset names folders in the lake and the quarantine, so it is never a path. Use
+``fullmatch``: ``$`` alone also matches before a final newline.
+"""
+
+
+def check_dataset_name(value: str) -> str:
+    """Return ``value`` if it is a valid dataset name (a pydantic validator's body).
+
+    Raises:
+        ValueError: ``value`` does not match :data:`DATASET_NAME`.
+    """
+    if not DATASET_NAME.fullmatch(value):
+        raise ValueError(f"dataset name {value!r} must match {DATASET_NAME.pattern}")
+    return value
 
 
 class FolderSource(BaseModel):
@@ -130,9 +145,7 @@ class RoutingRule(BaseModel):
     @field_validator("dataset")
     @classmethod
     def _dataset_name(cls, value: str) -> str:
-        if not DATASET_NAME.fullmatch(value):
-            raise ValueError(f"dataset name {value!r} must match {DATASET_NAME.pattern}")
-        return value
+        return check_dataset_name(value)
 
 
 class WatchOptions(BaseModel):

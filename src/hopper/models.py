@@ -15,7 +15,7 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hopper.config import DATASET_NAME
+from hopper.config import check_dataset_name
 
 FILE_SCHEME = "file://"
 
@@ -88,10 +88,7 @@ class FileRef(BaseModel):
     @field_validator("dataset")
     @classmethod
     def _dataset_name(cls, value: str | None) -> str | None:
-        # The dataset names folders in the lake and the quarantine: never a path.
-        if value is not None and not DATASET_NAME.fullmatch(value):
-            raise ValueError(f"dataset name {value!r} must match {DATASET_NAME.pattern}")
-        return value
+        return None if value is None else check_dataset_name(value)
 
     @property
     def fingerprint(self) -> str:

@@ -24,13 +24,13 @@ from pydantic import (
     model_validator,
 )
 
+from hopper.config import DATASET_NAME
 from hopper.contracts.arrow_types import SUPPORTED_TYPES_HINT, parse_arrow_type, to_arrow_scalar
 from hopper.contracts.expr import parse_expression
 from hopper.transform import INGEST_DATE as INGEST_DATE  # its home is the transform stage
 from hopper.transform import reserved_name
 
 DEFAULT_NULL_VALUES = ["", "NA", "N/A", "NULL", "null", "NaN", "nan", "None"]
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 TRANSFORM_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
 
@@ -262,7 +262,7 @@ class Contract(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=NAME_PATTERN, description="Dataset name (lowercase, -, _).")
+    name: str = Field(pattern=DATASET_NAME.pattern, description="Dataset name (lowercase, -, _).")
     version: int = Field(default=1, ge=1, description="Contract version; bump on changes.")
     description: str | None = Field(default=None, description="What the dataset holds.")
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = Field(
