@@ -38,13 +38,18 @@ class RunState(BaseModel):
         return cls(type=state.type.value, since=state.timestamp.timestamp())
 
 
+def ui_url_of(api_url: str) -> str:
+    """The Prefect UI's base URL for an API URL: the API URL without its ``/api`` suffix."""
+    return api_url.rstrip("/").removesuffix("/api")
+
+
 def ui_base() -> str:
     """The Prefect UI's base URL, from PREFECT_API_URL (default: the local server)."""
     from hopper.settings import HopperSettings
 
     settings = HopperSettings()
     api = os.environ.get("PREFECT_API_URL") or f"http://{settings.host}:{settings.port}/api"
-    return api.rstrip("/").removesuffix("/api")
+    return ui_url_of(api)
 
 
 def run_url(flow_run_id: str | None) -> str | None:
@@ -96,11 +101,6 @@ class PrefectAPI:
     def api_url(self) -> str:
         """The API URL this client talks to."""
         return str(self._client.api_url)
-
-    @property
-    def ui_url(self) -> str:
-        """The Prefect UI's base URL (the API URL without its ``/api`` suffix)."""
-        return self.api_url.rstrip("/").removesuffix("/api")
 
     def healthy(self) -> bool:
         """Whether the server answers its health check right now."""

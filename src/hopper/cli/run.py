@@ -13,6 +13,7 @@ from cyclopts import App, Parameter
 from rich.console import Console
 
 from hopper.config import FolderSource, HopperConfig, load_config
+from hopper.prefect_api import ui_url_of
 from hopper.settings import HopperSettings
 from hopper.stores import store_for
 
@@ -83,9 +84,8 @@ def up(*, config: ConfigOption = None, port: int | None = None) -> None:
     _on_signals(supervisor.stop)
 
     def ready(sup: Supervisor) -> None:
-        ui = sup.api_url.rstrip("/").removesuffix("/api")
         console.print("[bold green]Hopper is up.[/]")
-        console.print(f"  Prefect UI  {ui}")
+        console.print(f"  Prefect UI  {ui_url_of(sup.api_url)}")
         for source in cfg.sources:
             where = source.path if isinstance(source, FolderSource) else source.root
             console.print(f"  inbox       {where}  (drop files into <inbox>/<dataset>/)")
