@@ -243,14 +243,6 @@ def _default_sources() -> list[FolderSource | S3Source]:
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def is_s3(location: str) -> bool:
-    """Whether a location is an ``s3://`` URI (for the watcher's startup check).
-
-    Writing code never asks: :func:`hopper.stores.store_for` picks the store of a location.
-    """
-    return location.startswith("s3://")
-
-
 class HopperConfig(BaseModel):
     """The whole of ``hopper.yaml``."""
 

@@ -222,7 +222,6 @@ class _PartitionFile:
         self.buffer: list[pa.Table] = []
         self.buffered_rows = 0
         self.buffered_bytes = 0
-        self.row_groups = 0
 
     def add(self, table: pa.Table) -> None:
         if self.schema is None:
@@ -246,7 +245,6 @@ class _PartitionFile:
         if self.writer is None:
             self.writer = self._open(compression)
         self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
-        self.row_groups += 1
 
     def close(self, compression: str) -> None:
         self.flush(compression)
@@ -349,11 +347,6 @@ class StreamingOutputs:
                 part.flush(self.compression)
         while sum(p.buffered_bytes for p in self.files.values()) > STREAM_BUFFER_BYTES:
             max(self.files.values(), key=lambda p: p.buffered_bytes).flush(self.compression)
-
-    @property
-    def row_groups(self) -> int:
-        """Row groups written so far, over all partitions."""
-        return sum(part.row_groups for part in self.files.values())
 
     def commit(self) -> list[str]:
         """Close every file and publish them together, removing the source's stale outputs.
