@@ -36,10 +36,8 @@ def _retry_if_transient(_task: Any, _task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(
+@task(  # retries and their delay are the contract's, set per file by _with_retry_policy
     name="ingest",
-    retries=4,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
     retry_condition_fn=_retry_if_transient,
     cache_policy=NO_CACHE,

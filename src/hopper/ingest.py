@@ -355,7 +355,10 @@ def retry_policy(config: HopperConfig, ref: FileRef) -> tuple[int, float]:
         contract = cached_contract(path) if path and path.is_file() else None
     except HopperError:
         contract = None  # ingesting will quarantine the file with the reason
-    return (contract.retries, contract.retry_backoff_seconds) if contract else (4, 2.0)
+    if contract is None:  # the contract's defaults, so there is one policy to read
+        fields = Contract.model_fields
+        return fields["retries"].default, fields["retry_backoff_seconds"].default
+    return contract.retries, contract.retry_backoff_seconds
 
 
 def ingest_with_retries(

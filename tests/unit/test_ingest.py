@@ -193,3 +193,10 @@ def test_a_file_named_in_latin_1_lands_and_one_that_is_bad_is_quarantined(
     assert copy.read_bytes() == bad.read_bytes()
     assert json.loads(reasons[0].read_text())["replay"] == replay_command(ref)
     assert replay_command(ref) == f"hopper replay {ref.uri}"
+
+
+def test_a_file_without_a_contract_gets_the_contract_default_retries(home: HopperConfig) -> None:
+    from hopper.ingest import retry_policy
+
+    ref = FileRef(uri="file:///x/nobody/a.csv", size=1, mtime=0.0, dataset="nobody")
+    assert retry_policy(home, ref) == (4, 2.0)
