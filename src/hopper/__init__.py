@@ -1,7 +1,7 @@
 """Hopper: files dropped into watched places become validated, typed Parquet, on Prefect 3.
 
 The package follows the data's path: ``watch`` (detect) → ``ledger`` (record) → ``events``
-(emit) → Prefect → ``ingest`` (``contracts`` validate, ``transform``, ``sink`` write).
+(emit) → Prefect → ``ingest`` (``contracts`` validate, ``lineage`` transform, ``sink`` write).
 """
 
 from hopper.errors import (

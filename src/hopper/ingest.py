@@ -31,6 +31,7 @@ from hopper.errors import (
 )
 from hopper.files import is_watched, replay_command
 from hopper.isolate import Limits, shared_pool
+from hopper.lineage import add_lineage
 from hopper.models import FileRef, FileState, IngestOutcome, IngestRequest
 from hopper.sink import (
     TooManyPartitions,
@@ -39,7 +40,6 @@ from hopper.sink import (
     quarantine_file,
     write_rejected_rows,
 )
-from hopper.transform import add_lineage
 
 log = logging.getLogger(__name__)
 

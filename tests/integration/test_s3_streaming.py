@@ -19,9 +19,9 @@ import hopper.contracts.stream as stream_module
 import hopper.ingest as ingest_module
 from hopper.config import FolderSource, HopperConfig, S3Options, load_config
 from hopper.ingest import ingest
+from hopper.lineage import INGESTED_AT
 from hopper.models import FileRef, FileState, IngestOutcome, IngestRequest
 from hopper.storage import parse_s3_uri
-from hopper.transform import INGESTED_AT
 from tests.conftest import make_home
 from tests.unit.test_streaming import ROWS, orders_contract, orders_csv
 

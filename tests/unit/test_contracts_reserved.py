@@ -17,14 +17,14 @@ import pytest
 from hopper.contracts import Contract, load_contract, read_and_conform, validate_file
 from hopper.contracts.stream import StreamingConform
 from hopper.errors import ConfigError, ContractViolation
-from hopper.sink import write_outputs
-from hopper.transform import (
+from hopper.lineage import (
     INGESTED_AT,
     RESERVED_COLUMNS,
     SOURCE_URI,
     add_lineage,
     reserved_name,
 )
+from hopper.sink import write_outputs
 
 URI = "file:///inbox/orders/o.csv"
 NOW = dt.datetime(2024, 5, 2, 12, tzinfo=dt.UTC)

@@ -24,8 +24,8 @@ from hopper.contracts.model import Contract
 from hopper.contracts.stream import StreamingConform, stream_refusal
 from hopper.errors import ContractViolation
 from hopper.ingest import ingest
+from hopper.lineage import INGESTED_AT
 from hopper.models import FileRef, FileState, IngestOutcome, IngestRequest
-from hopper.transform import INGESTED_AT
 from tests.conftest import make_home
 
 BLOCK = 4096
@@ -385,7 +385,7 @@ def test_stream_rejects_a_ragged_last_block_as_unreadable(
 
 
 def test_lineage_columns_share_one_template(tmp_path: Path) -> None:
-    from hopper.transform import add_lineage
+    from hopper.lineage import add_lineage
 
     table = add_lineage(pa.table({"x": list(range(700_000))}), "s3://b/k.csv", datetime.now(UTC))
     uris = table.column("_source_uri")

@@ -25,7 +25,7 @@ from hopper.contracts.model import ColumnSpec, Contract
 from hopper.contracts.read import read_for_contract
 from hopper.contracts.results import MAX_ROWS, MAX_SAMPLES, Violation
 from hopper.errors import ConfigError
-from hopper.transform import RESERVED_COLUMNS, reserved_fix, reserved_name
+from hopper.lineage import RESERVED_COLUMNS, reserved_fix, reserved_name
 
 
 @dataclass

@@ -26,7 +26,7 @@ from hopper.contracts.model import Contract
 from hopper.contracts.read import detect_format, read_table
 from hopper.contracts.results import Violation
 from hopper.errors import TerminalError
-from hopper.transform import reserved_name
+from hopper.lineage import reserved_name
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from hopper.contracts.read import (
     sniff_delimiter,
 )
 from hopper.errors import ConfigError, UndecodableTextError
-from hopper.transform import reserved_name
+from hopper.lineage import reserved_name
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from pydantic import (
 from hopper.config import DATASET_NAME
 from hopper.contracts.arrow_types import SUPPORTED_TYPES_HINT, parse_arrow_type, to_arrow_scalar
 from hopper.contracts.expr import parse_expression
-from hopper.transform import INGEST_DATE as INGEST_DATE  # its home is the transform stage
-from hopper.transform import reserved_name
+from hopper.lineage import INGEST_DATE as INGEST_DATE  # its home is the lineage stage
+from hopper.lineage import reserved_name
 
 DEFAULT_NULL_VALUES = ["", "NA", "N/A", "NULL", "null", "NaN", "nan", "None"]
 TRANSFORM_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"

@@ -23,7 +23,7 @@ from hopper.contracts.split import output_table, split_rows
 from hopper.contracts.transforms import apply_transforms, has_transforms
 from hopper.contracts.verdict import decide
 from hopper.errors import ResourceLimitError, TerminalError, UnreadableFileError
-from hopper.transform import reserved_clashes, reserved_name
+from hopper.lineage import reserved_clashes, reserved_name
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Transformations applied after validation: lineage columns and Parquet-friendly types.
+"""The transform stage after validation: lineage columns, reserved names, portable types.
 
 The lineage columns repeat one value on every row. They are built without a Python list per
 row: one *template* chunk of the value (a few MiB at most) is made once per source and the
