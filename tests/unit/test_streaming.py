@@ -8,6 +8,7 @@ makes them span many blocks. Each test compares the streamed run with the whole-
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,15 @@ def _same_outputs(whole: IngestOutcome, streamed: IngestOutcome) -> None:
 
 def _leftovers(home: HopperConfig) -> list[Path]:
     return [p for p in Path(home.lake).rglob("*") if p.is_file()]
+
+
+def _fallbacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The reasons ingest gave for reading a file whole after it began to stream it."""
+    return [
+        str(r.args[1])
+        for r in caplog.records
+        if r.name == "hopper.ingest" and r.msg.startswith("%s: cannot stream")
+    ]
 
 
 def test_streamed_output_matches_the_whole_file_path(tmp_path: Path, small_blocks: None) -> None:
@@ -293,13 +303,16 @@ def test_partitions_stream_one_file_per_partition(tmp_path: Path, small_blocks: 
 
 
 def test_undeclared_column_changing_type_falls_back_to_the_whole_file(
-    tmp_path: Path, small_blocks: None
+    tmp_path: Path, small_blocks: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     home = _pair(tmp_path)
     late = f"{ROWS},01/01/2024,3,1.0,EU,n,text"  # `extra` was inferred int64 from block 1
     text = orders_csv(bad={ROWS: late})
     whole = _ingest(home, "whole", "orders.csv", text)
-    streamed = _ingest(home, "streamed", "orders.csv", text)
+    with caplog.at_level(logging.WARNING, logger="hopper.ingest"):
+        streamed = _ingest(home, "streamed", "orders.csv", text)
+    [reason] = _fallbacks(caplog)
+    assert "an undeclared column changes type" in reason
     _same_outputs(whole, streamed)
     table = pq.read_table(streamed.outputs[0])
     assert table.schema.field("extra").type == pa.string()
@@ -395,23 +408,32 @@ def test_lineage_columns_share_one_template(tmp_path: Path) -> None:
 
 
 def test_a_row_longer_than_a_block_falls_back_to_the_whole_file(
-    tmp_path: Path, small_blocks: None
+    tmp_path: Path, small_blocks: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     home = _pair(tmp_path)
     long_row = f'1000,01/01/2024,3,1.0,EU,"{"x" * (3 * BLOCK)}",1'
     text = orders_csv(bad={1000: long_row})
     whole = _ingest(home, "whole", "orders.csv", text)
-    streamed = _ingest(home, "streamed", "orders.csv", text)
+    with caplog.at_level(logging.WARNING, logger="hopper.ingest"):
+        streamed = _ingest(home, "streamed", "orders.csv", text)
+    [reason] = _fallbacks(caplog)
+    assert "a row is longer than" in reason
     _same_outputs(whole, streamed)
 
 
 def test_too_many_partitions_fall_back_to_the_whole_file(
-    tmp_path: Path, small_blocks: None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    small_blocks: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(sink_module, "MAX_STREAM_PARTITIONS", 2)
     home = _pair(tmp_path, extra="partition_by: [region]\n")
     text = orders_csv()
     whole = _ingest(home, "whole", "orders.csv", text)
-    streamed = _ingest(home, "streamed", "orders.csv", text)
+    with caplog.at_level(logging.WARNING, logger="hopper.ingest"):
+        streamed = _ingest(home, "streamed", "orders.csv", text)
+    [reason] = _fallbacks(caplog)
+    assert "more than 2 partitions" in reason
     _same_outputs(whole, streamed)
     assert not [p for p in Path(home.lake).rglob(".*")]
