@@ -207,6 +207,11 @@ def dispatch_replay(
 
     With ``replay`` the run re-ingests even a settled version; without it, it behaves like a
     first dispatch (a run finding the version settled skips it).
+
+    The version is marked dispatched before its run is created, as the watcher does: marked
+    after, it would move a run that already claimed or finished it back to be sent again. If
+    the run cannot be created the version stays dispatched, due to be sent again by the
+    watcher or the next reconciliation, and the error is raised.
     """
     ref = current_ref(record, config)
     ledger.record_detected(ref)
@@ -216,15 +221,15 @@ def dispatch_replay(
         config_path=str(config.path) if config.path else None,
         replay=replay,
     )
-    run_id = api.create_ingest_run(
-        {"request": request.model_dump(mode="json")}, request.dispatch_id
-    )
     ledger.mark_dispatched(
         ref.uri,
         ref.fingerprint,
         request.dispatch_id,
         replay_of=(record.flow_run_id or "") if replay else None,
     )
-    ledger.mark_queued(ref.uri, ref.fingerprint, run_id)
+    run_id = api.create_ingest_run(
+        {"request": request.model_dump(mode="json")}, request.dispatch_id
+    )
+    ledger.mark_queued(ref.uri, ref.fingerprint, run_id)  # only if no run claimed it yet
     log.info("replaying %s as flow run %s", ref.uri, run_id)
     return ref, run_id
