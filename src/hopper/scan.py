@@ -86,6 +86,8 @@ class FolderScan:
         self._candidates: set[Path] = set()
         self._new_folders: set[str] = set()  # reported by events, listed by the next poll
         self._first_look: dict[Path, Stat] = {}
+        self._future: dict[Path, float] = {}  # first seen, for files whose mtime is ahead
+        self._real_root: str | None = None
         # Last version handed out per path (str keys: hashing a Path costs more).
         self._known: dict[str, Stat] = {}
         self._folders: dict[str, tuple[int, list[str]]] = {}  # mtime and sub-folders, per folder
@@ -187,6 +189,21 @@ class FolderScan:
             return None
         return Stat(st.st_size, st.st_mtime_ns)
 
+    def _inside(self, path: Path) -> bool:
+        """Whether the folder holding ``path`` really lies in the source.
+
+        An event can name a file through a link to a folder elsewhere (a folder moved in
+        holding such a link): the file is not the source's, and is never opened.
+        """
+        try:
+            if self._real_root is None:
+                self._real_root = os.path.realpath(self.root, strict=True)
+            real = os.path.realpath(path.parent, strict=True)
+        except (OSError, RuntimeError):
+            return False
+        root = self._real_root
+        return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
     def _relative(self, path: Path) -> str | None:
         try:
             return path.relative_to(self.root).as_posix()
@@ -219,11 +236,16 @@ class FolderScan:
             rel = self._relative(path)
             if rel is None or any(is_ignored(part, self.ignore) for part in Path(rel).parts):
                 continue
+            if not self._inside(path):
+                self._first_look.pop(path, None)
+                self._reported(str(path), OSError(errno.EXDEV, "reached through a link out"))
+                continue
             try:
                 linked = self.source.follows(path)
                 st = path.stat() if linked else path.lstat()
             except OSError as exc:
                 self._first_look.pop(path, None)
+                self._future.pop(path, None)
                 if not isinstance(exc, FileNotFoundError | NotADirectoryError):
                     self._reported(str(path), exc)
                 continue
@@ -234,15 +256,17 @@ class FolderScan:
                 continue  # already handed out this exact version
             first = self._first_look.get(path)
             self._first_look[path] = stat
-            if self.stable_seconds > 0 and not is_stable(
-                first, stat, now - st.st_mtime, self.stable_seconds
-            ):
+            age = now - st.st_mtime
+            if age < 0:  # stamped in the future (a skewed clock): count from the first look
+                age = now - self._future.setdefault(path, now)
+            if self.stable_seconds > 0 and not is_stable(first, stat, age, self.stable_seconds):
                 with self._lock:
                     self._candidates.add(path)  # look again on a later poll
                 continue
             ref = self._ref(path, rel, st.st_size, st.st_mtime, linked=linked)
             if ref is not None:
                 self._first_look.pop(path, None)
+                self._future.pop(path, None)
                 self._known[str(path)] = stat
                 ready.append(ref)
         return ready

@@ -380,3 +380,20 @@ def test_json_depth_is_counted_in_the_text_arrow_sees(home: HopperConfig) -> Non
     with pytest.raises(TerminalError, match=r"record starting on line 2 .*max_json_depth"):
         check_file_limits(path, sjis)
     check_file_limits(path, sjis.model_copy(update={"max_json_depth": 101}))
+
+
+def test_a_header_of_many_columns_is_refused_by_its_count_before_any_column_work(
+    tmp_path: Path,
+) -> None:
+    from hopper.contracts.checks import inspect_file
+    from hopper.contracts.model import Contract
+    from hopper.errors import ResourceLimitError
+
+    wide = tmp_path / "wide.csv"
+    names = [f"c{i}" for i in range(20_000)] + ["c1"] * 20_000  # and duplicated, too
+    wide.write_text(",".join(names) + "\n" + ",".join("1" for _ in names) + "\n")
+    contract = Contract.model_validate(
+        {"name": "wide", "format": "csv", "columns": [{"name": "c0", "type": "int64"}]}
+    )
+    with pytest.raises(ResourceLimitError, match="max_columns"):
+        inspect_file(wide, contract, str(wide))

@@ -144,3 +144,38 @@ def test_symlinks_are_followed_only_when_asked_and_only_inside_the_root(tmp_path
 
     assert found(follow=False) == ["real.csv"]  # links ignored by default
     assert found(follow=True) == ["inside.csv", "real.csv"]  # never the one pointing out
+
+
+def test_a_file_stamped_in_the_future_lands_once_stable(tmp_path: Path) -> None:
+    from hopper.scan import FolderScan
+
+    root = tmp_path / "inbox"
+    (root / "sales").mkdir(parents=True)
+    late = root / "sales" / "from-2100.csv"
+    late.write_text("x\n1\n")
+    os.utime(late, (4102444800, 4102444800))  # 2100-01-01: a skewed clock
+    folder = FolderScan(FolderSource(path=root), [], ignore=IGNORE, stable_seconds=0.2)
+    folder.scan()
+    found: list[FileRef] = []
+    deadline = time.monotonic() + 5
+    while not found and time.monotonic() < deadline:
+        found = folder.poll()
+        time.sleep(0.05)
+    assert [r.name for r in found] == ["from-2100.csv"]
+
+
+def test_a_file_reached_through_a_link_out_of_the_source_is_never_read(tmp_path: Path) -> None:
+    root = tmp_path / "inbox"
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret.csv").write_text("x\n1\n")
+    (root / "sales").mkdir(parents=True)
+    (root / "sales" / "ok.csv").write_text("x\n2\n")
+    (root / "sales" / "out").symlink_to(outside, target_is_directory=True)
+    folder = LocalFolder(FolderSource(path=root), [], ignore=IGNORE, stable_seconds=0)
+    folder.scan()
+    # an event naming the file through the link (as a folder moved in with such a link gives)
+    folder._candidates.add(root / "sales" / "out" / "secret.csv")
+    found = folder.poll()
+    assert [r.name for r in found] == ["ok.csv"]
+    assert all("elsewhere" not in r.uri for r in found)

@@ -12,6 +12,7 @@ file goes in is :mod:`~hopper.contracts.verdict`'s question, which rows are kept
 from __future__ import annotations
 
 import difflib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pyarrow.compute as pc
 
 from hopper.contracts.arrow_types import to_arrow_scalar, type_to_string
 from hopper.contracts.convert import as_chunked, convert_column
+from hopper.contracts.limits import check_table_limits
 from hopper.contracts.model import ColumnSpec, Contract
 from hopper.contracts.read import read_for_contract
 from hopper.contracts.results import MAX_ROWS, MAX_SAMPLES, Violation
@@ -72,9 +74,12 @@ def inspect_file(path: Path, contract: Contract, source: str) -> Inspection:
 
     Raises:
         UnreadableFileError: the file cannot be decoded.
-        ResourceLimitError: reading it passed a limit of the contract (memory).
+        ResourceLimitError: reading it passed a limit of the contract (memory, columns).
     """
-    return inspect_table(read_for_contract(path, contract, source=source), contract)
+    raw = read_for_contract(path, contract, source=source)
+    # Before any per-column work: a header of 100,000 names is refused by its count alone.
+    check_table_limits(raw.num_columns, contract, source=source)
+    return inspect_table(raw, contract)
 
 
 def inspect_table(raw: pa.Table, contract: Contract) -> Inspection:
@@ -84,14 +89,15 @@ def inspect_table(raw: pa.Table, contract: Contract) -> Inspection:
     """
     found = Inspection(raw, {}, [], [], [])
     names = raw.column_names
+    counts = Counter(names)
     declared = {spec.name for spec in contract.columns}
     found.structural += _missing_columns(contract, names)
-    found.structural += _duplicate_columns(names)
+    found.structural += _duplicate_columns(counts)
     found.extras = [n for n in dict.fromkeys(names) if n not in declared]
     found.structural += _reserved_columns(found.extras)
     found.structural += _drift(contract, [n for n in found.extras if not reserved_name(n)])
     for spec in contract.columns:
-        if spec.name in names and names.count(spec.name) == 1:
+        if counts.get(spec.name) == 1:
             found.typed[spec.output_name] = _check_column(
                 raw.column(spec.name), spec, contract, found.issues
             )
@@ -114,15 +120,14 @@ def _missing_columns(contract: Contract, names: list[str]) -> list[Violation]:
     return violations
 
 
-def _duplicate_columns(names: list[str]) -> list[Violation]:
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+def _duplicate_columns(counts: Counter[str]) -> list[Violation]:
     return [
         Violation(
             column=name,
             kind="extra_column",
-            message=f"column appears {names.count(name)} times in the header; names must be unique",
+            message=f"column appears {counts[name]} times in the header; names must be unique",
         )
-        for name in duplicates
+        for name in sorted(n for n, count in counts.items() if count > 1)
     ]
 
 

@@ -14,6 +14,7 @@ not the shape of the file.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -140,7 +141,7 @@ def diff_inspection(
         The diff.
     """
     kind, inferred = _inferred_types(path, contract, found, source, sample_rows)
-    names = found.raw.column_names
+    names = Counter(found.raw.column_names)  # name -> times in the header
     problems: dict[tuple[str | None, str], Violation] = {
         (v.column, v.kind): v for v in found.violations
     }
@@ -161,7 +162,7 @@ def diff_inspection(
                     message=f"{hint}; add it to the file, or remove it from the contract",
                 )
             )
-        elif names.count(spec.name) > 1:
+        elif names[spec.name] > 1:
             columns.append(_duplicate(spec.name, names, inferred, declared, spec.nullable))
         else:
             columns.append(
@@ -175,7 +176,7 @@ def diff_inspection(
                 )
             )
     for name in found.extras:
-        if names.count(name) > 1:
+        if names[name] > 1:
             columns.append(_duplicate(name, names, inferred, None, None))
         else:
             columns.append(_extra(name, inferred.get(name), contract, problems))
@@ -296,7 +297,7 @@ def _extra(
 
 def _duplicate(
     name: str,
-    names: list[str],
+    names: Counter[str],
     inferred: dict[str, pa.DataType],
     declared: str | None,
     nullable: bool | None,
@@ -309,7 +310,7 @@ def _duplicate(
         file_type=type_to_string(file_type) if file_type is not None else None,
         nullable=nullable,
         converts=None,
-        message=f"the header has this name {names.count(name)} times; rename the copies",
+        message=f"the header has this name {names[name]} times; rename the copies",
     )
 
 
