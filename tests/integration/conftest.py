@@ -1,11 +1,13 @@
 """Real processes for integration tests: `hopper up` (Prefect server, worker, watcher).
 
 One `hopper up` is started per test session in a temporary Hopper home, on a free port, and
-stopped at the end; tests talk to it only through files, the CLI and Prefect's API.
+stopped at the end, where the fixture checks that it left no process behind and freed its
+port; tests talk to it only through files, the CLI and Prefect's API.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -163,6 +165,91 @@ class Running:
             self.proc.wait(timeout=timeout)
         return self.proc.returncode
 
+    def stop_leaving_nothing(self, timeout: float = 40) -> None:
+        """Stop `hopper up`; fail if a process of its tree outlives it or the port stays taken.
+
+        The tree (server, worker, watcher and their descendants, the worker's warm reader
+        processes among them) is collected before the stop, since a process left behind is
+        no longer `hopper up`'s descendant once its parent is gone. Leftovers are killed
+        before the assertion, so a failure does not outlive the session either.
+        """
+        children = self.state()["children"]
+        assert set(children) == {"server", "worker", "watcher"}
+        tree = process_tree(self.proc.pid)
+        assert set(children.values()) <= set(tree), "the children are not in the tree"
+        try:
+            code = self.stop(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        deadline = time.monotonic() + 10  # a moment for the last ones to be reaped
+        left = {pid: p for pid, p in tree.items() if p.alive()}
+        while left and time.monotonic() < deadline:
+            time.sleep(0.25)
+            left = {pid: p for pid, p in left.items() if p.alive()}
+        for pid in left:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        assert code == 0, f"hopper up did not stop cleanly (exit {code}):\n{_tail(self.log)}"
+        assert not left, "still running after hopper up stopped: " + "; ".join(
+            f"{pid} {p.cmdline}" for pid, p in left.items()
+        )
+        port = int(self.api_url.rsplit(":", 1)[1].split("/")[0])
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))  # fails while anything still listens on it
+            sock.listen()
+
+
+@dataclass(frozen=True)
+class Proc:
+    """A process seen in /proc; its start time tells it apart from a later one of its pid."""
+
+    pid: int
+    started: str
+    cmdline: str
+
+    def alive(self) -> bool:
+        """Whether this very process still runs (a zombie or a reused pid does not count)."""
+        stat = _stat(self.pid)
+        return stat is not None and stat[19] == self.started and stat[0] != "Z"
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state first), or None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rpartition(")")[2].split()
+
+
+def process_tree(root: int) -> dict[int, Proc]:
+    """``root`` and all its descendants, by pid."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+            parents[int(entry.name)] = int(stat[1])
+    found, todo = [root], [root]
+    while todo:
+        parent = todo.pop()
+        kids = [pid for pid, ppid in parents.items() if ppid == parent]
+        found += kids
+        todo += kids
+    tree = {}
+    for pid in found:
+        stat = _stat(pid)
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if stat is not None:
+            tree[pid] = Proc(pid, stat[19], cmdline.strip())
+    return tree
+
+
+def _tail(log: Path, lines: int = 40) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
 
 @pytest.fixture(scope="session")
 def up(tmp_path_factory: pytest.TempPathFactory, moto: MotoServer) -> Iterator[Running]:
@@ -188,6 +275,7 @@ def up(tmp_path_factory: pytest.TempPathFactory, moto: MotoServer) -> Iterator[R
             env=env,
         )
     running = Running(root, config, f"http://127.0.0.1:{port}/api", proc, log, webhook)
+    ready = False
     try:
         wait_for(
             lambda: "Hopper is up." in log.read_text() or proc.poll() is not None,
@@ -195,7 +283,13 @@ def up(tmp_path_factory: pytest.TempPathFactory, moto: MotoServer) -> Iterator[R
             "hopper up to be ready",
         )
         assert proc.poll() is None, f"hopper up exited early:\n{log.read_text()}"
+        ready = True
         yield running
     finally:
-        running.stop()
-        webhook.close()
+        try:
+            if ready:  # an assertion here shows as an error of the session's last test
+                running.stop_leaving_nothing()
+            else:
+                running.stop()
+        finally:
+            webhook.close()
