@@ -15,14 +15,13 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from hopper import events
 from hopper.config import AlertPolicy, AlertTarget, HopperConfig
 from hopper.errors import ConfigError
-from hopper.files import replay_command
 from hopper.ledger import FileRecord, Ledger
 from hopper.prefect_api import run_url
 
@@ -77,42 +76,6 @@ def plan_alerts(
     return AlertPlan(list(pending), [])
 
 
-def file_alert_event(record: FileRecord) -> dict[str, Any]:
-    """The ``hopper.alert.file`` event for one failed or quarantined file."""
-    ref = record.ref
-    return {
-        "event": events.ALERT_FILE,
-        "resource": events.file_resource(ref),
-        "payload": {
-            "dataset": record.dataset or "(unrouted)",
-            "uri": record.uri,
-            "name": ref.name,
-            "state": record.state.value,
-            "reason": (record.reason or "unknown reason").splitlines()[0],
-            "run_url": run_url(record.flow_run_id) or "",
-            "replay": replay_command(ref),
-        },
-    }
-
-
-def digest_event(records: list[FileRecord], policy: AlertPolicy) -> dict[str, Any]:
-    """The ``hopper.alert.digest`` event replacing individual alerts in a storm."""
-    datasets = sorted({r.dataset or "(unrouted)" for r in records})
-    lines = [f"- {r.ref.name} ({r.dataset}): {(r.reason or '').splitlines()[0]}" for r in records]
-    shown = lines[:20] + ([f"- … and {len(lines) - 20} more"] if len(lines) > 20 else [])
-    return {
-        "event": events.ALERT_DIGEST,
-        "resource": {"prefect.resource.id": events.DIGEST_RESOURCE},
-        "payload": {
-            "count": len(records),
-            "window_minutes": policy.digest_window_minutes,
-            "datasets": ", ".join(datasets),
-            "files": "\n".join(shown),
-            "replay": "hopper replay --failed --quarantined --since 1h --dry-run",
-        },
-    }
-
-
 class AlertDispatcher:
     """Turns pending failures in the ledger into alert events, once each."""
 
@@ -120,7 +83,7 @@ class AlertDispatcher:
         self,
         ledger: Ledger,
         policy: AlertPolicy,
-        emit: Callable[[dict[str, Any]], bool] = events.emit,
+        emit: events.Emitter = events.emit,
     ) -> None:
         self.ledger = ledger
         self.policy = policy
@@ -144,11 +107,11 @@ class AlertDispatcher:
             claimed = [r for r in plan.digest if self.ledger.claim_alert(r, "digested")]
             if claimed:
                 log.warning("%d files failed: sending one digest alert", len(claimed))
-                self.emit(digest_event(claimed, self.policy))
+                self.emit(events.digest_event(claimed, self.policy.digest_window_minutes))
         for record in plan.individual:
             if self.ledger.claim_alert(record, "sent"):
                 log.info("alerting on %s (%s)", record.uri, record.state.value)
-                self.emit(file_alert_event(record))
+                self.emit(events.file_alert_event(record, run_url(record.flow_run_id) or ""))
         return plan
 
 

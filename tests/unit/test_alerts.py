@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -12,10 +11,19 @@ from hopper import events
 from hopper.alerts import AlertDispatcher, block_name, effective_targets, plan_alerts
 from hopper.config import AlertPolicy, AlertTarget, HopperConfig
 from hopper.errors import ConfigError
+from hopper.events import DigestAlert, FileAlert, HopperEvent
 from hopper.ledger import Ledger, sqlite_url
 from hopper.models import FileRef, FileState, IngestOutcome
 
 POLICY = AlertPolicy(hold_seconds=5, max_hold_seconds=60, digest_threshold=3)
+
+
+class Sent(list[HopperEvent]):
+    """An emitter that keeps what it is given."""
+
+    def __call__(self, event: HopperEvent) -> bool:
+        self.append(event)
+        return True
 
 
 def _fail(ledger: Ledger, name: str, state: FileState = FileState.QUARANTINED) -> FileRef:
@@ -61,30 +69,35 @@ def test_plan_digests_a_storm_and_counts_recent_alerts(ledger: Ledger) -> None:
 
 
 def test_dispatcher_sends_each_incident_once(ledger: Ledger) -> None:
-    sent: list[dict[str, Any]] = []
-    dispatcher = AlertDispatcher(ledger, POLICY, lambda spec: sent.append(spec) or True)
+    sent = Sent()
+    dispatcher = AlertDispatcher(ledger, POLICY, sent)
     _fail(ledger, "a.csv")
     _fail(ledger, "b.csv", FileState.FAILED)
     later = time.time() + 10
     dispatcher.tick(later)
     dispatcher.tick(later + 10)
-    assert [s["event"] for s in sent] == [events.ALERT_FILE, events.ALERT_FILE]
-    first = sent[0]["payload"]
-    assert first["name"] == "a.csv" and first["dataset"] == "sales"
-    assert first["reason"] == "a.csv: column 'qty' has 2 values that are not int64"
-    assert first["replay"] == "hopper replay /in/sales/a.csv"
-    assert first["run_url"].endswith("/runs/flow-run/run-1")
+    assert [s.event for s in sent] == [events.ALERT_FILE, events.ALERT_FILE]
+    assert isinstance(sent[0], FileAlert) and isinstance(sent[1], FileAlert)
+    first = sent[0].payload
+    assert first.name == "a.csv" and first.dataset == "sales" and first.state == "quarantined"
+    assert first.reason == "a.csv: column 'qty' has 2 values that are not int64"
+    assert first.replay == "hopper replay /in/sales/a.csv"
+    assert first.run_url.endswith("/runs/flow-run/run-1")
+    assert sent[0].resource.uri == "file:///in/sales/a.csv"
+    assert sent[1].payload.state == "failed"
 
 
 def test_dispatcher_sends_one_digest_for_a_storm(ledger: Ledger) -> None:
-    sent: list[dict[str, Any]] = []
-    dispatcher = AlertDispatcher(ledger, POLICY, lambda spec: sent.append(spec) or True)
+    sent = Sent()
+    dispatcher = AlertDispatcher(ledger, POLICY, sent)
     for i in range(30):
         _fail(ledger, f"f{i}.csv")
     dispatcher.tick(time.time() + 10)
     dispatcher.tick(time.time() + 20)
-    assert [s["event"] for s in sent] == [events.ALERT_DIGEST]
-    assert sent[0]["payload"]["count"] == 30 and "and 10 more" in sent[0]["payload"]["files"]
+    (digest,) = sent
+    assert isinstance(digest, DigestAlert) and digest.event == events.ALERT_DIGEST
+    assert digest.resource.id == events.DIGEST_RESOURCE
+    assert digest.payload.count == 30 and digest.payload.files.endswith("- … and 10 more")
 
 
 def test_success_after_failure_cancels_the_pending_alert(ledger: Ledger) -> None:
@@ -122,14 +135,14 @@ def test_webhook_url_is_kept_secret() -> None:
 
 
 def test_stragglers_of_a_storm_wait_for_the_next_window(ledger: Ledger) -> None:
-    sent: list[dict[str, Any]] = []
-    dispatcher = AlertDispatcher(ledger, POLICY, lambda spec: sent.append(spec) or True)
+    sent = Sent()
+    dispatcher = AlertDispatcher(ledger, POLICY, sent)
     for i in range(5):
         _fail(ledger, f"f{i}.csv")
     now = time.time() + 10
     dispatcher.tick(now)
     _fail(ledger, "late.csv")
     dispatcher.tick(now + 30)  # within the 10-minute window: held
-    assert [s["event"] for s in sent] == [events.ALERT_DIGEST]
+    assert [s.event for s in sent] == [events.ALERT_DIGEST]
     dispatcher.tick(now + POLICY.digest_window_minutes * 60 + 1)
-    assert [s["event"] for s in sent] == [events.ALERT_DIGEST, events.ALERT_FILE]
+    assert [type(s) for s in sent] == [DigestAlert, FileAlert]

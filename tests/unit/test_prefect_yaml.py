@@ -28,8 +28,9 @@ def test_trigger_matches_the_detected_event() -> None:
     assert pattern == events.RESOURCE_MATCH
     ref = FileRef(uri="file:///in/sales/a b.csv", size=1, mtime=1.0, dataset="sales")
     event = events.detected_event(IngestRequest(ref=ref, dispatch_id="d"))
-    assert fnmatchcase(event["resource"]["prefect.resource.id"], pattern)
-    assert event["event"] in trigger["expect"]
+    wire = event.emit_arguments()
+    assert fnmatchcase(wire["resource"]["prefect.resource.id"], pattern)
+    assert wire["event"] in trigger["expect"]
 
 
 def test_trigger_parameters_rebuild_the_request() -> None:
@@ -38,7 +39,7 @@ def test_trigger_parameters_rebuild_the_request() -> None:
     assert params == {"request": "{{ event.payload.request }}"}
     ref = FileRef(uri="file:///in/sales/a.csv", size=1, mtime=1.0, dataset="sales", sha256="aa")
     request = IngestRequest(ref=ref, dispatch_id="d1")
-    payload = events.detected_event(request)["payload"]
+    payload = events.detected_event(request).emit_arguments()["payload"]
     assert IngestRequest.model_validate(payload["request"]) == request
 
 
@@ -65,9 +66,10 @@ def test_batch_trigger_matches_the_batch_event() -> None:
     assert trigger["parameters"] == {"batch": "{{ event.payload.batch }}"}
     refs = [FileRef(uri=f"file:///in/s/{i}.csv", size=1, mtime=1.0, dataset="s") for i in range(3)]
     batch = IngestBatch(refs=refs, dispatch_id="b1")
-    event = events.batch_event(batch)
-    assert fnmatchcase(event["resource"]["prefect.resource.id"], events.BATCH_MATCH)
-    assert IngestBatch.model_validate(event["payload"]["batch"]) == batch
+    wire = events.batch_event(batch).emit_arguments()
+    assert wire["event"] in trigger["expect"]
+    assert fnmatchcase(wire["resource"]["prefect.resource.id"], events.BATCH_MATCH)
+    assert IngestBatch.model_validate(wire["payload"]["batch"]) == batch
     assert f"ingest-batch/{deployment['name']}" == events.BATCH_DEPLOYMENT
     module, func = deployment["entrypoint"].split(":")
     assert f"def {func}(" in (ROOT / module).read_text()

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from hopper.config import HopperConfig
+from hopper.events import BatchDetected, FileAlert, FileDetected, HopperEvent
 from hopper.home import Home
 from hopper.ledger import Lease, Ledger, sqlite_url
-from hopper.models import FileRef, FileState, IngestOutcome
+from hopper.models import FileRef, FileState, IngestBatch, IngestOutcome
 from hopper.prefect_api import RunState
 from hopper.watch.daemon import Watcher
 
@@ -27,7 +28,7 @@ class ScriptedServer:
         self.up = False
         self.runs: dict[tuple[str, str], str] = {}
         self.states: dict[str, str] = {}
-        self.emitted: list[dict[str, object]] = []
+        self.emitted: list[HopperEvent] = []
         self.crashed: list[str] = []
 
     def healthy(self) -> bool:
@@ -51,9 +52,13 @@ class ScriptedServer:
         self.crashed.append(flow_run_id)
         self.states[flow_run_id] = "CRASHED"
 
-    def emit(self, spec: dict[str, object]) -> bool:
-        self.emitted.append(spec)
+    def emit(self, event: HopperEvent) -> bool:
+        self.emitted.append(event)
         return True
+
+    def batches(self) -> list[IngestBatch]:
+        """The batches emitted so far, in order."""
+        return [e.payload.batch for e in self.emitted if isinstance(e, BatchDetected)]
 
 
 def _drop(home: HopperConfig, *names: str) -> None:
@@ -71,8 +76,9 @@ def _scan(watcher: Watcher) -> None:
         source.scan()
 
 
-def _dispatch_id(spec: dict[str, object]) -> str:
-    return spec["payload"]["request"]["dispatch_id"]  # type: ignore[index,no-any-return]
+def _dispatch_id(event: HopperEvent) -> str:
+    assert isinstance(event, FileDetected)
+    return event.payload.request.dispatch_id
 
 
 def test_outage_keeps_files_pending_then_dispatches_and_confirms(home: HopperConfig) -> None:
@@ -137,16 +143,12 @@ def test_files_due_together_are_dispatched_as_batches(home: HopperConfig) -> Non
     _scan(watcher)
     assert len(watcher.detect()) == 5
     assert watcher.dispatch() == 5
-    kinds = [spec["event"] for spec in server.emitted]
+    kinds = [event.event for event in server.emitted]
     assert sorted(kinds) == ["hopper.batch.detected"] * 2 + ["hopper.file.detected"]
-    batches = [
-        spec["payload"]["batch"]  # type: ignore[index]
-        for spec in server.emitted
-        if spec["event"] == "hopper.batch.detected"
-    ]
-    assert [b["count"] for b in batches] == [2, 2] and all(b["refs"] == [] for b in batches)
+    batches = server.batches()
+    assert [b.count for b in batches] == [2, 2] and all(b.refs == [] for b in batches)
     # The event names the dispatch; its files are the ledger's versions taken under it.
-    batched = [r.uri for b in batches for r in ledger.dispatched_under(b["dispatch_id"])]
+    batched = [r.uri for b in batches for r in ledger.dispatched_under(b.dispatch_id)]
     assert len(batched) == 4 and len(set(batched)) == 4
     assert {r.state.value for r in ledger.records()} == {"dispatched"}
 
@@ -168,15 +170,8 @@ def test_two_watchers_sharing_a_ledger_dispatch_each_file_once(home: HopperConfi
         watcher._dispatch(records)
     # ...but each version is emitted by exactly one of them.
     ledger = watchers[0].ledger
-    uris = [
-        uri
-        for spec in server.emitted
-        for uri in (
-            [r.uri for r in ledger.dispatched_under(spec["payload"]["batch"]["dispatch_id"])]  # type: ignore[index]
-            if spec["event"] == "hopper.batch.detected"
-            else [spec["payload"]["request"]["ref"]["uri"]]  # type: ignore[index]
-        )
-    ]
+    uris = [r.uri for b in server.batches() for r in ledger.dispatched_under(b.dispatch_id)]
+    uris += [e.payload.request.ref.uri for e in server.emitted if isinstance(e, FileDetected)]
     assert len(uris) == 20 and len(set(uris)) == 20
 
 
@@ -349,7 +344,7 @@ def test_held_alerts_go_out_without_anything_to_dispatch(home: HopperConfig) -> 
     )
 
     def alerted() -> bool:
-        return any(spec["event"] == "hopper.alert.file" for spec in server.emitted)
+        return any(isinstance(event, FileAlert) for event in server.emitted)
 
     assert _run_until(watcher, alerted, seconds=3.0), f"{server.health_checks} health checks"
     assert ledger.get(ref.uri, ref.fingerprint).alert == "sent"  # type: ignore[union-attr]
@@ -369,12 +364,8 @@ def test_a_lost_batch_is_sent_again_as_batches(home: HopperConfig) -> None:
     time.sleep(0.4)
     assert watcher.revive() == 10
     assert watcher.dispatch() == 10
-    kinds = sorted(str(spec["event"]) for spec in server.emitted)
+    kinds = sorted(event.event for event in server.emitted)
     assert kinds == ["hopper.batch.detected"] * 3  # 4 + 4 + 2, never one run per file
-    batched = [
-        r.uri
-        for spec in server.emitted
-        for r in ledger.dispatched_under(spec["payload"]["batch"]["dispatch_id"])  # type: ignore[index]
-    ]
+    batched = [r.uri for b in server.batches() for r in ledger.dispatched_under(b.dispatch_id)]
     assert sorted(batched) == sorted(r.uri for r in refs)
     ledger.close()

@@ -77,12 +77,6 @@ class Orchestrator(Protocol):
     def mark_crashed(self, flow_run_id: str, message: str) -> None: ...
 
 
-class Emitter(Protocol):
-    """Sends one event (``hopper.events.emit`` in production)."""
-
-    def __call__(self, spec: dict[str, object]) -> bool: ...
-
-
 class Source(Protocol):
     """What the daemon needs from a source (local folder, S3 listing, SQS notifications)."""
 
@@ -165,7 +159,7 @@ class Watcher:
         config: HopperConfig,
         ledger: Ledger,
         orchestrator: Orchestrator,
-        emit: Emitter = events.emit,
+        emit: events.Emitter = events.emit,
         *,
         poll_seconds: float = 0.2,
         confirm_poll_seconds: float = 2.0,
@@ -327,11 +321,11 @@ class Watcher:
             request = IngestRequest(
                 ref=records[0].ref, dispatch_id=dispatch_id, config_path=config_path
             )
-            spec = events.detected_event(request)
+            event: events.HopperEvent = events.detected_event(request)
         else:
-            spec = events.batch_event(batch_of(records, dispatch_id, self.config))
+            event = events.batch_event(batch_of(records, dispatch_id, self.config))
             log.info("dispatching %d files as one batch", len(records))
-        if not self.emit(spec):
+        if not self.emit(event):
             log.warning("could not emit the event for %d file(s); will retry", len(records))
 
     def confirm(self) -> int:
