@@ -36,6 +36,13 @@ def _callers_of(name: str) -> set[str]:
 
 def test_no_is_s3_branch_outside_the_stores() -> None:
     assert _callers_of("is_s3") == set()
+    asking = {
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
+        if 'startswith("s3://")' in path.read_text(encoding="utf-8")
+    }
+    # Only the stores and the AWS plumbing (parsing and fetching s3:// URIs) tell places apart.
+    assert {p for p in asking if not p.startswith("stores/")} == {"storage.py"}
 
 
 def test_the_stores_import_no_policy() -> None:
