@@ -159,7 +159,7 @@ def test_errors_come_back_with_their_kind(pool: ReaderPool) -> None:
 
 
 def test_unpicklable_transient_errors_stay_transient() -> None:
-    from hopper.isolate import _reply
+    from hopper.isolate.child import _reply
 
     class Throttled(TransientError):
         def __init__(self, a: int, b: int) -> None:
