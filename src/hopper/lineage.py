@@ -65,7 +65,7 @@ def reserved_fix(name: str) -> str:
 _TEMPLATE_BYTES = 4 << 20
 """Largest template chunk of ``_source_uri`` values, in bytes of string data."""
 _TEMPLATE_MAX_ROWS = 1 << 18
-_TEMPLATE_MIN_ROWS = 1024
+_TEMPLATE_MIN_ROWS = 16
 
 
 def _portable(field: pa.Field) -> pa.DataType:
@@ -78,12 +78,18 @@ def _portable(field: pa.Field) -> pa.DataType:
     return t
 
 
-@functools.lru_cache(maxsize=2)
-def _templates(source_uri: str, micros: int) -> tuple[pa.Array, pa.Array]:
+def _template_rows(source_uri: str, num_rows: int) -> int:
+    """Rows of the template for ``num_rows``: no more than needed (a power of two, so blocks
+    of a streamed file share one), no more than ``_TEMPLATE_BYTES`` of string data."""
+    width = max(len(source_uri.encode()), 1)
+    cap = max(_TEMPLATE_MIN_ROWS, min(_TEMPLATE_MAX_ROWS, _TEMPLATE_BYTES // width))
+    return min(cap, max(_TEMPLATE_MIN_ROWS, 1 << max(num_rows - 1, 0).bit_length()))
+
+
+@functools.lru_cache(maxsize=4)
+def _templates(source_uri: str, micros: int, rows: int) -> tuple[pa.Array, pa.Array]:
     """One chunk of ``_source_uri`` and one of ``_ingested_at`` values, built from buffers."""
     data = source_uri.encode()
-    width = max(len(data), 1)
-    rows = max(_TEMPLATE_MIN_ROWS, min(_TEMPLATE_MAX_ROWS, _TEMPLATE_BYTES // width))
     offsets = (np.arange(rows + 1, dtype=np.int64) * len(data)).astype(np.int32)
     uris = pa.StringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(data * rows))
     stamps = pa.array(np.full(rows, micros, dtype=np.int64)).cast(pa.timestamp("us", tz="UTC"))
@@ -113,7 +119,7 @@ def lineage_columns(
         template's buffers: memory does not grow with ``num_rows``.
     """
     micros = int(ingested_at.timestamp() * 1_000_000)
-    uris, stamps = _templates(source_uri, micros)
+    uris, stamps = _templates(source_uri, micros, _template_rows(source_uri, num_rows))
     return _repeated(uris, num_rows), _repeated(stamps, num_rows)
 
 
