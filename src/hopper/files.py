@@ -30,15 +30,6 @@ class Stat(NamedTuple):
     mtime_ns: int
 
 
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file's contents."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def shown(path: str | os.PathLike[str]) -> str:
     """A path as it appears in log lines: its ``file://`` URI (one line, any bytes)."""
     return file_uri(os.path.abspath(path))

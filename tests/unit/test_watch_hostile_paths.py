@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from hopper.config import FolderSource
+from hopper.files import describe_file
 from hopper.models import FileRef
-from hopper.watch.local import LocalFolder, describe_file
+from hopper.watch.local import LocalFolder
 
 IGNORE = [".*", "*.tmp", "*.part", "~*"]
 LOG = "hopper.scan"  # where the walk logs what it skips

@@ -32,16 +32,10 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from hopper.config import FolderSource, RoutingRule
-from hopper.files import describe_file, is_stable, relative_to_source, sha256_of, shown
+from hopper.files import shown
 from hopper.scan import FolderScan
 
-__all__ = [
-    "LocalFolder",
-    "describe_file",
-    "is_stable",
-    "relative_to_source",
-    "sha256_of",
-]
+__all__ = ["LocalFolder"]
 
 log = logging.getLogger(__name__)
 
