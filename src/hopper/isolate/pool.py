@@ -88,7 +88,6 @@ class _Child:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin: IO[bytes] = self.proc.stdin
         self.stdout: IO[bytes] = self.proc.stdout
-        self.files = 0
         self.retiring = False  # said with its last reply: it exits, it takes no more files
 
     @property
@@ -103,7 +102,7 @@ class _Child:
         try:
             self.stdin.write(HEADER.pack(len(payload)) + payload)
             self.stdin.flush()
-        except (BrokenPipeError, OSError):
+        except OSError:  # a broken pipe: it died
             raise _Died(self._ended(limits)) from None
         deadline = time.monotonic() + limits.deadline_seconds
         header = self._read(HEADER.size, deadline, limits)
@@ -112,7 +111,6 @@ class _Child:
             self.kill()
             raise _Died(f"the reader sent a malformed reply ({size} bytes)")
         kind, value, self.retiring = pickle.loads(self._read(size, deadline, limits))
-        self.files += 1
         return kind, value
 
     def _read(self, size: int, deadline: float, limits: Limits) -> bytes:
