@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hopper.contracts.checks import inspect_file
-from hopper.contracts.limits import check_file_limits, check_table_limits
+from hopper.contracts.limits import check_file_limits
 from hopper.contracts.model import Contract
 from hopper.contracts.results import ConformResult, Violation
 from hopper.contracts.split import output_table, split_rows
@@ -94,12 +94,8 @@ def validate_file(
         found = inspect_file(path, contract, source)
     except UnreadableFileError as exc:
         return [Violation(column=None, kind="unreadable", message=str(exc))]
-    except ResourceLimitError as exc:  # found while reading: memory (max_memory_mb)
+    except ResourceLimitError as exc:  # found while reading: memory, columns
         return [Violation(column=None, kind="limit", message=str(exc))]
-    columns = found.raw.num_columns
-    over = _over_limit(lambda: check_table_limits(columns, contract, source=source))
-    if over:
-        return over
     if found.violations or not has_transforms(contract):
         return found.violations
     # The data is valid: make sure the contract's transforms also go through on it.
