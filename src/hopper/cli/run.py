@@ -213,6 +213,10 @@ def worker(*, pool: str = "hopper", limit: int | None = None) -> None:
     works, paying ≈ 2–3 s per run to start Python); start several, on several machines, to
     scale out. Poll interval: PREFECT_WORKER_QUERY_SECONDS. Stops on Ctrl-C or SIGTERM.
 
+    Files themselves are read and written by its reader processes ($HOPPER_READERS, one per
+    core by default), each under the file's contract limits (max_memory_mb, max_seconds):
+    a file that crashes or exhausts a reader is quarantined, and the worker carries on.
+
     Args:
         pool: Work pool to serve.
         limit: Flow runs at once (default $HOPPER_WORKER_LIMIT).
