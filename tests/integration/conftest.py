@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from bench.procs import descendants
 
 from tests.conftest import CONTRACT, make_home
 
@@ -225,18 +226,8 @@ def _stat(pid: int) -> list[str] | None:
 
 def process_tree(root: int) -> dict[int, Proc]:
     """``root`` and all its descendants, by pid."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
-            parents[int(entry.name)] = int(stat[1])
-    found, todo = [root], [root]
-    while todo:
-        parent = todo.pop()
-        kids = [pid for pid, ppid in parents.items() if ppid == parent]
-        found += kids
-        todo += kids
     tree = {}
-    for pid in found:
+    for pid in [root, *descendants(root)]:
         stat = _stat(pid)
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()

@@ -37,6 +37,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from bench.procs import descendants
 
 from hopper.contracts import Contract
 from hopper.ledger import FileRecord, Ledger, sqlite_url
@@ -74,26 +75,6 @@ def _kb(value: str | None) -> int:
 def _alive(pid: int) -> bool:
     state = _proc_status(pid).get("State", "")
     return bool(state) and not state.startswith(("Z", "X"))
-
-
-def _descendants(root: int) -> list[int]:
-    """Every process below ``root`` (children, grandchildren…), from ``/proc/*/stat``."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children[ppid].append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def _cmdline(pid: int) -> str:
@@ -146,7 +127,7 @@ class Sampler(threading.Thread):
         if worker is None:
             return
         self.cap(worker)
-        for pid in [worker, *_descendants(worker)]:
+        for pid in [worker, *descendants(worker)]:
             status = _proc_status(pid)
             peak = max(_kb(status.get("VmHWM")), _kb(status.get("VmRSS")))
             known = self.peaks.get(pid)
