@@ -19,6 +19,7 @@ from hopper.config import HopperConfig
 from hopper.errors import is_transient
 from hopper.home import Home
 from hopper.ingest import failed_outcome, ingest, ingest_many, retry_policy
+from hopper.isolate import ReaderPool
 from hopper.models import IngestBatch, IngestOutcome, IngestRequest
 
 
@@ -43,10 +44,14 @@ def _retry_if_transient(_task: Any, _task_run: Any, state: Any) -> bool:
     cache_policy=NO_CACHE,
 )
 def ingest_task(
-    request: IngestRequest, config: HopperConfig, flow_run_id: str, s3: Any = None
+    request: IngestRequest,
+    config: HopperConfig,
+    flow_run_id: str,
+    s3: Any = None,
+    readers: ReaderPool | None = None,
 ) -> IngestOutcome:
     """Read, validate, transform and write one file (terminal faults end in quarantine)."""
-    return ingest(request, config, flow_run_id=flow_run_id, s3=s3)
+    return ingest(request, config, flow_run_id=flow_run_id, s3=s3, readers=readers)
 
 
 def _with_retry_policy(config: HopperConfig, request: IngestRequest) -> Any:
@@ -108,7 +113,7 @@ def ingest_file(request: IngestRequest) -> dict[str, Any]:
         try:
             task_ = _with_retry_policy(home.config, request)
             with home.lease(run_id):
-                outcome = task_(request, home.config, run_id, home.s3_for(ref))
+                outcome = task_(request, home.config, run_id, home.s3_for(ref), home.readers)
         except Exception as exc:
             outcome = failed_outcome(ref, exc)
             home.ledger.finish(outcome, run_id)
@@ -152,7 +157,7 @@ def ingest_batch(batch: IngestBatch) -> dict[str, Any]:
             # the others: another run has them, or they are settled
             mine = [request for request, ok in zip(requests, owned, strict=True) if ok]
             for request, outcome in ingest_many(
-                mine, home.config, flow_run_id=run_id, s3_for=home.s3_for
+                mine, home.config, flow_run_id=run_id, s3_for=home.s3_for, readers=home.readers
             ):
                 events.emit(events.outcome_event(request.ref, outcome, run_id))
                 outcomes.append(outcome)

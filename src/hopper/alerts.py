@@ -84,10 +84,12 @@ class AlertDispatcher:
         ledger: Ledger,
         policy: AlertPolicy,
         emit: events.Emitter = events.emit,
+        ui_url: str = "",
     ) -> None:
         self.ledger = ledger
         self.policy = policy
         self.emit = emit
+        self.ui_url = ui_url  # the Prefect UI, for each alert's link to its run
 
     def tick(self, now: float | None = None) -> AlertPlan:
         """Send what is due; return what was planned."""
@@ -111,7 +113,8 @@ class AlertDispatcher:
         for record in plan.individual:
             if self.ledger.claim_alert(record, "sent"):
                 log.info("alerting on %s (%s)", record.uri, record.state.value)
-                self.emit(events.file_alert_event(record, run_url(record.flow_run_id) or ""))
+                link = run_url(self.ui_url, record.flow_run_id) if self.ui_url else None
+                self.emit(events.file_alert_event(record, link or ""))
         return plan
 
 

@@ -20,6 +20,7 @@ from hopper.models import FileRef
 from hopper.settings import HopperSettings
 
 if TYPE_CHECKING:
+    from hopper.isolate import ReaderPool
     from hopper.prefect_api import PrefectAPI
 
 
@@ -75,6 +76,20 @@ class Home:
 
             self._api = PrefectAPI()
         return self._api
+
+    @property
+    def readers(self) -> ReaderPool:
+        """The process's reader processes, as many as the ``readers`` setting says."""
+        from hopper.isolate import shared_pool
+
+        return shared_pool(self.settings.readers)
+
+    @property
+    def ui_url(self) -> str:
+        """The Prefect UI's base URL (from the ``PREFECT_API_URL`` this process uses)."""
+        from hopper.prefect_api import ui_url_of
+
+        return ui_url_of(self.settings.api_url)
 
     def lease(self, flow_run_id: str) -> Lease:
         """Hold ``flow_run_id``'s claimed files while it works (see :class:`Lease`)."""

@@ -30,7 +30,7 @@ from hopper.errors import (
     is_transient,
 )
 from hopper.files import is_watched, replay_command
-from hopper.isolate import Limits, shared_pool
+from hopper.isolate import Limits, ReaderPool, shared_pool
 from hopper.lineage import add_lineage
 from hopper.models import FileRef, FileState, IngestOutcome, IngestRequest
 from hopper.sink import (
@@ -80,6 +80,7 @@ def ingest(
     flow_run_id: str | None = None,
     s3: Any = None,
     isolate: bool = True,
+    readers: ReaderPool | None = None,
 ) -> IngestOutcome:
     """Ingest one file version and return its outcome (ingested or quarantined).
 
@@ -91,6 +92,7 @@ def ingest(
         isolate: read and write the file in a child process under the contract's memory
             and time limits (:mod:`hopper.isolate`); False runs it in this process (for
             tests that patch the readers, and for debugging).
+        readers: the reader processes to use (default: the process's shared pool).
 
     Raises:
         TransientError: (and other unexpected errors) for the caller to retry or fail.
@@ -123,7 +125,7 @@ def ingest(
         ) as local:
             try:
                 if isolate:
-                    outcome = _convert_isolated(ref, local, contract, config, now, s3)
+                    outcome = _convert_isolated(ref, local, contract, config, now, s3, readers)
                 else:
                     outcome = _convert(ref, local, contract, config, now, s3)
             except TerminalError as exc:  # quarantine while the local copy still exists
@@ -143,7 +145,13 @@ def ingest(
 
 
 def _convert_isolated(
-    ref: FileRef, path: Path, contract: Contract, config: HopperConfig, now: datetime, s3: Any
+    ref: FileRef,
+    path: Path,
+    contract: Contract,
+    config: HopperConfig,
+    now: datetime,
+    s3: Any,
+    readers: ReaderPool | None,
 ) -> IngestOutcome:
     """:func:`_convert` in a reader child process, under the contract's limits.
 
@@ -153,7 +161,7 @@ def _convert_isolated(
     """
     limits = Limits(memory_mb=contract.max_memory_mb, cpu_seconds=contract.max_seconds)
     try:
-        return shared_pool().call(
+        return (readers or shared_pool()).call(
             convert_file, ref, path, contract, config, now, limits=limits, what=ref.uri
         )
     except ReaderCrashedError:
@@ -369,6 +377,7 @@ def ingest_with_retries(
     s3: Any = None,
     sleep: Callable[[float], None] = time.sleep,
     isolate: bool = True,
+    readers: ReaderPool | None = None,
 ) -> IngestOutcome:
     """:func:`ingest` with the contract's retries: exponential backoff, ±50 % jitter.
 
@@ -381,7 +390,9 @@ def ingest_with_retries(
     retries, delay = retry_policy(config, request.ref)
     for attempt in range(retries + 1):
         try:
-            return ingest(request, config, flow_run_id=flow_run_id, s3=s3, isolate=isolate)
+            return ingest(
+                request, config, flow_run_id=flow_run_id, s3=s3, isolate=isolate, readers=readers
+            )
         except Exception as exc:
             if attempt == retries or not is_transient(exc):
                 raise
@@ -399,6 +410,7 @@ def ingest_many(
     *,
     flow_run_id: str | None,
     s3_for: Callable[[FileRef], Any],
+    readers: ReaderPool | None = None,
     threads: int | None = None,
 ) -> Iterator[tuple[IngestRequest, IngestOutcome]]:
     """Ingest several files at once, one per reader child; yield each with its outcome.
@@ -413,19 +425,23 @@ def ingest_many(
         config: the Hopper home's configuration.
         flow_run_id: the flow run doing the work.
         s3_for: the S3 client (or None) for a file (see :meth:`hopper.home.Home.s3_for`).
+        readers: the reader processes (default: the process's shared pool).
         threads: files in flight at once (default: the reader pool's size).
     """
+    readers = readers or shared_pool()
     clients = [s3_for(r.ref) for r in requests]  # made here, not raced for in the threads
 
     def one(request: IngestRequest, s3: Any) -> tuple[IngestRequest, IngestOutcome]:
         try:
-            outcome = ingest_with_retries(request, config, flow_run_id=flow_run_id, s3=s3)
+            outcome = ingest_with_retries(
+                request, config, flow_run_id=flow_run_id, s3=s3, readers=readers
+            )
         except Exception as exc:  # retries exhausted or a bug: this file fails, not all
             log.error("%s failed: %s", request.ref.uri, exc)
             outcome = failed_outcome(request.ref, exc)
         return request, outcome
 
-    size = threads or shared_pool().size
+    size = threads or readers.size
     if size == 1 or len(requests) <= 1:
         yield from (one(r, s3) for r, s3 in zip(requests, clients, strict=True))
         return

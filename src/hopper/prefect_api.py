@@ -7,7 +7,6 @@ deciding code never builds clients of its own.
 from __future__ import annotations
 
 import logging
-import os
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -43,18 +42,9 @@ def ui_url_of(api_url: str) -> str:
     return api_url.rstrip("/").removesuffix("/api")
 
 
-def ui_base() -> str:
-    """The Prefect UI's base URL, from PREFECT_API_URL (default: the local server)."""
-    from hopper.settings import HopperSettings
-
-    settings = HopperSettings()
-    api = os.environ.get("PREFECT_API_URL") or f"http://{settings.host}:{settings.port}/api"
-    return ui_url_of(api)
-
-
-def run_url(flow_run_id: str | None) -> str | None:
-    """Link to a flow run in the Prefect UI, or None without a run."""
-    return f"{ui_base()}/runs/flow-run/{flow_run_id}" if flow_run_id else None
+def run_url(ui_url: str, flow_run_id: str | None) -> str | None:
+    """Link to a flow run in the Prefect UI at ``ui_url``, or None without a run."""
+    return f"{ui_url}/runs/flow-run/{flow_run_id}" if flow_run_id else None
 
 
 def _versions_in(

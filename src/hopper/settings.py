@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,6 +44,12 @@ class HopperSettings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Interface the Prefect server binds to.")
     port: int = Field(default=4200, description="Port of the Prefect server `hopper up` starts.")
+    prefect_api_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PREFECT_API_URL"),
+        description="Prefect's own PREFECT_API_URL, which Hopper's processes talk to; "
+        "default: the server `hopper up` starts on host and port.",
+    )
     worker_poll_seconds: float = Field(
         default=0.5, description="How often the worker started by `hopper up` polls for runs."
     )
@@ -73,3 +79,8 @@ class HopperSettings(BaseSettings):
     server_start_timeout: float = Field(
         default=120.0, description="Seconds to wait for a Prefect server to answer /api/health."
     )
+
+    @property
+    def api_url(self) -> str:
+        """The Prefect API this process talks to: ``PREFECT_API_URL``, else host and port."""
+        return self.prefect_api_url or f"http://{self.host}:{self.port}/api"

@@ -121,8 +121,12 @@ def _run_in_thread(flow: Flow[..., Any], flow_run: FlowRun) -> bool:
     return True
 
 
-async def serve(pool: str, *, project_dir: Path, limit: int) -> None:
-    """Run a warm worker on ``pool`` until cancelled."""
+async def serve(pool: str, *, project_dir: Path, limit: int, readers: int = 0) -> None:
+    """Run a warm worker on ``pool`` until cancelled, with ``readers`` reader processes.
+
+    The reader pool is made here, before any flow run, so the runs share it
+    (0 readers: one per core).
+    """
     async with WarmWorker(
         work_pool_name=pool,
         limit=limit,
@@ -130,15 +134,15 @@ async def serve(pool: str, *, project_dir: Path, limit: int) -> None:
         prefetch_seconds=5,
     ) as worker:
         loaded = worker.preload()
-        readers = shared_pool()
-        readers.warm()  # the first files need not wait for the readers' Python to start
+        reader_pool = shared_pool(readers)
+        reader_pool.warm()  # the first files need not wait for the readers' Python to start
         log.info(
             "warm worker %s serving pool %s (limit %d, %d flows loaded, %d reader processes)",
             worker.name,
             pool,
             limit,
             loaded,
-            readers.size,
+            reader_pool.size,
         )
         try:
             await worker.start(
@@ -147,4 +151,4 @@ async def serve(pool: str, *, project_dir: Path, limit: int) -> None:
                 printer=lambda *_args, **_kw: None,
             )
         finally:
-            readers.close()
+            reader_pool.close()

@@ -70,7 +70,7 @@ def test_plan_digests_a_storm_and_counts_recent_alerts(ledger: Ledger) -> None:
 
 def test_dispatcher_sends_each_incident_once(ledger: Ledger) -> None:
     sent = Sent()
-    dispatcher = AlertDispatcher(ledger, POLICY, sent)
+    dispatcher = AlertDispatcher(ledger, POLICY, sent, "http://ui:4200")
     _fail(ledger, "a.csv")
     _fail(ledger, "b.csv", FileState.FAILED)
     later = time.time() + 10
@@ -82,7 +82,7 @@ def test_dispatcher_sends_each_incident_once(ledger: Ledger) -> None:
     assert first.name == "a.csv" and first.dataset == "sales" and first.state == "quarantined"
     assert first.reason == "a.csv: column 'qty' has 2 values that are not int64"
     assert first.replay == "hopper replay /in/sales/a.csv"
-    assert first.run_url.endswith("/runs/flow-run/run-1")
+    assert first.run_url == "http://ui:4200/runs/flow-run/run-1"
     assert sent[0].resource.uri == "file:///in/sales/a.csv"
     assert sent[1].payload.state == "failed"
 

@@ -4,6 +4,8 @@
   a function is still two modules that cannot be understood apart).
 - The flow path (``flows/``, ``hopper.ingest``) never imports watchdog.
 - The watcher never imports ``flows/``: it reaches the flows only through events.
+- Settings are read from the environment only where a process starts (the CLI, a reader
+  child, :class:`hopper.home.Home`) and passed down from there, never deep in the library.
 """
 
 from __future__ import annotations
@@ -133,3 +135,19 @@ def test_the_watcher_never_imports_the_flows() -> None:
     graph = import_graph()
     watch = [m for m in graph if m.startswith("hopper.watch")]
     assert watch and not any(i.startswith("flows") for m in watch for i in graph[m])
+
+
+ENTRY_POINTS = {"hopper.home", "hopper.isolate.child"}
+
+
+def test_settings_are_read_only_where_a_process_starts() -> None:
+    readers = set()
+    for path in (SRC / "hopper").rglob("*.py"):
+        name = _module_name(path)
+        if "HopperSettings()" in path.read_text(encoding="utf-8"):
+            readers.add(name)
+    assert "hopper.home" in readers  # the check sees something
+    deep = {m for m in readers - ENTRY_POINTS if not m.startswith("hopper.cli")}
+    assert deep == set()
+    flows = [p for p in (ROOT / "flows").glob("*.py") if "HopperSettings(" in p.read_text()]
+    assert flows == []

@@ -23,8 +23,14 @@ console = Console()
 PENDING = (FileState.DETECTED, FileState.DISPATCHED, FileState.QUEUED, FileState.RUNNING)
 
 
-def summary(ledger: Ledger, failures: int = 10) -> dict[str, Any]:
-    """The ``hopper status --json`` document: per-dataset counts and the latest failures."""
+def summary(ledger: Ledger, ui_url: str, failures: int = 10) -> dict[str, Any]:
+    """The ``hopper status --json`` document: per-dataset counts and the latest failures.
+
+    Args:
+        ledger: the home's ledger.
+        ui_url: the Prefect UI, for links to runs.
+        failures: how many of the latest failures to list.
+    """
     now = time.time()
     datasets: dict[str, dict[str, Any]] = {}
     bad: list[FileRecord] = []
@@ -57,7 +63,7 @@ def summary(ledger: Ledger, failures: int = 10) -> dict[str, Any]:
                 "state": r.state.value,
                 "reason": r.reason,
                 "flow_run_id": r.flow_run_id,
-                "run_url": run_url(r.flow_run_id),
+                "run_url": run_url(ui_url, r.flow_run_id),
                 "updated_at": r.updated_at,
             }
             for r in bad[:failures]
@@ -65,7 +71,7 @@ def summary(ledger: Ledger, failures: int = 10) -> dict[str, Any]:
     }
 
 
-def file_report(ledger: Ledger, target: str) -> dict[str, Any]:
+def file_report(ledger: Ledger, target: str, ui_url: str) -> dict[str, Any]:
     """The ``hopper status FILE --json`` document: versions and history of one file."""
     from hopper.replay import to_uri
 
@@ -79,7 +85,7 @@ def file_report(ledger: Ledger, target: str) -> dict[str, Any]:
         "state": latest.state.value,
         "dataset": latest.dataset,
         "reason": latest.reason,
-        "run_url": run_url(latest.flow_run_id),
+        "run_url": run_url(ui_url, latest.flow_run_id),
         "versions": [v.to_dict() for v in versions],
         "history": ledger.history(uri),
     }
@@ -100,7 +106,8 @@ def status(
         config: hopper.yaml of the Hopper home.
     """
     with Home.open(config) as home:
-        doc = file_report(home.ledger, file) if file else summary(home.ledger)
+        ui_url = home.ui_url
+        doc = file_report(home.ledger, file, ui_url) if file else summary(home.ledger, ui_url)
     if json_output:
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
         return
@@ -186,7 +193,7 @@ def replay(
             )
         started = [dispatch_replay(rec, home.config, home.ledger, api) for rec in records]
         for ref, run_id in started:
-            console.print(f"replaying {ref.uri} → {run_url(run_id)}")
+            console.print(f"replaying {ref.uri} → {run_url(home.ui_url, run_id)}")
         if wait:
             _wait(home.ledger, started, timeout)
 

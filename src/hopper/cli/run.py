@@ -123,7 +123,7 @@ def watch(*, config: ConfigOption = None, ready_file: Path | None = None) -> Non
         prepare_home(home.config)
         api = home.api
         lease = home.settings.lease_seconds
-        watcher = Watcher(home.config, home.ledger, api, lease_seconds=lease)
+        watcher = Watcher(home.config, home.ledger, api, lease_seconds=lease, ui_url=home.ui_url)
         _on_signals(watcher.stop)
         log.info("watcher dispatching to %s", api.api_url)
         if ready_file is not None:
@@ -241,7 +241,10 @@ def worker(*, pool: str = "hopper", limit: int | None = None) -> None:
             tg.start_soon(until_signalled)
             tg.start_soon(
                 lambda: serve(
-                    pool, project_dir=settings.project_dir, limit=limit or settings.worker_limit
+                    pool,
+                    project_dir=settings.project_dir,
+                    limit=limit or settings.worker_limit,
+                    readers=settings.readers,
                 )
             )
 

@@ -276,13 +276,15 @@ _pool: ReaderPool | None = None
 _pool_lock = threading.Lock()
 
 
-def shared_pool() -> ReaderPool:
-    """The process's reader pool (``HOPPER_READERS`` children, default one per core)."""
+def shared_pool(size: int = 0) -> ReaderPool:
+    """The process's reader pool, made on first call with ``size`` children (0: one per core).
+
+    Later calls return the same pool whatever their ``size``: the process that serves flows
+    makes it first, with the ``readers`` setting it was started with (see
+    :attr:`hopper.home.Home.readers`).
+    """
     global _pool
     with _pool_lock:
         if _pool is None:
-            from hopper.settings import HopperSettings
-
-            size = HopperSettings().readers or os.cpu_count() or 1
-            _pool = ReaderPool(size)
+            _pool = ReaderPool(size or os.cpu_count() or 1)
         return _pool

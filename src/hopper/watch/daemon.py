@@ -164,6 +164,7 @@ class Watcher:
         poll_seconds: float = 0.2,
         confirm_poll_seconds: float = 2.0,
         lease_seconds: float = 60.0,
+        ui_url: str = "",
     ) -> None:
         self.config = config
         self.ledger = ledger
@@ -173,7 +174,7 @@ class Watcher:
         self.confirm_poll_seconds = confirm_poll_seconds
         self.lease_seconds = lease_seconds
         self.sources = build_sources(config)
-        self.alerts = AlertDispatcher(ledger, config.alert_policy, emit)
+        self.alerts = AlertDispatcher(ledger, config.alert_policy, emit, ui_url)
         self.policy = RevivalPolicy(lease_seconds=lease_seconds)
         self.stopping = threading.Event()
         self._server_up: bool | None = None
