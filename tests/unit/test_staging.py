@@ -177,7 +177,7 @@ def _stream(lake: Path) -> StreamingOutputs:
 def test_a_stream_failing_part_way_leaves_nothing_and_keeps_the_earlier_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hopper.sink as sink
+    import hopper.sink.parquet_lake as sink
 
     monkeypatch.setattr(sink, "ROW_GROUP_ROWS", 1)  # every block is flushed to disk at once
     lake = tmp_path / "lake"
@@ -196,7 +196,7 @@ def test_a_stream_failing_part_way_leaves_nothing_and_keeps_the_earlier_version(
 STREAM_KILLER = """
 import os, signal, sys
 import pyarrow as pa
-import hopper.sink as sink
+import hopper.sink.parquet_lake as sink
 
 sink.ROW_GROUP_ROWS = 1
 with sink.StreamingOutputs(lake=__import__("pathlib").Path(sys.argv[1]), dataset="sales",

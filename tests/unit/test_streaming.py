@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import hopper.contracts.stream as stream_module
-import hopper.sink as sink_module
+import hopper.sink.parquet_lake as sink_module
 from hopper.config import FolderSource, HopperConfig, load_config
 from hopper.contracts import load_contract, read_and_conform
 from hopper.contracts.model import Contract

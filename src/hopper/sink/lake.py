@@ -1,0 +1,75 @@
+"""The lake seam: where validated rows go, whatever the lake's format.
+
+:class:`Lake` is what ingestion writes through; :func:`open_lake` picks the implementation
+for a location. :class:`~hopper.sink.parquet_lake.ParquetLake` is one file per source and
+partition; a table lake (Iceberg) is another implementation of the same interface.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from hopper.sink.parquet_lake import ParquetLake
+
+
+class LakeStream(Protocol):
+    """One source's rows going into the lake a table at a time (see :meth:`Lake.stream`).
+
+    Leaving its block without :meth:`commit` leaves the lake as it was.
+    """
+
+    def __enter__(self) -> LakeStream: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+    def write(self, table: pa.Table) -> None:
+        """Add rows."""
+
+    def commit(self) -> list[str]:
+        """Publish every row written, replacing the source's earlier version; what was written."""
+
+
+class Lake(Protocol):
+    """Where validated rows go, one implementation per lake format.
+
+    Every method replaces the source's earlier version (a replay or a new version never adds
+    rows beside it) and lands all of a source or none of it.
+    """
+
+    def write(
+        self,
+        table: pa.Table,
+        *,
+        dataset: str,
+        partition_by: list[str],
+        source_name: str,
+        uri: str,
+        compression: str,
+    ) -> list[str]:
+        """Write a whole source's rows; return where they are."""
+
+    def stream(
+        self,
+        *,
+        dataset: str,
+        partition_by: list[str],
+        source_name: str,
+        uri: str,
+        compression: str,
+    ) -> LakeStream:
+        """Write a source's rows as they come, in bounded memory.
+
+        Raises:
+            TooManyPartitions: (from :meth:`LakeStream.write`) the source is to be written
+                whole instead.
+        """
+
+    def discard(self, dataset: str, uri: str) -> None:
+        """Remove what a writer of ``uri`` that died left behind (idempotent)."""
+
+
+def open_lake(location: str, s3: Any = None) -> Lake:
+    """The lake at ``location`` (today always Parquet files; a table format plugs in here)."""
+    return ParquetLake(location, s3)
