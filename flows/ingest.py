@@ -20,7 +20,8 @@ from hopper.errors import is_transient
 from hopper.home import Home
 from hopper.ingest import failed_outcome, ingest, ingest_many, retry_policy
 from hopper.isolate import ReaderPool
-from hopper.models import IngestBatch, IngestOutcome, IngestRequest
+from hopper.models import FileRef, FileState, IngestBatch, IngestOutcome, IngestRequest
+from hopper.tables import land
 
 
 def _run_name() -> str:
@@ -114,6 +115,14 @@ def ingest_file(request: IngestRequest) -> dict[str, Any]:
             task_ = _with_retry_policy(home.config, request)
             with home.lease(run_id):
                 outcome = task_(request, home.config, run_id, home.s3_for(ref), home.readers)
+                (outcome,) = land(
+                    home.config,
+                    home.ledger,
+                    [outcome],
+                    request.dispatch_id,
+                    home.s3,
+                    flow_run_id=run_id,
+                )
         except Exception as exc:
             outcome = failed_outcome(ref, exc)
             home.ledger.finish(outcome, run_id)
@@ -143,7 +152,6 @@ def ingest_batch(batch: IngestBatch) -> dict[str, Any]:
     logger = get_run_logger()
     run_id = str(flow_run.id)
     outcomes: list[IngestOutcome] = []
-    unrecorded: list[IngestOutcome] = []
     with Home.open(batch.config_path) as home:
         refs = batch.refs or [r.ref for r in home.ledger.dispatched_under(batch.dispatch_id)]
         if not refs:
@@ -156,15 +164,30 @@ def ingest_batch(batch: IngestBatch) -> dict[str, Any]:
         with home.lease(run_id):  # renewed while the batch works
             # the others: another run has them, or they are settled
             mine = [request for request, ok in zip(requests, owned, strict=True) if ok]
-            for request, outcome in ingest_many(
-                mine, home.config, flow_run_id=run_id, s3_for=home.s3_for, readers=home.readers
-            ):
-                events.emit(events.outcome_event(request.ref, outcome, run_id))
+            unrecorded: list[IngestOutcome] = []
+            held: list[IngestOutcome] = []  # staged for the table's commit
+
+            def record(request_ref: FileRef, outcome: IngestOutcome) -> None:
+                events.emit(events.outcome_event(request_ref, outcome, run_id))
                 outcomes.append(outcome)
                 unrecorded.append(outcome)
                 if len(unrecorded) >= 50:  # outcomes reach the ledger in small transactions
                     home.ledger.finish_many(unrecorded, run_id)
                     unrecorded.clear()
+
+            refs_by_uri = {r.ref.uri: r.ref for r in mine}
+            for request, outcome in ingest_many(
+                mine, home.config, flow_run_id=run_id, s3_for=home.s3_for, readers=home.readers
+            ):
+                if home.config.lake.is_table and outcome.state is FileState.INGESTED:
+                    held.append(outcome)
+                else:
+                    record(request.ref, outcome)
+            landed = land(
+                home.config, home.ledger, held, batch.dispatch_id, home.s3, flow_run_id=run_id
+            )
+            for outcome in landed:
+                record(refs_by_uri[outcome.uri], outcome)
             home.ledger.finish_many(unrecorded, run_id)
         _report_batch(outcomes, skipped)
         for dataset in sorted({o.dataset for o in outcomes if o.dataset}):

@@ -236,6 +236,56 @@ class S3Options(BaseModel):
     region: str | None = Field(default=None, description="AWS region; default: the AWS chain.")
 
 
+_SECRET_KEY = re.compile(r"secret|password|token|credential|access-key", re.IGNORECASE)
+
+
+class LakeOptions(BaseModel):
+    """Where validated rows go and in what form: Parquet files, or Apache Iceberg tables.
+
+    ``lake: lake`` (a bare location) is ``lake: {path: lake}``: Parquet files, as always.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(default="lake", description="A folder, or s3://bucket/prefix.")
+    format: Literal["parquet", "iceberg"] = Field(
+        default="parquet",
+        description="parquet: one file per source and partition, Hive folders; iceberg: one "
+        "Apache Iceberg table per dataset, one commit per batch.",
+    )
+    namespace: str = Field(
+        default="hopper",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$",
+        description="Iceberg namespace of the tables (<namespace>.<dataset>).",
+    )
+    catalog: dict[str, str] = Field(
+        default_factory=dict,
+        description="pyiceberg catalog properties (type, uri, warehouse…); empty: the SQL "
+        "catalog 'hopper' on <state_dir>/catalog.db. Secrets come from the environment "
+        "(PYICEBERG_CATALOG__HOPPER__<PROPERTY>), never from this file.",
+    )
+    target_file_mb: int = Field(
+        default=128, ge=1, le=4096, description="Target size of an Iceberg data file (MiB)."
+    )
+
+    @field_validator("catalog")
+    @classmethod
+    def _no_secrets(cls, catalog: dict[str, str]) -> dict[str, str]:
+        secret = sorted(k for k in catalog if _SECRET_KEY.search(k))
+        if secret:
+            raise ValueError(
+                f"{', '.join(secret)}: secrets do not belong in hopper.yaml; set them in the "
+                "environment as PYICEBERG_CATALOG__HOPPER__<PROPERTY> (e.g. "
+                "PYICEBERG_CATALOG__HOPPER__TOKEN), or use the AWS chain for Glue and S3"
+            )
+        return catalog
+
+    @property
+    def is_table(self) -> bool:
+        """Whether datasets are tables (Iceberg) rather than piles of files."""
+        return self.format == "iceberg"
+
+
 def _default_sources() -> list[FolderSource | S3Source]:
     return [FolderSource(path=Path("inbox"))]
 
@@ -255,8 +305,10 @@ class HopperConfig(BaseModel):
     routing: list[RoutingRule] = Field(
         default_factory=list, description="Explicit glob rules; they override default routing."
     )
-    lake: str = Field(
-        default="lake", description="Where Parquet is written: a folder, or s3://bucket/prefix."
+    lake: LakeOptions = Field(
+        default_factory=LakeOptions,
+        description="Where validated rows go: a location (Parquet files), or "
+        "{path, format: parquet | iceberg, namespace, catalog, target_file_mb}.",
     )
     quarantine: str = Field(
         default="quarantine",
@@ -274,6 +326,11 @@ class HopperConfig(BaseModel):
 
     path: Path | None = Field(default=None, exclude=True, description="Where it was loaded from.")
 
+    @field_validator("lake", mode="before")
+    @classmethod
+    def _lake_location(cls, value: object) -> object:
+        return {"path": value} if isinstance(value, str | Path) else value
+
     def resolved(self, base: Path) -> HopperConfig:
         """A copy with every relative path made absolute against ``base``."""
 
@@ -290,7 +347,7 @@ class HopperConfig(BaseModel):
         return self.model_copy(
             update={
                 "sources": sources,
-                "lake": location(self.lake),
+                "lake": self.lake.model_copy(update={"path": location(self.lake.path)}),
                 "quarantine": location(self.quarantine),
                 "datasets_dir": absolute(self.datasets_dir),
                 "state_dir": absolute(self.state_dir),

@@ -129,9 +129,9 @@ def ingest(
                 else:
                     outcome = _convert(ref, local, contract, config, now, s3)
             except TerminalError as exc:  # quarantine while the local copy still exists
-                outcome = _quarantine(config, ref, exc, contract, flow_run_id, now, local, s3)
+                outcome = quarantine(config, ref, exc, contract, flow_run_id, now, local, s3)
     except TerminalError as exc:  # no contract, or the source is gone
-        outcome = _quarantine(config, ref, exc, contract, flow_run_id, now, None, s3)
+        outcome = quarantine(config, ref, exc, contract, flow_run_id, now, None, s3)
     outcome.seconds = round(time.monotonic() - started, 3)
     log.info(
         "%s → %s (%d rows in, %d out) in %.2fs",
@@ -165,7 +165,7 @@ def _convert_isolated(
             convert_file, ref, path, contract, config, now, limits=limits, what=ref.uri
         )
     except ReaderCrashedError:
-        discard_staged(config.lake, contract.name, ref.uri, s3)
+        discard_staged(config.lake.path, contract.name, ref.uri, s3)
         raise
 
 
@@ -218,15 +218,25 @@ def _convert(
         uri=ref.uri,
         compression=contract.compression,
     )
-    outcome = _ingested(ref, result.rows_in, table.num_rows, outputs, table.schema)
+    outcome = _ingested(ref, result.rows_in, table.num_rows, outputs, table.schema, config)
     _record_rejected(outcome, result.rejected, ref, config, now, s3)
     return outcome
 
 
 def _ingested(
-    ref: FileRef, rows_in: int, rows_out: int, outputs: list[str], schema: pa.Schema | None
+    ref: FileRef,
+    rows_in: int,
+    rows_out: int,
+    outputs: list[str],
+    schema: pa.Schema | None,
+    config: HopperConfig,
 ) -> IngestOutcome:
-    """The outcome of a file written to the lake (whole or streamed)."""
+    """The outcome of a file written to the lake (whole or streamed).
+
+    For a table lake the rows are only staged: ``staged`` says where, and the flow run's
+    commit (:func:`hopper.tables.land`) fills ``outputs``.
+    """
+    staged = config.lake.is_table
     return IngestOutcome(
         uri=ref.uri,
         fingerprint=ref.fingerprint,
@@ -234,7 +244,8 @@ def _ingested(
         state=FileState.INGESTED,
         rows_in=rows_in,
         rows_out=rows_out,
-        outputs=outputs,
+        outputs=[] if staged else outputs,
+        staged=outputs if staged else [],
         schema={f.name: str(f.type) for f in schema} if schema is not None else {},
     )
 
@@ -267,7 +278,7 @@ def _convert_streaming(
             schema = schema or table.schema
             outputs.write(table)
         written = outputs.commit()
-    outcome = _ingested(ref, stream.rows_in, stream.rows_out, written, schema)
+    outcome = _ingested(ref, stream.rows_in, stream.rows_out, written, schema, config)
     _record_rejected(outcome, stream.rejected, ref, config, now, s3)
     return outcome
 
@@ -296,7 +307,7 @@ def _record_rejected(
     outcome.reason = f"{outcome.rows_rejected} bad rows quarantined"
 
 
-def _quarantine(
+def quarantine(
     config: HopperConfig,
     ref: FileRef,
     exc: TerminalError,
@@ -306,7 +317,11 @@ def _quarantine(
     local: Path | None,
     s3: Any,
 ) -> IngestOutcome:
-    """Copy the file to quarantine with a reason file, and describe that as an outcome."""
+    """Copy the file to quarantine with a reason file, and describe that as an outcome.
+
+    ``local`` is a readable copy of the file if one was fetched; else the file itself is
+    copied (from its folder, or server side on S3).
+    """
     reason = str(exc)
     first_line = one_line_reason(exc)
     log.warning("%s quarantined: %s", ref.uri, first_line)

@@ -197,7 +197,16 @@ class IngestOutcome(BaseModel):
     rows_in: int = Field(default=0, description="Rows read from the source.")
     rows_out: int = Field(default=0, description="Rows written to the lake.")
     rows_rejected: int = Field(default=0, description="Rows sent to quarantine.")
-    outputs: list[str] = Field(default_factory=list, description="Lake files written.")
+    outputs: list[str] = Field(
+        default_factory=list,
+        description="Lake files written; for a table lake, the table and snapshot "
+        "(``<namespace>.<dataset>@<snapshot id>``).",
+    )
+    staged: list[str] = Field(
+        default_factory=list,
+        description="For a table lake: the staged file waiting for the batch's commit "
+        "(empty once committed, and for a Parquet lake).",
+    )
     quarantine_path: str | None = Field(default=None, description="Quarantined copy, if any.")
     reason: str | None = Field(default=None, description="One-line reason when not ingested.")
     schema_: dict[str, str] = Field(

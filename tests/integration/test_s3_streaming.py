@@ -86,7 +86,7 @@ def _tables(moto: MotoServer, home: HopperConfig, dataset: str) -> dict[str, pa.
         key.rsplit("/", 1)[0]: pq.read_table(io.BytesIO(body)).drop_columns(
             [INGESTED_AT, "_source_uri"]
         )
-        for key, body in _objects(moto, f"{home.lake}/{dataset}/").items()
+        for key, body in _objects(moto, f"{home.lake.path}/{dataset}/").items()
     }
 
 
@@ -112,7 +112,7 @@ def test_a_streamed_csv_lands_on_s3_as_the_whole_file_path_writes_it(
     assert streamed.state == whole.state == FileState.INGESTED
     assert (streamed.rows_in, streamed.rows_out) == (whole.rows_in, whole.rows_out) == (ROWS,) * 2
     assert streamed.schema_ == whole.schema_
-    assert all(out.startswith(f"{home.lake}/streamed/region=") for out in streamed.outputs)
+    assert all(out.startswith(f"{home.lake.path}/streamed/region=") for out in streamed.outputs)
     got, expected = _tables(moto, home, "streamed"), _tables(moto, home, "whole")
     assert (
         sorted(got)
@@ -127,15 +127,15 @@ def test_a_streamed_csv_lands_on_s3_as_the_whole_file_path_writes_it(
     for partition, table in expected.items():
         assert got[partition].schema == table.schema
         assert got[partition].to_pylist() == table.to_pylist()
-    assert _objects(moto, f"{home.lake}/_staging/") == {}
+    assert _objects(moto, f"{home.lake.path}/_staging/") == {}
 
 
 def test_a_reader_child_streams_to_s3_with_its_own_client(moto: MotoServer, tmp_path: Path) -> None:
     home = _home(tmp_path, moto)
     outcome = _ingest(home, "streamed", orders_csv(), moto.s3, isolate=True)
     assert outcome.state == FileState.INGESTED, outcome.reason
-    outputs = _objects(moto, f"{home.lake}/streamed/")
-    assert sorted(f"{home.lake}/streamed/{key}" for key in outputs) == sorted(outcome.outputs)
+    outputs = _objects(moto, f"{home.lake.path}/streamed/")
+    assert sorted(f"{home.lake.path}/streamed/{key}" for key in outputs) == sorted(outcome.outputs)
     rows = sum(pq.read_metadata(io.BytesIO(body)).num_rows for body in outputs.values())
     assert rows == ROWS
 
@@ -146,8 +146,8 @@ def test_a_rejected_streamed_file_leaves_nothing_on_s3(moto: MotoServer, tmp_pat
     outcome = _ingest(home, "streamed", orders_csv(bad={ROWS: last}), moto.s3, isolate=True)
     assert outcome.state == FileState.QUARANTINED
     assert "price" in (outcome.reason or "")
-    assert _objects(moto, f"{home.lake}/") == {}  # no output, nothing staged
-    bucket, _ = parse_s3_uri(home.lake)
+    assert _objects(moto, f"{home.lake.path}/") == {}  # no output, nothing staged
+    bucket, _ = parse_s3_uri(home.lake.path)
     uploads = moto.s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert uploads == []  # and no unfinished multipart upload either
     quarantined = _objects(moto, f"{home.quarantine}/streamed/")

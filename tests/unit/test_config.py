@@ -9,7 +9,8 @@ from hopper.errors import ConfigError
 def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
     (tmp_path / "hopper.yaml").write_text("lake: out/lake\nsources:\n  - path: in\n")
     cfg = load_config(tmp_path / "hopper.yaml")
-    assert cfg.lake == str(tmp_path / "out" / "lake")
+    assert cfg.lake.path == str(tmp_path / "out" / "lake")
+    assert cfg.lake.format == "parquet"
     assert cfg.sources[0].path == tmp_path / "in"
     assert cfg.contract_path("sales") == tmp_path / "datasets" / "sales.yaml"
 
@@ -50,7 +51,7 @@ def test_s3_locations_and_sources(tmp_path: Path) -> None:
         "    mode: notifications\n    queue_url: http://127.0.0.1:1/q\n"
     )
     cfg = load_config(tmp_path / "hopper.yaml")
-    assert cfg.lake == "s3://lake/tables" and cfg.quarantine == str(tmp_path / "q")
+    assert cfg.lake.path == "s3://lake/tables" and cfg.quarantine == str(tmp_path / "q")
     assert [s.type for s in cfg.sources] == ["folder", "s3"]
     assert cfg.folders == [cfg.sources[0]]
 

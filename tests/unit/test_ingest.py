@@ -43,14 +43,14 @@ def test_ingesting_again_replaces_the_output(home: HopperConfig) -> None:
     second = ingest(_request(path), home)
     assert first.outputs == second.outputs
     assert pq.read_table(second.outputs[0]).column("id").to_pylist() == [3]
-    assert len(list(Path(home.lake).rglob("*.parquet"))) == 1
+    assert len(list(Path(home.lake.path).rglob("*.parquet"))) == 1
 
 
 def test_type_error_quarantines_with_reason_file(home: HopperConfig) -> None:
     path = _write(home, "bad.csv", "id,full name,score\n1,Ada,oops\n")
     outcome = ingest(_request(path), home, flow_run_id="run-7")
     assert outcome.state == FileState.QUARANTINED
-    assert outcome.outputs == [] and not list(Path(home.lake).rglob("*.parquet"))
+    assert outcome.outputs == [] and not list(Path(home.lake.path).rglob("*.parquet"))
     copy = Path(outcome.quarantine_path or "")
     reason = json.loads((copy.parent / "bad.csv.error.json").read_text())
     assert reason["flow_run_id"] == "run-7" and reason["contract_version"] == 1
@@ -115,7 +115,7 @@ def test_a_file_outside_every_source_is_refused_unread(home: HopperConfig, tmp_p
     outcome = ingest(_request(secret), home, flow_run_id="forged")
     assert outcome.state == FileState.FAILED
     assert "not under any source" in (outcome.reason or "")
-    assert not list(Path(home.lake).rglob("*")) and not list(Path(home.quarantine).rglob("*"))
+    assert not list(Path(home.lake.path).rglob("*")) and not list(Path(home.quarantine).rglob("*"))
     # a link inside a source pointing outside it (a file swapped for a link after detection)
     # is never read through: it is quarantined saying so, and the link's target is not copied
     link = home.sources[0].path / "people" / "link.csv"
@@ -123,7 +123,7 @@ def test_a_file_outside_every_source_is_refused_unread(home: HopperConfig, tmp_p
     link.symlink_to(secret)
     linked = ingest(_request(link), home)
     assert linked.state == FileState.QUARANTINED and "symbolic link" in (linked.reason or "")
-    assert not list(Path(home.lake).rglob("*.parquet"))
+    assert not list(Path(home.lake.path).rglob("*.parquet"))
     kept = [p for p in Path(home.quarantine).rglob("*") if p.is_file()]
     assert kept and all("Top Secret" not in p.read_text() for p in kept)
     # an S3 object in a bucket no source watches
@@ -139,7 +139,7 @@ def test_a_partition_value_too_long_for_a_folder_is_quarantined(home: HopperConf
     outcome = ingest(_request(path), home)
     assert outcome.state == FileState.QUARANTINED
     assert "too long to name a folder" in (outcome.reason or "")
-    assert not list(Path(home.lake).rglob("*.parquet"))
+    assert not list(Path(home.lake.path).rglob("*.parquet"))
 
 
 def test_a_followed_link_is_ingested_and_one_pointing_out_is_refused(

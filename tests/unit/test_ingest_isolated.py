@@ -37,7 +37,7 @@ def test_a_file_over_its_memory_limit_is_quarantined_and_the_next_one_lands(
     outcome = ingest(_request(big), config, flow_run_id="r1")
     assert outcome.state == FileState.QUARANTINED
     assert "64 MiB memory limit" in (outcome.reason or "")
-    assert not list(Path(config.lake).rglob("*.parquet"))  # nothing of it in the lake
+    assert not list(Path(config.lake.path).rglob("*.parquet"))  # nothing of it in the lake
     copy = Path(outcome.quarantine_path or "")
     reason = json.loads((copy.parent / "big.csv.error.json").read_text())
     # Refused by the reader's own accounting or by the child's address-space limit,

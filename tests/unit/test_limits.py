@@ -29,7 +29,7 @@ def _ingest(home: HopperConfig, path: Path, limits: str) -> tuple[FileState, str
     st = path.stat()
     ref = FileRef(uri=path.as_uri(), size=st.st_size, mtime=st.st_mtime, dataset="people")
     outcome = ingest(IngestRequest(ref=ref, dispatch_id="d"), home)
-    assert not list(Path(home.lake).rglob("*.parquet"))
+    assert not list(Path(home.lake.path).rglob("*.parquet"))
     return outcome.state, outcome.reason or ""
 
 

@@ -149,7 +149,7 @@ def _same_outputs(whole: IngestOutcome, streamed: IngestOutcome) -> None:
 
 
 def _leftovers(home: HopperConfig) -> list[Path]:
-    return [p for p in Path(home.lake).rglob("*") if p.is_file()]
+    return [p for p in Path(home.lake.path).rglob("*") if p.is_file()]
 
 
 def _fallbacks(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -299,7 +299,7 @@ def test_partitions_stream_one_file_per_partition(tmp_path: Path, small_blocks: 
     streamed = _ingest(home, "streamed", "orders.csv", text)
     _same_outputs(whole, streamed)
     assert len(streamed.outputs) == 4  # EU, US, APAC and null ("NA")
-    assert not [p for p in Path(home.lake).rglob(".*")]
+    assert not [p for p in Path(home.lake.path).rglob(".*")]
 
 
 def test_undeclared_column_changing_type_falls_back_to_the_whole_file(
@@ -436,4 +436,4 @@ def test_too_many_partitions_fall_back_to_the_whole_file(
     [reason] = _fallbacks(caplog)
     assert "more than 2 partitions" in reason
     _same_outputs(whole, streamed)
-    assert not [p for p in Path(home.lake).rglob(".*")]
+    assert not [p for p in Path(home.lake.path).rglob(".*")]

@@ -36,7 +36,7 @@ def resolve_config(config: Path | None) -> HopperConfig:
 
 def prepare_home(cfg: HopperConfig) -> None:
     """Create the folders a home needs (inbox, lake, quarantine, state)."""
-    for location in (cfg.lake, cfg.quarantine):
+    for location in (cfg.lake.path, cfg.quarantine):
         store_for(location).prepare(location)
     for folder in [s.path for s in cfg.folders] + [cfg.state_dir]:
         folder.mkdir(parents=True, exist_ok=True)
@@ -90,7 +90,7 @@ def up(*, config: ConfigOption = None, port: int | None = None) -> None:
             where = source.path if isinstance(source, FolderSource) else source.root
             console.print(f"  inbox       {where}  (drop files into <inbox>/<dataset>/)")
         console.print(f"  contracts   {cfg.datasets_dir}")
-        console.print(f"  lake        {cfg.lake}")
+        console.print(f"  lake        {cfg.lake.path} ({cfg.lake.format})")
         console.print(f"  quarantine  {cfg.quarantine}")
         console.print(f"  logs        {sup.logs}")
         console.print("Press Ctrl-C to stop.", highlight=False)

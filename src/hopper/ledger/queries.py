@@ -6,6 +6,7 @@ Nothing here writes; ``hopper status``, replay selection and reports read throug
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
 
 import sqlalchemy as sa
@@ -80,6 +81,29 @@ class Queries(Store):
             return found
         newest = self._newest_fingerprints({r.uri for r in found})
         return [r for r in found if newest.get(r.uri) == r.fingerprint]
+
+    def ingestions(self, uris: Collection[str]) -> dict[tuple[str, str], int]:
+        """How often each version of these files was ingested, by ``(uri, fingerprint)``.
+
+        A table lake uses it to tell a replay or a new version (whose earlier rows it must
+        replace) from a first ingestion, and to name each landing of a version uniquely.
+        Versions never ingested are absent.
+        """
+        found: dict[tuple[str, str], int] = {}
+        ordered = sorted(set(uris))
+        with self._begin() as conn:
+            for start in range(0, len(ordered), 500):
+                query = (
+                    sa.select(history_table.c.uri, history_table.c.fingerprint, sa.func.count())
+                    .where(
+                        history_table.c.uri.in_(ordered[start : start + 500]),
+                        history_table.c.event == FileState.INGESTED.value,
+                    )
+                    .group_by(history_table.c.uri, history_table.c.fingerprint)
+                )
+                for uri, fingerprint, count in conn.execute(query):
+                    found[(uri, fingerprint)] = int(count)
+        return found
 
     def _newest_fingerprints(self, uris: set[str]) -> dict[str, str]:
         if not uris:

@@ -11,7 +11,9 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from hopper.config import LakeOptions
 from hopper.sink.parquet_lake import ParquetLake
+from hopper.sink.table_stage import TableStagingLake
 
 
 class LakeStream(Protocol):
@@ -70,6 +72,12 @@ class Lake(Protocol):
         """Remove what a writer of ``uri`` that died left behind (idempotent)."""
 
 
-def open_lake(location: str, s3: Any = None) -> Lake:
-    """The lake at ``location`` (today always Parquet files; a table format plugs in here)."""
-    return ParquetLake(location, s3)
+def open_lake(options: LakeOptions, s3: Any = None) -> Lake:
+    """The lake ``hopper.yaml`` describes, as a reader process writes to it.
+
+    Parquet files are published by the reader itself; a table lake's rows are staged there
+    and committed by the flow run, one snapshot per batch (:mod:`hopper.tables`).
+    """
+    if options.is_table:
+        return TableStagingLake(options.path, s3)
+    return ParquetLake(options.path, s3)

@@ -61,6 +61,10 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def open_input(self, path: str) -> pa.NativeFile:
+        """A seekable file to read (Parquet needs its footer first); close it when done."""
+
+    @abstractmethod
     def put_text(self, path: str, text: str) -> None:
         """Write a small UTF-8 text file atomically."""
 

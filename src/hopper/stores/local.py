@@ -57,6 +57,10 @@ class LocalStore(Store):
         """See :class:`Store` (written in place: callers stream to staged paths)."""
         return self._output(path)
 
+    def open_input(self, path: str) -> pa.NativeFile:
+        """See :class:`Store`."""
+        return pa.OSFile(path, "rb")
+
     def put_text(self, path: str, text: str) -> None:
         """See :class:`Store`."""
         self.write_atomic(path, lambda out: out.write(text.encode()))

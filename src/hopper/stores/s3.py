@@ -203,6 +203,13 @@ class S3Store(Store):
         """See :class:`Store` (a multipart upload, a part at a time, through Arrow)."""
         return self._output(path, content_type)
 
+    def open_input(self, path: str) -> pa.NativeFile:
+        """See :class:`Store` (ranged reads through Arrow)."""
+        try:
+            return self.fs.open_input_file(_key(path))
+        except OSError as exc:
+            raise arrow_error(exc, path, "read") from exc
+
     def put_text(self, path: str, text: str) -> None:
         """See :class:`Store` (one PUT)."""
         bucket, key = parse_s3_uri(path)

@@ -147,7 +147,7 @@ def check_sources(config: HopperConfig) -> None:
     from hopper.stores import store_for
 
     s3 = LazyS3Client(config.s3.endpoint_url, config.s3.region)  # made only for an S3 place
-    for what, location in (("lake", config.lake), ("quarantine", config.quarantine)):
+    for what, location in (("lake", config.lake.path), ("quarantine", config.quarantine)):
         store_for(location, s3).check(location, what)
 
 

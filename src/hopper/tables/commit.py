@@ -1,0 +1,366 @@
+"""A batch's staged sources committed to their tables: one snapshot per batch per dataset.
+
+The reader processes stage each passed source's rows (:mod:`hopper.sink.table_stage`); the
+flow run then calls :func:`land` with the batch's outcomes. Per dataset, one transaction:
+
+- the rows of every source that had been ingested before (a replay, or a new version of the
+  same file) are deleted by ``_source_uri``, and
+- every staged source's rows are appended, written by pyiceberg as data files of about
+  ``lake.target_file_mb``, at most one per partition for a batch that size,
+
+so a reader sees the old rows or the new, never both and never neither. A brand-new source
+is a plain (fast) append, whose cost does not grow with the table.
+
+**Exactly once.** Each snapshot's summary carries the batch's dispatch id and a *landing
+key* per source: a hash of its URI, its fingerprint and how many times the ledger has
+recorded that version as ingested. A batch whose worker died after the commit and before
+the ledger's update is dispatched again; its retry finds its keys in the table's snapshots
+and does not append again. A replay of the same version, recorded as ingested once more,
+has a new key.
+
+**Concurrent writers** (several workers, the maintenance run) use Iceberg's optimistic
+concurrency: a commit that lost the race is redone on the refreshed table, with exponential
+backoff and jitter, checking the landing keys again each time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hopper.config import HopperConfig
+from hopper.errors import HopperError, TerminalError, TransientError
+from hopper.lineage import SOURCE_URI
+from hopper.models import FileState, IngestOutcome
+from hopper.sink.table_stage import stage_folder
+from hopper.stores import store_for
+from hopper.tables.catalog import open_catalog, table_identifier, table_location
+from hopper.tables.schema import SchemaConflict, conform, create_table, evolve, for_table
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
+    from hopper.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+DISPATCH_PROPERTY = "hopper.dispatch-id"
+"""Snapshot summary property: the dispatch id of the batch that made the snapshot."""
+LANDED_PROPERTY = "hopper.landed"
+"""Snapshot summary property: the landing keys of the sources it holds, comma-separated."""
+LANDING_WINDOW_SECONDS = 7 * 86400
+"""How far back a retried batch looks for its own commit (snapshots older are not read)."""
+COMMIT_ATTEMPTS = 8
+"""Commits tried before a batch's sources fail (each lost race or fault is one)."""
+APPEND_BYTES = 256 << 20
+"""Arrow bytes of staged rows gathered before they are handed to pyiceberg as one append."""
+
+
+def landing_key(uri: str, fingerprint: str, generation: int) -> str:
+    """The key of one landing of one version (see the module docstring)."""
+    return hashlib.sha256(f"{uri}\n{fingerprint}\n{generation}".encode()).hexdigest()[:16]
+
+
+def landed_keys(table: Table, now_ms: int | None = None) -> dict[str, int]:
+    """Landing key → snapshot id, from the table's recent snapshots' summaries."""
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    found: dict[str, int] = {}
+    for snapshot in table.metadata.snapshots:
+        if snapshot.timestamp_ms < now_ms - LANDING_WINDOW_SECONDS * 1000:
+            continue
+        summary = snapshot.summary
+        text = summary.additional_properties.get(LANDED_PROPERTY) if summary else None
+        for key in (text or "").split(","):
+            if key:
+                found[key] = snapshot.snapshot_id
+    return found
+
+
+@dataclass
+class Pending:
+    """One source's staged rows on their way into a table."""
+
+    outcome: IngestOutcome
+    key: str
+    replaces: bool
+    rows: list[pa.Table] = field(default_factory=list)
+    conflict: SchemaConflict | None = None  # why its table refused it
+
+
+@dataclass
+class Landed:
+    """What one dataset's commit did."""
+
+    snapshot_id: int | None
+    appended: int = 0
+    already: int = 0
+
+
+def land(
+    config: HopperConfig,
+    ledger: Ledger,
+    outcomes: list[IngestOutcome],
+    dispatch_id: str,
+    s3: Any = None,
+    *,
+    flow_run_id: str | None = None,
+    sleep: Any = time.sleep,
+) -> list[IngestOutcome]:
+    """Commit the staged sources among ``outcomes`` to their tables, one commit per dataset.
+
+    Outcomes that are not ingested rows waiting for a table are returned as they are. A
+    waiting source ends ingested (``outputs`` names the table and snapshot), quarantined
+    (its rows cannot go into its table, :class:`~hopper.tables.schema.SchemaConflict`: the
+    file is copied to quarantine with the reason, as a rejected file is), or failed (the
+    commit kept failing); its staging folder is removed either way.
+
+    Args:
+        config: the home's configuration.
+        ledger: the home's ledger (how often each version was ingested before).
+        outcomes: the batch's outcomes, as the readers returned them.
+        dispatch_id: the batch's dispatch id (noted in the snapshot).
+        s3: the S3 client, for an S3 lake, quarantine or source.
+        flow_run_id: the run committing (for quarantine reason files).
+        sleep: how to wait between commit attempts.
+
+    Returns:
+        ``outcomes``, each settled.
+    """
+    staged = [o for o in outcomes if o.state is FileState.INGESTED and not o.outputs]
+    if not staged or not config.lake.is_table:
+        return outcomes
+    counts = ledger.ingestions({o.uri for o in staged})
+    replaced = {uri for uri, _ in counts}
+    datasets: dict[str, list[Pending]] = {}
+    for outcome in staged:
+        key = landing_key(outcome.uri, outcome.fingerprint, counts.get(_version(outcome), 0))
+        pending = Pending(outcome, key, outcome.uri in replaced)
+        datasets.setdefault(outcome.dataset or "", []).append(pending)
+    store = store_for(config.lake.path, s3)
+    for dataset, group in datasets.items():
+        try:
+            _land_dataset(config, dataset, group, dispatch_id, store, sleep)
+        except SchemaConflict as exc:  # a batch of one source that its table refuses
+            for pending in group:
+                _refuse(pending, exc)
+        except HopperError as exc:
+            state = FileState.QUARANTINED if isinstance(exc, TerminalError) else FileState.FAILED
+            log.error("%s: %d sources not committed: %s", dataset, len(group), exc)
+            for pending in group:
+                _settle(pending.outcome, state, str(exc).splitlines()[0])
+        finally:
+            for pending in group:
+                for path in pending.outcome.staged:
+                    _remove_stage(store, path)
+                pending.outcome.staged = []
+        for pending in group:
+            if pending.conflict is not None:
+                _quarantine(config, ledger, pending, flow_run_id, s3)
+    return outcomes
+
+
+def _quarantine(
+    config: HopperConfig,
+    ledger: Ledger,
+    pending: Pending,
+    flow_run_id: str | None,
+    s3: Any,
+) -> None:
+    """Quarantine a source whose rows its table refused, as a rejected file is."""
+    from hopper.ingest import quarantine
+
+    outcome = pending.outcome
+    record = ledger.get(outcome.uri, outcome.fingerprint)
+    if record is None or pending.conflict is None:  # not the ledger's: nothing to copy
+        return
+    now = datetime.now(UTC)
+    copy = quarantine(config, record.ref, pending.conflict, None, flow_run_id, now, None, s3)
+    outcome.quarantine_path = copy.quarantine_path
+
+
+def _version(outcome: IngestOutcome) -> tuple[str, str]:
+    return outcome.uri, outcome.fingerprint
+
+
+def _settle(outcome: IngestOutcome, state: FileState, reason: str) -> None:
+    outcome.state = state
+    outcome.reason = reason
+    outcome.outputs = []
+
+
+def _refuse(pending: Pending, exc: SchemaConflict) -> None:
+    _settle(pending.outcome, FileState.QUARANTINED, str(exc).splitlines()[0])
+    pending.rows = []
+    pending.conflict = exc
+
+
+def _remove_stage(store: Any, staged: str) -> None:
+    try:
+        store.delete_folder(stage_folder(staged))
+    except Exception as exc:  # committed already; a leftover is hidden and swept later
+        log.warning("staging folder of %s not removed: %s", staged, exc)
+
+
+def _read_staged(store: Any, pending: list[Pending]) -> None:
+    """Read each source's staged rows (small files whole, large ones in bounded slices)."""
+    for item in pending:
+        for path in item.outcome.staged:
+            with store.open_input(path) as source:
+                parquet = pq.ParquetFile(source)
+                item.rows += [
+                    for_table(pa.Table.from_batches([batch]))
+                    for batch in parquet.iter_batches(batch_size=1 << 20)
+                ]
+
+
+def _load_table(config: HopperConfig, dataset: str, schema: pa.Schema) -> Table:
+    """The dataset's table, created with ``schema`` and the contract's partitions if new."""
+    from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+
+    catalog = open_catalog(config)
+    identifier = table_identifier(config, dataset)
+    try:
+        return catalog.load_table(identifier)
+    except NoSuchTableError:
+        pass
+    from hopper.contracts.yaml_io import load_contract
+
+    contract = load_contract(config.contract_path(dataset))
+    properties = {
+        "write.target-file-size-bytes": str(config.lake.target_file_mb << 20),
+        "write.parquet.compression-codec": contract.compression.replace("none", "uncompressed"),
+    }
+    try:
+        return create_table(
+            catalog,
+            identifier,
+            table_location(config, dataset),
+            schema,
+            list(contract.partition_by),
+            properties,
+        )
+    except TableAlreadyExistsError:  # another worker made it first
+        return catalog.load_table(identifier)
+
+
+def _land_dataset(
+    config: HopperConfig,
+    dataset: str,
+    group: list[Pending],
+    dispatch_id: str,
+    store: Any,
+    sleep: Any,
+) -> None:
+    from pyiceberg.exceptions import CommitFailedException
+
+    _read_staged(store, group)
+    schema = pa.unify_schemas(
+        [t.schema for p in group for t in p.rows[:1]] or [pa.schema([])],
+        promote_options="permissive",
+    )
+    for attempt in range(COMMIT_ATTEMPTS):
+        try:
+            table = _load_table(config, dataset, schema)
+            table = _evolve_for(table, group, schema)
+            landed = _commit(config, table, group, dispatch_id)
+        except CommitFailedException as exc:
+            if attempt == COMMIT_ATTEMPTS - 1:
+                raise TransientError(
+                    f"table {table_identifier(config, dataset)}: {COMMIT_ATTEMPTS} commits "
+                    f"lost to concurrent writers ({exc})"
+                ) from exc
+            wait = min(0.05 * 2**attempt, 5.0) * random.uniform(0.5, 1.5)
+            log.info("%s: commit conflict (%s); retrying in %.2fs", dataset, exc, wait)
+            sleep(wait)
+            continue
+        except OSError as exc:
+            raise TransientError(f"table {table_identifier(config, dataset)}: {exc}") from exc
+        log.info(
+            "%s: snapshot %s: %d sources appended, %d already there",
+            table_identifier(config, dataset),
+            landed.snapshot_id,
+            landed.appended,
+            landed.already,
+        )
+        return
+
+
+def _evolve_for(table: Table, group: list[Pending], schema: pa.Schema) -> Table:
+    """The table, with the batch's new columns; a source that cannot fit is quarantined."""
+    try:
+        return evolve(table, schema)
+    except SchemaConflict:
+        if len(group) == 1:
+            raise
+    # The batch's columns together do not fit: find the sources that do not, one by one.
+    for pending in group:
+        if pending.outcome.state is not FileState.INGESTED or not pending.rows:
+            continue
+        try:
+            table = evolve(table, pending.rows[0].schema)
+        except SchemaConflict as exc:
+            _refuse(pending, exc)
+    return table
+
+
+def _chunks(rows: list[pa.Table], schema: pa.Schema) -> Iterator[pa.Table]:
+    """The rows conformed to the table's schema, gathered into appends of bounded size."""
+    gathered: list[pa.Table] = []
+    size = 0
+    for table in rows:
+        gathered.append(conform(table, schema))
+        size += table.nbytes
+        if size >= APPEND_BYTES:
+            yield pa.concat_tables(gathered)
+            gathered, size = [], 0
+    if gathered:
+        yield pa.concat_tables(gathered)
+
+
+def _commit(config: HopperConfig, table: Table, group: list[Pending], dispatch_id: str) -> Landed:
+    """One transaction: delete the replaced sources' rows, append the batch's; settle each."""
+    from pyiceberg.expressions import In
+
+    live = [p for p in group if p.outcome.state is FileState.INGESTED]
+    already = landed_keys(table)
+    fresh = [p for p in live if p.key not in already]
+    schema = table.schema().as_arrow()
+    rows: list[pa.Table] = []
+    for pending in fresh:
+        try:
+            rows += [conform(t, schema) for t in pending.rows]
+        except SchemaConflict as exc:
+            _refuse(pending, exc)
+    fresh = [p for p in fresh if p.outcome.state is FileState.INGESTED]
+    replaced = sorted({p.outcome.uri for p in fresh if p.replaces})
+    snapshot_id: int | None = None
+    if rows or replaced:
+        props = {
+            DISPATCH_PROPERTY: dispatch_id,
+            LANDED_PROPERTY: ",".join(p.key for p in fresh),
+        }
+        with table.transaction() as txn:
+            if replaced:
+                # pyiceberg's In takes (term, values) at run time; its pydantic fields mislead mypy.
+                where = In(SOURCE_URI, replaced)  # type: ignore[call-arg, arg-type]
+                txn.delete(where, snapshot_properties=props)
+            for chunk in _chunks(rows, schema):
+                txn.append(chunk, snapshot_properties=props)
+        current = table.current_snapshot()
+        snapshot_id = current.snapshot_id if current is not None else None
+    name = ".".join(table.name())
+    for pending in live:
+        if pending.outcome.state is not FileState.INGESTED:
+            continue
+        snap = already.get(pending.key, snapshot_id)
+        pending.outcome.outputs = [f"{name}@{snap}"] if snap is not None else [name]
+    return Landed(snapshot_id, appended=len(fresh), already=len(live) - len(fresh))

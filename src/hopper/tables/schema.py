@@ -1,0 +1,169 @@
+"""A dataset's table schema and partition spec, from its rows and its contract.
+
+Rows reach a table as Arrow. Most Arrow types are Iceberg types as they are; the rest are
+mapped to the Iceberg type that holds every value exactly (:func:`iceberg_arrow_type`):
+timestamps in any zone become UTC instants (``timestamptz``, microseconds), ``date64`` a
+date, ``time32`` a ``time``, ``uint64`` a ``decimal(20, 0)``.
+
+The table is made from the first batch's schema, with the contract's ``partition_by`` as its
+partition spec (identity, or ``year``/``month``/``day`` of a date or timestamp). Later
+batches may add columns (a contract that evolves, ``extra_columns: evolve``) and widen types
+as Iceberg allows (int → long, float → double, a larger decimal precision); anything else —
+a column whose type changed in a way no reader could follow — is refused with the way out
+(:class:`SchemaConflict`), never written.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hopper.contracts.partitions import PartitionKey, parse_partition
+from hopper.errors import TerminalError
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
+
+class SchemaConflict(TerminalError):
+    """A source's columns cannot be written to its table without breaking it."""
+
+
+def iceberg_arrow_type(t: pa.DataType) -> pa.DataType:
+    """The Arrow type a value of type ``t`` is written to a table as (see the module doc)."""
+    if pa.types.is_timestamp(t):
+        return pa.timestamp("us", tz="UTC" if t.tz else None)
+    if pa.types.is_date64(t):
+        return pa.date32()
+    if pa.types.is_time(t):
+        return pa.time64("us")
+    if pa.types.is_uint64(t):
+        return pa.decimal128(20, 0)
+    if pa.types.is_dictionary(t):
+        return iceberg_arrow_type(t.value_type)
+    if pa.types.is_null(t):
+        return pa.string()
+    if pa.types.is_decimal256(t) and t.precision <= 38:
+        return pa.decimal128(t.precision, t.scale)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pa.list_(iceberg_arrow_type(t.value_type))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, iceberg_arrow_type(f.type)) for f in t])
+    return t
+
+
+def for_table(table: pa.Table) -> pa.Table:
+    """``table`` with every column cast to its :func:`iceberg_arrow_type` (values unchanged)."""
+    target = pa.schema([pa.field(f.name, iceberg_arrow_type(f.type)) for f in table.schema])
+    if target.equals(table.schema):
+        return table
+    return table.cast(target)
+
+
+def _transform(name: str) -> Any:
+    from pyiceberg.transforms import DayTransform, IdentityTransform, MonthTransform, YearTransform
+
+    return {
+        "identity": IdentityTransform,
+        "year": YearTransform,
+        "month": MonthTransform,
+        "day": DayTransform,
+    }[name]()
+
+
+def partition_keys(partition_by: list[str]) -> list[PartitionKey]:
+    """The contract's ``partition_by`` entries, parsed."""
+    return [parse_partition(text) for text in partition_by]
+
+
+def create_table(
+    catalog: Any,
+    identifier: str,
+    location: str,
+    schema: pa.Schema,
+    partition_by: list[str],
+    properties: dict[str, str],
+) -> Table:
+    """Create a dataset's table: schema, partition spec and properties in one commit."""
+    txn = catalog.create_table_transaction(
+        identifier, schema=schema, location=location, properties=properties
+    )
+    keys = partition_keys(partition_by)
+    if keys:
+        with txn.update_spec() as spec:
+            for key in keys:
+                spec.add_field(key.source, _transform(key.transform), key.name)
+    return txn.commit_transaction()  # type: ignore[no-any-return]
+
+
+def evolve(table: Table, schema: pa.Schema) -> Table:
+    """Add ``schema``'s new columns to ``table`` and widen what Iceberg lets widen.
+
+    Returns:
+        The table after the change (itself if nothing changed).
+
+    Raises:
+        SchemaConflict: a column's type cannot become the table's, or the reverse.
+    """
+    current = table.schema().as_arrow()
+    changes = [
+        f
+        for f in schema
+        if current.get_field_index(f.name) < 0 or not _fits(f.type, current.field(f.name).type)
+    ]
+    if not changes:
+        return table
+    try:
+        with table.update_schema() as update:
+            update.union_by_name(pa.schema(changes))
+    except Exception as exc:  # pyiceberg raises ValueError or its own ValidationError
+        names = ", ".join(f"{f.name} ({f.type})" for f in changes)
+        raise SchemaConflict(
+            f"{names}: cannot become columns of table {'.'.join(table.name())} ({exc}). "
+            "Iceberg can add columns and widen int → long, float → double and a decimal's "
+            "precision, nothing else. To change a column's type or name, write the new "
+            "one as a new column (rename or derive it in the contract), or make a new "
+            "dataset and move the rows over; see docs/tables.md, 'Migrating a table'."
+        ) from exc
+    return table
+
+
+def _fits(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether values of ``source`` go into a column of ``target`` as they are or widened."""
+    if source.equals(target):
+        return True
+    if pa.types.is_string(source) or pa.types.is_large_string(source):
+        return bool(pa.types.is_string(target) or pa.types.is_large_string(target))
+    if pa.types.is_binary(source) or pa.types.is_large_binary(source):
+        return bool(pa.types.is_binary(target) or pa.types.is_large_binary(target))
+    if pa.types.is_integer(source) and pa.types.is_integer(target):
+        return bool(source.bit_width <= target.bit_width)
+    if pa.types.is_floating(source) and pa.types.is_floating(target):
+        return bool(source.bit_width <= target.bit_width)
+    return False
+
+
+def conform(rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``rows`` as the table's Arrow ``schema``: its columns in order, absent ones null.
+
+    Raises:
+        SchemaConflict: a column cannot be cast to the table's type.
+    """
+    columns = []
+    for field in schema:
+        if rows.schema.get_field_index(field.name) < 0:
+            columns.append(pa.nulls(rows.num_rows, field.type))
+            continue
+        column = rows.column(field.name)
+        if not column.type.equals(field.type):
+            try:
+                column = pc.cast(column, field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise SchemaConflict(
+                    f"column {field.name!r} ({column.type}) cannot be written as the "
+                    f"table's {field.type}: {exc}"
+                ) from exc
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)

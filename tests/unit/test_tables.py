@@ -1,0 +1,181 @@
+"""The Iceberg table lake without Prefect: staged sources committed by ``land``, exactly once.
+
+Real files, a real SQLite catalog at ``<state_dir>/catalog.db`` and a real ledger; the
+reader runs in this process (``isolate=False``) to keep the tests quick.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from pyiceberg.catalog import load_catalog
+
+from hopper.config import HopperConfig, load_config
+from hopper.ingest import ingest
+from hopper.ledger import Ledger, sqlite_url
+from hopper.models import FileRef, FileState, IngestOutcome, IngestRequest
+from hopper.tables import land
+from hopper.tables.commit import LANDED_PROPERTY, landing_key
+from tests.conftest import CONTRACT, make_home
+
+ICEBERG = "lake:\n  path: lake\n  format: iceberg\n"
+
+
+def _home(root: Path, contract: str = CONTRACT) -> HopperConfig:
+    config = make_home(root, {"people": contract})
+    text = config.read_text().replace("lake: lake\n", ICEBERG)
+    config.write_text(text)
+    return load_config(config)
+
+
+@pytest.fixture
+def table_home(tmp_path: Path) -> HopperConfig:
+    return _home(tmp_path)
+
+
+@pytest.fixture
+def ledger(table_home: HopperConfig) -> Ledger:
+    led = Ledger(sqlite_url(table_home.state_dir))
+    yield led  # type: ignore[misc]
+    led.close()
+
+
+def _drop(home: HopperConfig, name: str, text: str) -> FileRef:
+    path = home.sources[0].path / "people" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    st = path.stat()
+    return FileRef(uri=path.as_uri(), size=st.st_size, mtime=st.st_mtime, dataset="people")
+
+
+def _run(
+    home: HopperConfig, ledger: Ledger, refs: list[FileRef], dispatch: str
+) -> list[IngestOutcome]:
+    """What an ingest-batch run does: claim, read each file, land the batch, record it."""
+    for ref in refs:
+        ledger.record_detected(ref)
+        assert ledger.claim(ref, "run-" + dispatch, replay=True)
+    outcomes = [
+        ingest(IngestRequest(ref=ref, dispatch_id=dispatch), home, isolate=False) for ref in refs
+    ]
+    landed = land(home, ledger, outcomes, dispatch)
+    ledger.finish_many(landed, "run-" + dispatch)
+    return landed
+
+
+def _table(home: HopperConfig) -> object:
+    catalog = load_catalog("hopper", type="sql", uri=f"sqlite:///{home.state_dir / 'catalog.db'}")
+    return catalog.load_table("hopper.people")
+
+
+def _rows(table: object, snapshot_id: int | None = None) -> list[tuple[int, str]]:
+    scan = table.scan(snapshot_id=snapshot_id)  # type: ignore[attr-defined]
+    arrow = scan.to_arrow().sort_by("id")
+    ids, names = arrow.column("id").to_pylist(), arrow.column("full_name").to_pylist()
+    return list(zip(ids, names, strict=True))
+
+
+def test_a_batch_lands_in_one_snapshot_with_one_data_file(
+    table_home: HopperConfig, ledger: Ledger
+) -> None:
+    refs = [_drop(table_home, f"{i}.csv", f"id,full name,score\n{i},n{i},1.5\n") for i in range(5)]
+    landed = _run(table_home, ledger, refs, "d1")
+    assert {o.state for o in landed} == {FileState.INGESTED}
+    table = _table(table_home)
+    snapshot = table.current_snapshot()  # type: ignore[attr-defined]
+    assert {o.outputs[0] for o in landed} == {f"hopper.people@{snapshot.snapshot_id}"}
+    assert len(table.snapshots()) == 1  # type: ignore[attr-defined]
+    assert _rows(table) == [(i, f"n{i}") for i in range(5)]
+    files = table.inspect.files()  # type: ignore[attr-defined]
+    assert files.num_rows == 1
+    assert not any(Path(table_home.lake.path, "_staging").rglob("*.staged"))
+    arrow = table.scan().to_arrow()  # type: ignore[attr-defined]
+    assert arrow.schema.field("_ingested_at").type == pa.timestamp("us", tz="UTC")
+    assert sorted(arrow.column("_source_uri").to_pylist()) == sorted(r.uri for r in refs)
+
+
+def test_a_new_version_replaces_its_rows_in_one_commit(
+    table_home: HopperConfig, ledger: Ledger
+) -> None:
+    a = _drop(table_home, "a.csv", "id,full name,score\n1,Ada,1\n2,Bob,2\n")
+    b = _drop(table_home, "b.csv", "id,full name,score\n3,Cy,3\n")
+    _run(table_home, ledger, [a, b], "d1")
+    before = _table(table_home).current_snapshot().snapshot_id  # type: ignore[attr-defined]
+    a2 = _drop(table_home, "a.csv", "id,full name,score\n1,Ada,1\n2,Bea,2\n4,Dee,4\n")
+    assert a2.fingerprint != a.fingerprint
+    (outcome,) = _run(table_home, ledger, [a2], "d2")
+    assert outcome.state is FileState.INGESTED
+    table = _table(table_home)
+    assert _rows(table) == [(1, "Ada"), (2, "Bea"), (3, "Cy"), (4, "Dee")]
+    assert _rows(table, before) == [(1, "Ada"), (2, "Bob"), (3, "Cy")]  # time travel
+
+
+def test_a_replay_of_the_same_version_replaces_rather_than_adds(
+    table_home: HopperConfig, ledger: Ledger
+) -> None:
+    a = _drop(table_home, "a.csv", "id,full name,score\n1,Ada,1\n")
+    _run(table_home, ledger, [a], "d1")
+    _run(table_home, ledger, [a], "replay-1")
+    assert _rows(_table(table_home)) == [(1, "Ada")]
+
+
+def test_a_batch_retried_after_its_commit_does_not_append_again(
+    table_home: HopperConfig, ledger: Ledger
+) -> None:
+    a = _drop(table_home, "a.csv", "id,full name,score\n1,Ada,1\n")
+    ledger.record_detected(a)
+    ledger.claim(a, "run-1")
+    first = ingest(IngestRequest(ref=a, dispatch_id="d1"), table_home, isolate=False)
+    land(table_home, ledger, [first], "d1")  # the worker dies here: the ledger never hears
+    snapshots = len(_table(table_home).snapshots())  # type: ignore[attr-defined]
+    again = ingest(IngestRequest(ref=a, dispatch_id="d2"), table_home, isolate=False)
+    (outcome,) = land(table_home, ledger, [again], "d2")
+    assert outcome.state is FileState.INGESTED
+    table = _table(table_home)
+    assert len(table.snapshots()) == snapshots  # type: ignore[attr-defined]
+    assert _rows(table) == [(1, "Ada")]
+    key = landing_key(a.uri, a.fingerprint, 0)
+    summary = table.current_snapshot().summary  # type: ignore[attr-defined]
+    assert key in summary.additional_properties[LANDED_PROPERTY].split(",")
+
+
+def test_new_columns_evolve_the_table(table_home: HopperConfig, ledger: Ledger) -> None:
+    _run(table_home, ledger, [_drop(table_home, "a.csv", "id,full name,score\n1,Ada,1\n")], "d1")
+    later = _drop(table_home, "b.csv", "id,full name,score,city\n2,Bob,2,Oslo\n")
+    (outcome,) = _run(table_home, ledger, [later], "d2")
+    assert outcome.state is FileState.INGESTED
+    arrow = _table(table_home).scan().to_arrow().sort_by("id")  # type: ignore[attr-defined]
+    assert arrow.column("city").to_pylist() == [None, "Oslo"]
+
+
+def test_a_column_whose_type_cannot_widen_is_quarantined(
+    table_home: HopperConfig, ledger: Ledger
+) -> None:
+    _run(
+        table_home, ledger, [_drop(table_home, "a.csv", "id,full name,score,tag\n1,A,1,7\n")], "d1"
+    )
+    clash = _drop(table_home, "b.csv", "id,full name,score,tag\n2,B,2,seven\n")
+    (outcome,) = _run(table_home, ledger, [clash], "d2")
+    assert outcome.state is FileState.QUARANTINED
+    assert "tag" in (outcome.reason or "") and "Migrating a table" in (outcome.reason or "")
+    assert _rows(_table(table_home)) == [(1, "A")]
+
+
+def test_partitioned_tables_take_the_contracts_partition_spec(tmp_path: Path) -> None:
+    contract = CONTRACT + "  - name: day\n    type: date32\npartition_by: [month(day)]\n"
+    home = _home(tmp_path, contract)
+    led = Ledger(sqlite_url(home.state_dir))
+    try:
+        refs = [
+            _drop(home, "a.csv", "id,full name,score,day\n1,A,1,2024-01-05\n2,B,2,2024-02-01\n"),
+            _drop(home, "b.csv", "id,full name,score,day\n3,C,3,2024-01-09\n"),
+        ]
+        _run(home, led, refs, "d1")
+    finally:
+        led.close()
+    table = _table(home)
+    spec = table.spec()  # type: ignore[attr-defined]
+    assert [(f.name, str(f.transform)) for f in spec.fields] == [("day_month", "month")]
+    assert table.inspect.files().num_rows == 2  # type: ignore[attr-defined]  # one per month
