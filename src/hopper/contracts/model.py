@@ -27,6 +27,13 @@ from pydantic import (
 from hopper.config import DATASET_NAME
 from hopper.contracts.arrow_types import SUPPORTED_TYPES_HINT, parse_arrow_type, to_arrow_scalar
 from hopper.contracts.expr import parse_expression
+from hopper.contracts.partitions import (
+    PARTITION_FORMS,
+    PartitionKey,
+    parse_partition,
+    parse_partitions,
+    transform_type_error,
+)
 from hopper.lineage import INGEST_DATE as INGEST_DATE  # its home is the lineage stage
 from hopper.lineage import reserved_name
 
@@ -298,7 +305,8 @@ class Contract(BaseModel):
     )
     partition_by: list[str] = Field(
         default_factory=list,
-        description=f"Output columns → Hive folders; {INGEST_DATE} is the ingestion date (UTC).",
+        description=f"Partitions, in order: {PARTITION_FORMS}; {INGEST_DATE} is the ingestion "
+        "date (UTC). Each is a Hive folder level (column=value, day(ts) gives ts_day=…).",
     )
     compression: Literal["zstd", "snappy", "gzip", "none"] = Field(
         default="zstd", description="Parquet compression codec."
@@ -388,16 +396,37 @@ class Contract(BaseModel):
     @field_validator("drop")
     @classmethod
     def _known_drops(cls, drop: list[str], info: ValidationInfo) -> list[str]:
+        _require_unique(drop, "drop entry")
         return _known_names(drop, info, "drop")
 
     @field_validator("partition_by")
     @classmethod
     def _known_partitions(cls, partition_by: list[str], info: ValidationInfo) -> list[str]:
-        partition_by = _known_names(partition_by, info, "partition_by", extra=[INGEST_DATE])
-        dropped = [p for p in partition_by if p in info.data.get("drop", [])]
+        keys = []
+        for index, text in enumerate(partition_by):
+            try:
+                keys.append(parse_partition(text))
+            except ValueError as exc:
+                raise ValueError(f"[{index}] {exc}") from exc
+        names = Counter(key.name for key in keys)
+        same = [key.text for key in keys if names[key.name] > 1]
+        if same:
+            raise ValueError(
+                f"entries {same} make the same partition (folder name): keep one of them"
+            )
+        sources = list(dict.fromkeys(key.source for key in keys))
+        _known_names(sources, info, "partition_by", extra=[INGEST_DATE])
+        dropped = [key.text for key in keys if key.source in info.data.get("drop", [])]
         if dropped:
             raise ValueError(f"{dropped} are also in drop: a partition column must be kept")
+        if not info.data.get("transform"):  # else the callable decides the columns' types
+            _check_transformed(keys, info)
         return partition_by
+
+    @property
+    def partition_keys(self) -> list[PartitionKey]:
+        """``partition_by`` read: one key (source column and transform) per entry."""
+        return parse_partitions(self.partition_by)
 
     def column(self, name: str) -> ColumnSpec:
         """The declared column with this file name.
@@ -419,7 +448,6 @@ def _known_names(
     With a ``transform`` the callable may add or rename columns, so names are only checked
     when the file is ingested.
     """
-    _require_unique(names, f"{key} entry")
     outputs = [c.output_name for c in info.data.get("columns", [])]
     outputs += [d.name for d in info.data.get("derived", [])]
     unknown = [n for n in names if n not in outputs + (extra or [])]
@@ -427,6 +455,31 @@ def _known_names(
         choices = outputs + (extra or [])
         raise ValueError(f"unknown output columns {unknown}: choose from {choices}")
     return names
+
+
+def _check_transformed(keys: list[PartitionKey], info: ValidationInfo) -> None:
+    """Check that time transforms apply to the declared types and name no existing column."""
+    types: dict[str, pa.DataType | None] = {INGEST_DATE: pa.date32()}
+    for spec in info.data.get("columns", []):
+        types[spec.output_name] = spec.arrow_type()
+    for derived in info.data.get("derived", []):
+        types[derived.name] = derived.arrow_type()  # None: Arrow's type, known at ingestion
+    dropped = set(info.data.get("drop", []))
+    outputs = {name.casefold(): name for name in types if name not in dropped}
+    for key in keys:
+        if key.transform == "identity":
+            continue
+        data_type = types.get(key.source)
+        error = transform_type_error(key, data_type) if data_type is not None else None
+        if error is not None:
+            raise ValueError(error)
+        clash = outputs.get(key.name.casefold())
+        if clash is not None:
+            raise ValueError(
+                f"{key.text!r} makes folders named {key.name!r}, but {clash!r} is an output "
+                "column too (names compare ignoring case), so readers would see it twice: "
+                "rename that column, or drop it"
+            )
 
 
 def _require_unique(names: list[str], what: str) -> None:

@@ -6,9 +6,11 @@
 read), converts and checks each block with the very same code
 (:func:`~hopper.contracts.checks.inspect_table` and :func:`~hopper.contracts.split.
 split_rows`), applies the contract's derived columns, drops and ``_ingest_date`` to each
-block, and yields the valid rows. Violations are merged across blocks with file-relative row
-numbers (1 = first data row), and the decision the whole-file path takes at once
-(:func:`~hopper.contracts.verdict.decide`) is taken at the end of the file:
+block, checks that its ``partition_by`` can be computed (a time transform such as
+``day(order_ts)`` needs a date or timestamp column), and yields the valid rows. Violations
+are merged across blocks with file-relative row numbers (1 = first data row), and the
+decision the whole-file path takes at once (:func:`~hopper.contracts.verdict.decide`) is
+taken at the end of the file:
 
 - ``bad_rows: reject``: the first violation stops the yielding (the caller's output is
   abandoned), the rest of the file is still checked so the reason counts every violation,

@@ -7,7 +7,10 @@ in a fixed order so a contract reads top to bottom:
 2. ``transform``, a Python callable named ``"package.module:function"`` for anything the
    expression language cannot say;
 3. ``drop``, columns that are used above but not written;
-4. the ``_ingest_date`` pseudo-column, when ``partition_by`` names it.
+4. the ``_ingest_date`` pseudo-column, when ``partition_by`` names it;
+5. a check that ``partition_by``'s columns are there, with a date or timestamp type under a
+   time transform (``day(order_ts)``), so a file that cannot be partitioned is refused here,
+   with its name, rather than when it is written.
 
 Column defaults are applied earlier, during conversion, so that ``nullable: false`` columns
 with a ``default`` are filled rather than rejected. Every failure here is a
@@ -28,6 +31,7 @@ import pyarrow.compute as pc
 
 from hopper.contracts.expr import ExpressionError, parse_expression
 from hopper.contracts.model import INGEST_DATE, Contract
+from hopper.contracts.partitions import PartitionKey, transform_type_error
 from hopper.errors import ContractViolation, TerminalError, TransientError
 
 logger = logging.getLogger(__name__)
@@ -39,7 +43,10 @@ def has_transforms(contract: Contract) -> bool:
         contract.derived
         or contract.transform
         or contract.drop
-        or INGEST_DATE in contract.partition_by
+        or any(
+            key.source == INGEST_DATE or key.transform != "identity"
+            for key in contract.partition_keys
+        )
     )
 
 
@@ -47,6 +54,9 @@ def apply_transforms(
     table: pa.Table, contract: Contract, *, source: str, ingested_at: dt.datetime
 ) -> pa.Table:
     """Apply a contract's derived columns, transform, drops and ingestion-date partition.
+
+    Then check that the partitions can be computed from the result (see the module
+    docstring).
 
     Args:
         table: validated, typed rows with output column names.
@@ -58,8 +68,9 @@ def apply_transforms(
         The table to write.
 
     Raises:
-        ContractViolation: a derived column cannot be computed or cast, or a ``drop`` or
-            ``partition_by`` column is absent after the transform.
+        ContractViolation: a derived column cannot be computed or cast, a ``drop`` or
+            ``partition_by`` column is absent after the transform, a time transform's column
+            is not a date or timestamp, or its partition name is also a column's.
         TerminalError: the transform cannot be imported, raises, or returns something else
             than a pyarrow Table or a pandas DataFrame.
     """
@@ -82,17 +93,45 @@ def apply_transforms(
     if contract.transform:
         table = _run_transform(table, contract, source)
     table = _drop(table, contract, source)
-    if INGEST_DATE in contract.partition_by:
+    keys = contract.partition_keys
+    if any(key.source == INGEST_DATE for key in keys):
         day = pa.scalar(ingested_at.astimezone(dt.UTC).date(), pa.date32())
         table = table.append_column(INGEST_DATE, pa.repeat(day, table.num_rows))
-    missing = [name for name in contract.partition_by if name not in table.column_names]
+    _check_partitions(table, keys, contract, source)
+    return table
+
+
+def _check_partitions(
+    table: pa.Table, keys: list[PartitionKey], contract: Contract, source: str
+) -> None:
+    """Check that every partition can be computed from ``table`` (see the module docstring)."""
+    missing = list(dict.fromkeys(k.source for k in keys if k.source not in table.column_names))
     if missing:
         raise ContractViolation(
             f"{source}: partition_by column(s) {missing} are not in the output "
             f"{table.column_names}. Fix: make the transform {contract.transform!r} keep them, "
             "or change partition_by in the contract; then replay the file."
         )
-    return table
+    columns = {name.casefold(): name for name in table.column_names}
+    for key in keys:
+        if key.transform == "identity":
+            continue
+        error = transform_type_error(key, table.schema.field(key.source).type)
+        if error is not None:
+            raise ContractViolation(
+                f"{source}: {error}; then replay the file.",
+                violations=[
+                    {"column": key.source, "kind": "partition", "message": error, "count": 0}
+                ],
+            )
+        clash = columns.get(key.name.casefold())
+        if clash is not None:
+            raise ContractViolation(
+                f"{source}: partition_by {key.text!r} makes folders named {key.name!r}, but "
+                f"the output has a column {clash!r} too (names compare ignoring case), so "
+                "readers would see it twice. Fix: rename or drop that column (or make the "
+                "transform do so); then replay the file."
+            )
 
 
 def _drop(table: pa.Table, contract: Contract, source: str) -> pa.Table:
