@@ -16,6 +16,7 @@ from urllib.parse import quote
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hopper.contracts.partitions import PartitionKey, partition_values
 from hopper.errors import TerminalError
 from hopper.stores import join
 
@@ -43,7 +44,7 @@ MAX_PARTITION_SEGMENT = 200
 
 
 def partition_dir(values: list[tuple[str, Any]]) -> str:
-    """Hive-style folders, e.g. ``region=EU/year=2024`` (values URL-quoted, nulls marked).
+    """Hive-style folders, e.g. ``region=EU/ts_day=2024-05-01`` (values quoted, nulls marked).
 
     Raises:
         TerminalError: a value too long to name a folder (the file is quarantined).
@@ -69,19 +70,30 @@ def output_path(lake: str | Path, dataset: str, partition: str, source_name: str
 
 
 def split_partitions(
-    table: pa.Table, partition_by: list[str]
+    table: pa.Table, keys: list[PartitionKey]
 ) -> Iterator[tuple[list[tuple[str, Any]], pa.Table]]:
-    """Yield ``(partition values, rows without the partition columns)`` per distinct value."""
-    if not partition_by:
+    """Yield ``(partition values, rows)`` per distinct combination of the keys' values.
+
+    The values are ``(key name, value)`` pairs for :func:`partition_dir`. An identity key's
+    column is dropped from the rows (its folder holds it); a transform's source column is
+    kept, since only the value derived from it names the folder.
+
+    Raises:
+        ContractViolation: a key's column is missing, or a time transform's is not a date or
+            timestamp (see :func:`~hopper.contracts.partitions.partition_values`).
+    """
+    if not keys:
         yield [], table
         return
-    keys = table.select(partition_by).group_by(partition_by).aggregate([]).to_pylist()
-    rest = table.drop_columns(partition_by)
-    for key in keys:
+    values = partition_values(table, keys)
+    names = values.column_names
+    distinct = values.group_by(names).aggregate([]).to_pylist()
+    rest = table.drop_columns([key.source for key in keys if key.transform == "identity"])
+    for row in distinct:
         mask = None
-        for col in partition_by:
-            value = key[col]
-            cond = pc.is_null(table[col]) if value is None else pc.equal(table[col], value)
+        for name in names:
+            value, column = row[name], values[name]
+            cond = pc.is_null(column) if value is None else pc.equal(column, value)
             cond = pc.fill_null(cond, False)
             mask = cond if mask is None else pc.and_(mask, cond)
-        yield [(c, key[c]) for c in partition_by], rest.filter(mask)
+        yield [(name, row[name]) for name in names], rest.filter(mask)

@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hopper.contracts.partitions import parse_partitions
 from hopper.sink.names import output_name, output_path, partition_dir, split_partitions
 from hopper.staging import Stage, discard_staged
 from hopper.stores import Store, Writer, join
@@ -81,16 +82,29 @@ def write_outputs(
     :mod:`hopper.staging`): if any step fails, nothing of this version is left in the lake
     and the source's earlier outputs are as they were.
 
+    Args:
+        table: the rows to write.
+        lake: the lake, a folder or an ``s3://`` location.
+        dataset: the dataset name (first folder under the lake).
+        partition_by: the contract's ``partition_by`` entries (``region``, ``day(ts)``):
+            each names one level of Hive folders (see :func:`split_partitions`).
+        source_name: the source's file name (names the output).
+        uri: the source's URI (its hash makes the output name unique).
+        compression: the Parquet codec, or ``none``.
+        s3: an S3 client, for an ``s3://`` lake.
+
     Returns:
         The files written. Earlier files of the same source that the new version no longer
         touches (other partitions) are removed as part of the publish.
 
     Raises:
-        TerminalError: a partition value cannot name a folder (nothing is written).
+        TerminalError: a partition value cannot name a folder, or a partition column is
+            missing or of a type its transform does not apply to (nothing is written).
     """
+    keys = parse_partitions(partition_by)
     stage = Stage(lake, dataset, uri, s3)
     try:
-        for values, rows in split_partitions(table, partition_by):
+        for values, rows in split_partitions(table, keys):
             target = output_path(lake, dataset, partition_dir(values), source_name, uri)
             stage.write(target, parquet(rows, compression), PARQUET_CONTENT_TYPE)
         name = output_name(source_name, uri)
@@ -210,7 +224,8 @@ class StreamingOutputs:
         Args:
             lake: the lake, a folder or an ``s3://`` location.
             dataset: the dataset name (first folder under the lake).
-            partition_by: output columns that become Hive folders.
+            partition_by: the contract's ``partition_by`` entries (``region``, ``day(ts)``),
+                one level of Hive folders each.
             source_name: the source's file name (names the output).
             uri: the source's URI (its hash makes the output name unique).
             compression: the Parquet codec, or ``none``.
@@ -219,6 +234,7 @@ class StreamingOutputs:
         self.lake = str(lake)
         self.dataset = dataset
         self.partition_by = partition_by
+        self.keys = parse_partitions(partition_by)
         self.source_name = source_name
         self.uri = uri
         self.compression = compression
@@ -238,9 +254,10 @@ class StreamingOutputs:
 
         Raises:
             TooManyPartitions: the rows open more than :data:`MAX_STREAM_PARTITIONS` files.
-            TerminalError: a partition value cannot name a folder.
+            TerminalError: a partition value cannot name a folder, or a partition column is
+                missing or of a type its transform does not apply to.
         """
-        for values, rows in split_partitions(table, self.partition_by):
+        for values, rows in split_partitions(table, self.keys):
             partition = partition_dir(values)
             part = self.files.get(partition)
             if part is None:
