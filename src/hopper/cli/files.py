@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hopper.cli.run import ConfigOption, _default_api_url
+from hopper.config import HopperConfig
 from hopper.errors import HopperError
 from hopper.home import Home
 from hopper.ledger import FileRecord, Ledger
@@ -71,6 +72,14 @@ def summary(ledger: Ledger, ui_url: str, failures: int = 10) -> dict[str, Any]:
     }
 
 
+def tables_report(config: HopperConfig, datasets: list[str]) -> dict[str, Any]:
+    """Each dataset's table as ``hopper status --json`` shows it (``tables`` key)."""
+    from hopper.tables.status import table_status
+
+    found = {name: table_status(config, name) for name in datasets if name != "(unrouted)"}
+    return {name: status.model_dump() for name, status in found.items() if status is not None}
+
+
 def file_report(ledger: Ledger, target: str, ui_url: str) -> dict[str, Any]:
     """The ``hopper status FILE --json`` document: versions and history of one file."""
     from hopper.replay import to_uri
@@ -108,6 +117,8 @@ def status(
     with Home.open(config) as home:
         ui_url = home.ui_url
         doc = file_report(home.ledger, file, ui_url) if file else summary(home.ledger, ui_url)
+        if not file and home.config.lake.is_table:
+            doc["tables"] = tables_report(home.config, sorted(doc["datasets"]))
     if json_output:
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
         return
@@ -133,6 +144,17 @@ def status(
             f"{age:.0f}s" if age is not None else "-",
         )
     console.print(table)
+    if doc.get("tables"):
+        tables = Table("table", "snapshot", "data files", "rows", "snapshots kept")
+        for t in doc["tables"].values():
+            tables.add_row(
+                t["table"],
+                str(t["snapshot_id"]),
+                str(t["data_files"]),
+                str(t["rows"]),
+                str(t["snapshots"]),
+            )
+        console.print(tables)
     for f in doc["failures"]:
         console.print(f"[red]{f['state']}[/] {f['uri']}: {f['reason']}")
         if f["run_url"]:

@@ -48,7 +48,8 @@ def catalog_properties(config: HopperConfig) -> dict[str, str]:
     """The pyiceberg properties of the home's catalog (without the environment's).
 
     The embedded SQLite catalog unless ``lake.catalog`` names another; the lake's location
-    as warehouse; S3 endpoint and region from ``hopper.yaml``'s ``s3:`` block; then ``lake.catalog`` itself, which wins.
+    as warehouse; S3 endpoint and region from ``hopper.yaml``'s ``s3:`` block; then
+    ``lake.catalog`` itself, which wins.
     """
     props: dict[str, str] = {}
     if "type" not in config.lake.catalog and "uri" not in config.lake.catalog:
