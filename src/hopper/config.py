@@ -238,6 +238,49 @@ class S3Options(BaseModel):
 
 _SECRET_KEY = re.compile(r"secret|password|token|credential|access-key", re.IGNORECASE)
 
+LANDING_WINDOW_HOURS = 168
+"""How far back the ingest path reads snapshot summaries for exactly-once (7 days; equal to
+``hopper.tables.commit.LANDING_WINDOW_SECONDS``, a test keeps them so): the shortest
+snapshot age that upkeep may expire."""
+
+
+class MaintainOptions(BaseModel):
+    """Upkeep of an Iceberg lake's tables: ``hopper maintain`` and ``hopper-maintain``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    compact: bool = Field(
+        default=True,
+        description="Rewrite each partition's small data files (under 3/4 of target_file_mb, "
+        "two or more) into files near target_file_mb.",
+    )
+    snapshot_max_age_hours: float = Field(
+        default=LANDING_WINDOW_HOURS,
+        description="Expire snapshots older than this (hours); never less than 168, the window "
+        "in which a retried batch looks for its own commit.",
+    )
+    keep_snapshots: int = Field(
+        default=10, ge=1, description="Always keep at least this many of the latest snapshots."
+    )
+    orphan_min_age_hours: float = Field(
+        default=24.0,
+        ge=1,
+        description="Delete unreferenced files under a table's location only once they are "
+        "this old (hours), so a commit in progress never loses its files.",
+    )
+
+    @field_validator("snapshot_max_age_hours")
+    @classmethod
+    def _not_inside_the_landing_window(cls, hours: float) -> float:
+        if hours < LANDING_WINDOW_HOURS:
+            raise ValueError(
+                f"{hours:g} hours is shorter than the {LANDING_WINDOW_HOURS} hours in which a "
+                "retried batch looks for its own commit in the table's snapshots; expiring them "
+                "sooner could let it append its rows twice. Set it to "
+                f"{LANDING_WINDOW_HOURS} or more (keep_snapshots bounds the history as well)"
+            )
+        return hours
+
 
 class LakeOptions(BaseModel):
     """Where validated rows go and in what form: Parquet files, or Apache Iceberg tables.
@@ -266,6 +309,10 @@ class LakeOptions(BaseModel):
     )
     target_file_mb: int = Field(
         default=128, ge=1, le=4096, description="Target size of an Iceberg data file (MiB)."
+    )
+    maintain: MaintainOptions = Field(
+        default_factory=MaintainOptions,
+        description="Table upkeep: compaction, snapshot expiry, orphan files (iceberg only).",
     )
 
     @field_validator("catalog")
