@@ -180,16 +180,21 @@ class Profile:
     name: str
     extra_yaml: str = ""
     env: tuple[tuple[str, str], ...] = ()
+    lake_yaml: str = "lake: lake\n"
 
     def same_setup(self, other: Profile) -> bool:
         """Whether ``other`` would start an identical Hopper."""
-        return (self.extra_yaml, self.env) == (other.extra_yaml, other.env)
+        mine = (self.extra_yaml, self.env, self.lake_yaml)
+        return mine == (other.extra_yaml, other.env, other.lake_yaml)
 
 
-def make_home(root: Path, datasets: list[str], extra_yaml: str = "") -> Path:
+def make_home(
+    root: Path, datasets: list[str], extra_yaml: str = "", lake_yaml: str = "lake: lake\n"
+) -> Path:
     """Write a Hopper home (hopper.yaml, one contract per dataset, inbox folders).
 
-    The watcher keeps Hopper's default tuning unless ``extra_yaml`` sets a ``watch:`` block.
+    The watcher keeps Hopper's default tuning unless ``extra_yaml`` sets a ``watch:`` block;
+    the lake is Parquet files in ``lake/`` unless ``lake_yaml`` says otherwise.
 
     Returns:
         The path of ``hopper.yaml``.
@@ -201,7 +206,8 @@ def make_home(root: Path, datasets: list[str], extra_yaml: str = "") -> Path:
     config = root / "hopper.yaml"
     config.write_text(
         "sources:\n  - path: inbox\n"
-        "lake: lake\nquarantine: quarantine\ndatasets_dir: datasets\nstate_dir: .hopper\n"
+        + lake_yaml
+        + "quarantine: quarantine\ndatasets_dir: datasets\nstate_dir: .hopper\n"
         + extra_yaml,
         encoding="utf-8",
     )
@@ -323,7 +329,7 @@ class HopperUp:
 
     def start(self) -> None:
         """Write the home, start `hopper up` and wait for "Hopper is up."."""
-        make_home(self.root, self.datasets, self.profile.extra_yaml)
+        make_home(self.root, self.datasets, self.profile.extra_yaml, self.profile.lake_yaml)
         self.port = self.port or free_port()
         env = clean_env({"HOPPER_LOG_LEVEL": "INFO", **dict(self.profile.env)})
         log.info(
