@@ -179,3 +179,36 @@ def test_partitioned_tables_take_the_contracts_partition_spec(tmp_path: Path) ->
     spec = table.spec()  # type: ignore[attr-defined]
     assert [(f.name, str(f.transform)) for f in spec.fields] == [("day_month", "month")]
     assert table.inspect.files().num_rows == 2  # type: ignore[attr-defined]  # one per month
+
+
+@pytest.mark.parametrize(
+    ("arrow", "value", "iceberg"),
+    [
+        (pa.uint32(), 4_000_000_000, "long"),
+        (pa.uint64(), 18_000_000_000_000_000_000, "decimal(20, 0)"),
+        (pa.timestamp("ns", tz="Asia/Tokyo"), 1_700_000_000_123_456_789, "timestamptz"),
+        (pa.date64(), 1_700_000_000_000, "date"),
+        (pa.time32("s"), 3600, "time"),
+    ],
+)
+def test_types_iceberg_lacks_keep_every_value(
+    tmp_path: Path, arrow: pa.DataType, value: int, iceberg: str
+) -> None:
+    from hopper.tables.schema import for_table
+
+    rows = for_table(pa.table({"c": pa.array([value], arrow)}))
+    catalog = load_catalog(
+        "t", type="sql", uri=f"sqlite:///{tmp_path / 'c.db'}", warehouse=tmp_path.as_uri()
+    )
+    catalog.create_namespace("n")
+    table = catalog.create_table("n.t", schema=rows.schema)
+    table.append(rows)
+    assert str(table.schema().find_field("c").field_type) == iceberg
+    back = table.scan().to_arrow().column("c")
+    original = pa.array([value], arrow)
+    if pa.types.is_timestamp(arrow):  # microseconds: the nanoseconds are cut, the instant kept
+        assert back[0].value == original[0].value // 1000
+    elif pa.types.is_date(arrow) or pa.types.is_time(arrow):
+        assert back[0].as_py() == original[0].as_py()
+    else:
+        assert int(back[0].as_py()) == value

@@ -3,7 +3,7 @@
 Rows reach a table as Arrow. Most Arrow types are Iceberg types as they are; the rest are
 mapped to the Iceberg type that holds every value exactly (:func:`iceberg_arrow_type`):
 timestamps in any zone become UTC instants (``timestamptz``, microseconds), ``date64`` a
-date, ``time32`` a ``time``, ``uint64`` a ``decimal(20, 0)``.
+date, ``time32`` a ``time``, ``uint32`` a ``long``, ``uint64`` a ``decimal(20, 0)``.
 
 The table is made from the first batch's schema, with the contract's ``partition_by`` as its
 partition spec (identity, or ``year``/``month``/``day`` of a date or timestamp). Later
@@ -41,6 +41,8 @@ def iceberg_arrow_type(t: pa.DataType) -> pa.DataType:
         return pa.time64("us")
     if pa.types.is_uint64(t):
         return pa.decimal128(20, 0)
+    if pa.types.is_uint32(t):  # pyiceberg would make it an int, too small for its values
+        return pa.int64()
     if pa.types.is_dictionary(t):
         return iceberg_arrow_type(t.value_type)
     if pa.types.is_null(t):
@@ -55,11 +57,21 @@ def iceberg_arrow_type(t: pa.DataType) -> pa.DataType:
 
 
 def for_table(table: pa.Table) -> pa.Table:
-    """``table`` with every column cast to its :func:`iceberg_arrow_type` (values unchanged)."""
-    target = pa.schema([pa.field(f.name, iceberg_arrow_type(f.type)) for f in table.schema])
-    if target.equals(table.schema):
-        return table
-    return table.cast(target)
+    """``table`` with every column cast to its :func:`iceberg_arrow_type`.
+
+    Values are kept, except what the table's units cannot hold: a timestamp's nanoseconds
+    (Iceberg keeps microseconds) and a ``date64``'s time of day.
+    """
+    columns = []
+    changed = False
+    for column, field in zip(table.columns, table.schema, strict=True):
+        target = iceberg_arrow_type(field.type)
+        if not target.equals(field.type):
+            cut = pa.types.is_temporal(field.type)  # sub-units only; other casts stay safe
+            column = pc.cast(column, target, safe=not cut)
+            changed = True
+        columns.append(column)
+    return pa.table(columns, names=table.column_names) if changed else table
 
 
 def _transform(name: str) -> Any:
