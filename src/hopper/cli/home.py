@@ -30,6 +30,10 @@ sources:
 routing: []
 
 lake: lake               # validated Parquet: lake/<dataset>/[partition=value/]<file>-<id>.parquet
+# Or one Apache Iceberg table per dataset (docs/tables.md), in the catalog .hopper/catalog.db:
+# lake:
+#   path: lake
+#   format: iceberg
 quarantine: quarantine   # rejected files with <file>.error.json beside them
 datasets_dir: datasets   # one contract per dataset: datasets/<name>.yaml
 state_dir: .hopper       # ledger, logs and the embedded Prefect server's database
