@@ -12,7 +12,9 @@ Each dataset is the table ``<namespace>.<dataset>``, at ``<lake>/<namespace>/<da
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +22,8 @@ from hopper.config import HopperConfig
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
+
+log = logging.getLogger(__name__)
 
 CATALOG_NAME = "hopper"
 """The catalog's name (the SQL catalog's ``catalog_name`` column; the environment's prefix)."""
@@ -73,8 +77,6 @@ def open_catalog(config: HopperConfig) -> Catalog:
     Raises:
         ConfigError: the catalog cannot be reached or its properties are wrong.
     """
-    from pyiceberg.catalog import load_catalog
-
     from hopper.errors import ConfigError
 
     props = catalog_properties(config)
@@ -85,12 +87,33 @@ def open_catalog(config: HopperConfig) -> Catalog:
             if props.get("uri", "").startswith("sqlite:///"):
                 config.state_dir.mkdir(parents=True, exist_ok=True)
             try:
-                catalog = load_catalog(CATALOG_NAME, **props)
-                catalog.create_namespace_if_not_exists(config.lake.namespace)
+                catalog = _first_open(props, config.lake.namespace)
             except (ValueError, NotImplementedError, ImportError) as exc:
                 raise ConfigError(f"lake.catalog {_shown(props)}: {exc}") from exc
             _catalogs[key] = catalog
         return catalog
+
+
+def _first_open(props: dict[str, str], namespace: str, attempts: int = 5) -> Catalog:
+    """Load the catalog and ensure the namespace, riding out a race with another process.
+
+    The SQL catalog creates its own tables on first use; two workers starting on a new
+    database both try, and one of them fails on the other's table. Trying again finds them.
+    """
+    from pyiceberg.catalog import load_catalog
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(attempts):
+        try:
+            catalog = load_catalog(CATALOG_NAME, **props)
+            catalog.create_namespace_if_not_exists(namespace)
+            return catalog
+        except SQLAlchemyError as exc:
+            if attempt == attempts - 1:
+                raise
+            log.info("catalog %s not ready (%s); trying again", _shown(props), exc)
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _shown(props: dict[str, Any]) -> str:

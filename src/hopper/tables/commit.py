@@ -19,8 +19,10 @@ and does not append again. A replay of the same version, recorded as ingested on
 has a new key.
 
 **Concurrent writers** (several workers, the maintenance run) use Iceberg's optimistic
-concurrency: a commit that lost the race is redone on the refreshed table, with exponential
-backoff and jitter, checking the landing keys again each time.
+concurrency: pyiceberg first retries a commit that lost the race on the refreshed table
+itself (``commit.retry.*`` table properties); if that still fails, the whole landing is
+redone here, with exponential backoff and jitter, checking the landing keys again. Two runs
+never land the same version at once: the ledger gives each version to one run at a time.
 """
 
 from __future__ import annotations
