@@ -36,9 +36,9 @@ def _register() -> None:
     global _registered
     if _registered:
         return
-    from hopper.cli import contract, files, home, run
+    from hopper.cli import contract, files, home, maintain, run
 
-    for module in (home, run, contract, files):
+    for module in (home, run, contract, files, maintain):
         module.register(app)
     _registered = True
 
