@@ -17,7 +17,7 @@ import pytest
 
 import hopper.contracts.stream as stream_module
 import hopper.ingest as ingest_module
-from hopper.config import FolderSource, HopperConfig, S3Options, load_config
+from hopper.config import FolderSource, HopperConfig, LakeOptions, S3Options, load_config
 from hopper.ingest import ingest
 from hopper.lineage import INGESTED_AT
 from hopper.models import FileRef, FileState, IngestOutcome, IngestRequest
@@ -49,7 +49,7 @@ def _home(tmp_path: Path, moto: MotoServer, *, bad_rows: str = "reject") -> Hopp
     )
     return config.model_copy(
         update={
-            "lake": f"s3://{bucket}/lake",
+            "lake": LakeOptions(path=f"s3://{bucket}/lake"),
             "quarantine": f"s3://{bucket}/quarantine",
             "s3": S3Options(endpoint_url=moto.endpoint),
         }
