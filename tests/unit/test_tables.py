@@ -212,3 +212,31 @@ def test_types_iceberg_lacks_keep_every_value(
         assert back[0].as_py() == original[0].as_py()
     else:
         assert int(back[0].as_py()) == value
+
+
+def test_contract_diff_compares_a_file_with_the_table(
+    table_home: HopperConfig, ledger: Ledger
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    first = _drop(table_home, "a.csv", "id,full name,score,tag,n\n1,A,1,7,5\n")
+    _run(table_home, ledger, [first], "d1")
+    other = table_home.sources[0].path / "b.csv"
+    other.write_text("id,full name,score,tag,city\n2,B,2,seven,Oslo\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "hopper", "contract", "diff", str(other), "--dataset", "people",
+         "--config", str(table_home.path), "--json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    statuses = {c["column"]: c["status"] for c in json.loads(done.stdout)["table"]}
+    assert statuses == {
+        "id": "ok",
+        "full_name": "ok",
+        "score": "ok",
+        "tag": "conflict",  # text where the table has numbers
+        "city": "new",
+        "n": "absent",
+    }

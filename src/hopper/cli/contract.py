@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from cyclopts import App, Parameter
 from rich.console import Console
@@ -25,7 +27,12 @@ from hopper.contracts import (
 from hopper.errors import ConfigError, HopperError, ReaderCrashedError
 from hopper.isolate import Limits, ReaderPool
 
+if TYPE_CHECKING:
+    from hopper.config import HopperConfig
+    from hopper.tables.schema import ColumnVsTable
+
 console = Console()
+notes = Console(stderr=True)  # what is said beside a --json document, not in it
 contract_app = App(name="contract", help="Create and inspect dataset contracts.")
 
 
@@ -93,7 +100,10 @@ def diff(
 
     Lists declared columns missing from the file, extra columns (with the type Arrow infers),
     columns whose type differs (and whether their values convert) and nulls in columns
-    declared nullable: false. Exits 0 when the file matches, 1 when it differs.
+    declared nullable: false. With an Iceberg lake, also how the file's rows meet the
+    dataset's table as it is now: columns written as they are, new columns (added), widened
+    types, columns the rows lack (null) and conflicts (the file would be quarantined; see
+    docs/tables.md, "Migrating a table"). Exits 0 when the file matches, 1 when it differs.
 
     Args:
         file: File to compare (any supported format, optionally compressed).
@@ -101,13 +111,59 @@ def diff(
         config: hopper.yaml of the Hopper home.
         json_output: Print the diff as JSON (keys documented in docs/contracts.md).
     """
-    result = diff_file(file, _dataset_contract(file, dataset, config))
+    contract = _dataset_contract(file, dataset, config)
+    result = diff_file(file, contract)
+    vs_table = _versus_table(file, contract, resolve_config(config))
     if json_output:
-        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        doc = result.model_dump(mode="json")
+        if vs_table is not None:
+            doc["table"] = [c.model_dump() for c in vs_table]
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
         _print_diff(result)
-    if not result.matches:
+        if vs_table is not None:
+            _print_versus_table(vs_table, f"{contract.name}")
+    if not result.matches or any(c.status == "conflict" for c in vs_table or []):
         raise SystemExit(1)
+
+
+def _versus_table(file: Path, contract: Contract, cfg: HopperConfig) -> list[ColumnVsTable] | None:
+    """How ``file``'s rows meet its table; None without a table (or rows that fail)."""
+    if not cfg.lake.is_table:
+        return None
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from hopper.contracts import read_and_conform
+    from hopper.lineage import RESERVED_COLUMNS
+    from hopper.tables import open_catalog, table_identifier
+    from hopper.tables.schema import compare_to_table
+
+    try:
+        table = open_catalog(cfg).load_table(table_identifier(cfg, contract.name))
+    except NoSuchTableError:
+        console.print(
+            f"no table {table_identifier(cfg, contract.name)} yet: the first batch makes it"
+        )
+        return None
+    try:
+        rows = read_and_conform(
+            file, contract, source_name=str(file), ingested_at=datetime.now(UTC)
+        )
+    except HopperError as exc:
+        notes.print(f"the file's rows cannot be compared with the table: {exc}")
+        return None
+    return compare_to_table(rows.table.schema, table.schema().as_arrow(), RESERVED_COLUMNS)
+
+
+def _print_versus_table(columns: list[ColumnVsTable], dataset: str) -> None:
+    table = Table(title=f"rows vs table of {dataset!r}", title_justify="left")
+    for header in ("column", "status", "rows type", "table type"):
+        table.add_column(header, overflow="fold")
+    styles = {"ok": "green", "widens": "cyan", "new": "yellow", "absent": "yellow"}
+    for c in columns:
+        style = styles.get(c.status, "red")
+        table.add_row(c.column, f"[{style}]{c.status}[/]", c.rows_type or "-", c.table_type or "-")
+    console.print(table)
 
 
 _STYLES = {"ok": "green", "compatible": "cyan", "extra": "yellow"}

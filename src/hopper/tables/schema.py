@@ -15,10 +15,11 @@ a column whose type changed in a way no reader could follow — is refused with 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import BaseModel, Field
 
 from hopper.contracts.partitions import PartitionKey, parse_partition
 from hopper.errors import TerminalError
@@ -154,6 +155,8 @@ def _fits(source: pa.DataType, target: pa.DataType) -> bool:
         return bool(source.bit_width <= target.bit_width)
     if pa.types.is_floating(source) and pa.types.is_floating(target):
         return bool(source.bit_width <= target.bit_width)
+    if pa.types.is_decimal(source) and pa.types.is_decimal(target):
+        return bool(source.scale == target.scale and source.precision <= target.precision)
     return False
 
 
@@ -179,3 +182,61 @@ def conform(rows: pa.Table, schema: pa.Schema) -> pa.Table:
                 ) from exc
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+class ColumnVsTable(BaseModel):
+    """How one column of a file's rows meets its dataset's table (``hopper contract diff``)."""
+
+    column: str = Field(description="The output column's name.")
+    status: Literal["ok", "widens", "new", "absent", "conflict"] = Field(
+        description="ok: written as is; widens: the table's type is widened (int → long, "
+        "float → double, a decimal's precision); new: added to the table; absent: the table "
+        "has it, these rows get nulls; conflict: the file would be quarantined."
+    )
+    rows_type: str | None = Field(description="The type the rows bring (None: absent).")
+    table_type: str | None = Field(description="The table's type (None: new).")
+
+
+def _widens(table_type: pa.DataType, rows_type: pa.DataType) -> bool:
+    """Whether Iceberg can widen a column of ``table_type`` to hold ``rows_type``."""
+    if pa.types.is_decimal(table_type) and pa.types.is_decimal(rows_type):
+        return bool(
+            table_type.scale == rows_type.scale and table_type.precision <= rows_type.precision
+        )
+    return _fits(table_type, rows_type)
+
+
+def compare_to_table(
+    rows: pa.Schema, table: pa.Schema, ignore: tuple[str, ...]
+) -> list[ColumnVsTable]:
+    """Each column of ``rows`` (and of ``table``) as ingesting those rows would treat it.
+
+    Args:
+        rows: the rows' schema, as a file's contract outputs them.
+        table: the table's Arrow schema now.
+        ignore: columns Hopper adds itself (lineage), left out.
+    """
+    found: list[ColumnVsTable] = []
+    for field in rows:
+        if field.name in ignore:
+            continue
+        mine = iceberg_arrow_type(field.type)
+        index = table.get_field_index(field.name)
+        if index < 0:
+            found.append(ColumnVsTable(column=field.name, status="new", rows_type=str(mine),
+                                       table_type=None))  # fmt: skip
+            continue
+        theirs = table.field(index).type
+        status: Literal["ok", "widens", "conflict"] = (
+            "ok" if _fits(mine, theirs) else "widens" if _widens(theirs, mine) else "conflict"
+        )
+        found.append(
+            ColumnVsTable(
+                column=field.name, status=status, rows_type=str(mine), table_type=str(theirs)
+            )
+        )
+    for field in table:
+        if field.name not in ignore and rows.get_field_index(field.name) < 0:
+            found.append(ColumnVsTable(column=field.name, status="absent", rows_type=None,
+                                       table_type=str(field.type)))  # fmt: skip
+    return found
