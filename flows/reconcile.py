@@ -1,5 +1,7 @@
 """Prefect entry point ``hopper-reconcile``: re-dispatch files whose runs died; rescan sources.
 
+It also removes staging folders that dead writers left in the lake (a day old or more).
+
 Scheduled every few minutes by prefect.yaml; the work is in ``hopper.reconcile``.
 """
 
@@ -11,6 +13,7 @@ from prefect import flow, get_run_logger
 
 from hopper.home import Home
 from hopper.reconcile import reconcile as run_reconcile
+from hopper.staging import sweep_staging
 
 
 @flow(name="hopper-reconcile", log_prints=False)
@@ -28,14 +31,17 @@ def reconcile(config_path: str | None = None, max_dispatches: int | None = None)
             max_dispatches=max_dispatches,
             stuck_seconds=home.settings.lease_seconds,
         )
+        swept = sweep_staging(home.config.lake.path, home.s3)
     logger.info(
-        "re-dispatched %d, gave up on %d, newly detected %d",
+        "re-dispatched %d, gave up on %d, newly detected %d, %d stale staging folders removed",
         len(report.redispatched),
         len(report.given_up),
         report.detected,
+        swept,
     )
     return {
         "redispatched": report.redispatched,
         "given_up": report.given_up,
         "detected": report.detected,
+        "swept": swept,
     }

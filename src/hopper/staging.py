@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -74,7 +75,8 @@ class Stage:
         self.dataset = dataset
         self.uri = uri
         self.store = store_for(lake, s3)
-        self.folder = f"{staging_root(lake, dataset)}/{staging_key(uri)}-{uuid.uuid4().hex[:12]}"
+        attempt = f"{int(time.time())}-{uuid.uuid4().hex[:12]}"  # when: see sweep_staging
+        self.folder = f"{staging_root(lake, dataset)}/{staging_key(uri)}-{attempt}"
         self.moves: list[tuple[str, str]] = []
 
     def add(self, target: str) -> str:
@@ -208,3 +210,37 @@ def discard_staged(lake: str, dataset: str, uri: str, s3: Any = None) -> None:
     for folder in attempts(store, root, staging_key(uri)):
         log.info("%s: discarding staged outputs in %s", uri, folder)
         rollback(store, folder, f"{lake.rstrip('/')}/{dataset}")
+
+
+SWEEP_AFTER_SECONDS = 24 * 3600.0
+"""Age after which a staging folder is taken as left by a writer that died (see below)."""
+
+
+def sweep_staging(lake: str, s3: Any = None, older_than: float = SWEEP_AFTER_SECONDS) -> int:
+    """Remove staging folders older than ``older_than`` seconds, whoever left them.
+
+    :func:`discard_staged` cleans up after a reader that died while its worker lived; a
+    worker or a host that died with it leaves its staging folders behind (hidden from
+    readers, but taking space). Each folder's name carries when its attempt began; one older
+    than any attempt can run is rolled back (a half publish is undone) and deleted. Folders
+    without a time in their name (written before it was there) are left alone.
+
+    Returns:
+        How many folders were removed.
+    """
+    store = store_for(lake, s3)
+    root = f"{lake.rstrip('/')}/{STAGING}"
+    cutoff = time.time() - older_than
+    old: set[tuple[str, str]] = set()
+    for path in store.list_files(f"{root}/"):
+        parts = path[len(root) + 1 :].split("/")
+        if len(parts) < 3:
+            continue
+        dataset, folder = parts[0], parts[1]
+        stamp = folder.split("-")[1] if folder.count("-") >= 2 else ""
+        if stamp.isdigit() and int(stamp) < cutoff:
+            old.add((dataset, folder))
+    for dataset, folder in sorted(old):
+        log.warning("removing staging folder %s/%s left by a writer that died", dataset, folder)
+        rollback(store, f"{root}/{dataset}/{folder}", f"{lake.rstrip('/')}/{dataset}")
+    return len(old)

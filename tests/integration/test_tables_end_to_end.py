@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from bench.data import write_small_files
-from bench.procs import HopperUp, Profile
+from bench.procs import HopperUp, Profile, hopper_cli
 from pyiceberg.catalog import load_catalog
 
 from hopper.ledger import Ledger, sqlite_url
@@ -133,3 +133,18 @@ def test_a_new_version_replaces_its_rows_atomically(up: HopperUp, tmp_path: Path
     assert seen <= {old_total, old_total + 1}, seen  # the old rows or the new, never both
     back = _table(up).scan(snapshot_id=old_snapshot, selected_fields=("_source_uri",))
     assert Counter(back.to_arrow()["_source_uri"].to_pylist())[path.as_uri()] == old_rows
+
+
+def test_replay_waits_and_names_the_snapshot_it_made(up: HopperUp) -> None:
+    path = sorted(up.inbox(DATASET).glob("a-*.csv"))[0]
+    before = _table(up).current_snapshot().snapshot_id
+    done = hopper_cli(
+        "replay", str(path), "--wait", "--timeout", "90",
+        env={**up.cli_env(), "COLUMNS": "200"}, timeout=150,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = _table(up)
+    after = table.current_snapshot().snapshot_id
+    assert after != before
+    assert f"hopper.{DATASET}@{after}" in done.stdout
+    assert _per_source(table)[path.as_uri()] == _rows_of([path])[path.as_uri()]

@@ -256,3 +256,20 @@ def test_an_unpartitioned_replay_replaces_in_one_step_or_not_at_all(
     monkeypatch.setattr(os, "replace", real)
     (written,) = write(pa.table({"region": ["EU"], "n": [9]}))
     assert _lake_state(lake) == {str(Path(written).relative_to(lake)): [9]}
+
+
+def test_the_sweep_removes_only_staging_folders_older_than_its_cutoff(tmp_path: Path) -> None:
+    from hopper.staging import Stage, staging_root, sweep_staging
+
+    lake = str(tmp_path / "lake")
+    stage = Stage(lake, "sales", URI)
+    stage.write(f"{lake}/sales/a.parquet", lambda out: out.write(b"x"))
+    legacy = Path(staging_root(lake, "sales")) / "0123456789abcdef-0a1b2c3d4e5f" / "new"
+    legacy.mkdir(parents=True)
+    (legacy / "0.staged").write_bytes(b"y")  # a folder named before attempts had a time
+    assert sweep_staging(lake) == 0  # a fresh attempt: a writer may still be at work
+    assert Path(stage.folder).is_dir()
+    assert sweep_staging(lake, older_than=-60) == 1  # "a day later"
+    assert not Path(stage.folder).exists()
+    assert legacy.is_dir()
+    assert not list(Path(lake, "sales").glob("*.parquet"))  # nothing was published by it

@@ -234,11 +234,15 @@ def _wait(ledger: Ledger, started: list[Any], timeout: float) -> None:
                     final[ref.uri] = rec
             progress.update(bar, completed=len(final))
             time.sleep(0.5)
-    table = Table("file", "outcome", "reason")
+    table = Table("file", "outcome", "reason", "written to")
     for ref, _ in started:
         rec = final.get(ref.uri)
+        outputs = (rec.outcome or {}).get("outputs", []) if rec else []
         table.add_row(
-            ref.name, rec.state.value if rec else "timed out", (rec.reason or "") if rec else ""
+            ref.name,
+            rec.state.value if rec else "timed out",
+            (rec.reason or "") if rec else "",
+            "\n".join(outputs),  # files, or a table's snapshot: hopper.<dataset>@<id>
         )
     console.print(table)
     if any(r.state != FileState.INGESTED for r in final.values()) or len(final) < len(started):
