@@ -29,7 +29,7 @@ from hopper.errors import (
     UnknownDatasetError,
     is_transient,
 )
-from hopper.files import is_watched, replay_command
+from hopper.files import is_watched
 from hopper.isolate import Limits, ReaderPool, shared_pool
 from hopper.lineage import add_lineage
 from hopper.models import FileRef, FileState, IngestOutcome, IngestRequest
@@ -37,7 +37,7 @@ from hopper.sink import (
     TooManyPartitions,
     discard_staged,
     open_lake,
-    quarantine_file,
+    quarantine,
     write_rejected_rows,
 )
 
@@ -305,70 +305,6 @@ def _record_rejected(
         s3=s3,
     )
     outcome.reason = f"{outcome.rows_rejected} bad rows quarantined"
-
-
-def quarantine(
-    config: HopperConfig,
-    ref: FileRef,
-    exc: TerminalError,
-    contract: Contract | None,
-    flow_run_id: str | None,
-    now: datetime,
-    local: Path | None,
-    s3: Any,
-) -> IngestOutcome:
-    """Copy the file to quarantine with a reason file, and describe that as an outcome.
-
-    ``local`` is a readable copy of the file if one was fetched; else the file itself is
-    copied (from its folder, or server side on S3).
-    """
-    reason = str(exc)
-    first_line = one_line_reason(exc)
-    log.warning("%s quarantined: %s", ref.uri, first_line)
-    body = {
-        "uri": ref.uri,
-        "fingerprint": ref.fingerprint,
-        "dataset": ref.dataset,
-        "error": type(exc).__name__,
-        "reason": reason,
-        "violations": exc.violations,
-        "contract_version": contract.version if contract else None,
-        "flow_run_id": flow_run_id,
-        "quarantined_at": now.isoformat(),
-        "replay": replay_command(ref),
-    }
-    copy = quarantine_file(
-        source_uri=ref.uri,
-        local_copy=local if local is not None else (ref.local_path() if ref.is_local else None),
-        quarantine=config.quarantine,
-        dataset=ref.dataset,
-        when=now,
-        reason=body,
-        fingerprint=ref.fingerprint,
-        s3=s3,
-    )
-    return IngestOutcome(
-        uri=ref.uri,
-        fingerprint=ref.fingerprint,
-        dataset=ref.dataset,
-        state=FileState.QUARANTINED,
-        quarantine_path=copy,
-        reason=first_line,
-    )
-
-
-def one_line_reason(exc: TerminalError, limit: int = 400) -> str:
-    """A one-line reason naming columns, rows and samples (for alerts and `hopper status`)."""
-    parts = []
-    for v in exc.violations:
-        where = f"column {v['column']!r}" if v.get("column") else "file"
-        rows = f" (rows {', '.join(map(str, v['rows'][:3]))})" if v.get("rows") else ""
-        samples = (
-            f" e.g. {', '.join(repr(s) for s in v['samples'][:2])}" if v.get("samples") else ""
-        )
-        parts.append(f"{where}: {v.get('message', v.get('kind', 'invalid'))}{rows}{samples}")
-    text = "; ".join(parts) if parts else (str(exc).splitlines() or [type(exc).__name__])[0]
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def retry_policy(config: HopperConfig, ref: FileRef) -> tuple[int, float]:

@@ -22,7 +22,7 @@ from hopper.sink.parquet_lake import (
     parquet,
     write_outputs,
 )
-from hopper.sink.quarantine import quarantine_file, write_rejected_rows
+from hopper.sink.quarantine import one_line_reason, quarantine, quarantine_file, write_rejected_rows
 from hopper.staging import discard_staged
 
 __all__ = [
@@ -33,11 +33,13 @@ __all__ = [
     "StreamingOutputs",
     "TooManyPartitions",
     "discard_staged",
+    "one_line_reason",
     "open_lake",
     "output_name",
     "output_path",
     "parquet",
     "partition_dir",
+    "quarantine",
     "quarantine_file",
     "safe_stem",
     "source_id",

@@ -1,5 +1,9 @@
 """How rejected files are kept: ``<quarantine>/<dataset>/<date>/<file>`` and its reason.
 
+:func:`quarantine` is the one way a rejected file is recorded, whoever rejects it (the reader
+for a file that breaks its contract, the table commit for rows the table cannot take): the
+copy, the reason file (violations, contract version, run, how to replay) and the outcome.
+
 A rejected file is copied beside a ``<file>.error.json`` that says why; a name already taken
 that day by another source or version gets a version id, claimed atomically so that two runs
 never take the same one. Rows set aside by ``bad_rows: quarantine`` are written next to them,
@@ -17,9 +21,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from hopper.config import DATASET_NAME
-from hopper.errors import SourceGoneError
-from hopper.models import FILE_SCHEME
+from hopper.config import DATASET_NAME, HopperConfig
+from hopper.contracts import Contract
+from hopper.errors import SourceGoneError, TerminalError
+from hopper.files import replay_command
+from hopper.models import FILE_SCHEME, FileRef, FileState, IngestOutcome
 from hopper.sink.names import UNSAFE, output_name
 from hopper.sink.parquet_lake import PARQUET_CONTENT_TYPE, parquet
 from hopper.stores import join, store_for
@@ -166,3 +172,67 @@ def write_rejected_rows(
     target = join(quarantine_folder(quarantine, dataset, when), name)
     store_for(quarantine, s3).write_atomic(target, parquet(rejected), PARQUET_CONTENT_TYPE)
     return target
+
+
+def quarantine(
+    config: HopperConfig,
+    ref: FileRef,
+    exc: TerminalError,
+    contract: Contract | None,
+    flow_run_id: str | None,
+    now: datetime,
+    local: Path | None,
+    s3: Any,
+) -> IngestOutcome:
+    """Copy the file to quarantine with a reason file, and describe that as an outcome.
+
+    ``local`` is a readable copy of the file if one was fetched; else the file itself is
+    copied (from its folder, or server side on S3).
+    """
+    reason = str(exc)
+    first_line = one_line_reason(exc)
+    log.warning("%s quarantined: %s", ref.uri, first_line)
+    body = {
+        "uri": ref.uri,
+        "fingerprint": ref.fingerprint,
+        "dataset": ref.dataset,
+        "error": type(exc).__name__,
+        "reason": reason,
+        "violations": exc.violations,
+        "contract_version": contract.version if contract else None,
+        "flow_run_id": flow_run_id,
+        "quarantined_at": now.isoformat(),
+        "replay": replay_command(ref),
+    }
+    copy = quarantine_file(
+        source_uri=ref.uri,
+        local_copy=local if local is not None else (ref.local_path() if ref.is_local else None),
+        quarantine=config.quarantine,
+        dataset=ref.dataset,
+        when=now,
+        reason=body,
+        fingerprint=ref.fingerprint,
+        s3=s3,
+    )
+    return IngestOutcome(
+        uri=ref.uri,
+        fingerprint=ref.fingerprint,
+        dataset=ref.dataset,
+        state=FileState.QUARANTINED,
+        quarantine_path=copy,
+        reason=first_line,
+    )
+
+
+def one_line_reason(exc: TerminalError, limit: int = 400) -> str:
+    """A one-line reason naming columns, rows and samples (for alerts and `hopper status`)."""
+    parts = []
+    for v in exc.violations:
+        where = f"column {v['column']!r}" if v.get("column") else "file"
+        rows = f" (rows {', '.join(map(str, v['rows'][:3]))})" if v.get("rows") else ""
+        samples = (
+            f" e.g. {', '.join(repr(s) for s in v['samples'][:2])}" if v.get("samples") else ""
+        )
+        parts.append(f"{where}: {v.get('message', v.get('kind', 'invalid'))}{rows}{samples}")
+    text = "; ".join(parts) if parts else (str(exc).splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -43,6 +43,7 @@ from hopper.config import HopperConfig
 from hopper.errors import HopperError, TerminalError, TransientError
 from hopper.lineage import SOURCE_URI
 from hopper.models import FileState, IngestOutcome
+from hopper.sink.quarantine import quarantine
 from hopper.sink.table_stage import stage_folder
 from hopper.stores import store_for
 from hopper.tables.catalog import open_catalog, table_identifier, table_location
@@ -178,8 +179,6 @@ def _quarantine(
     s3: Any,
 ) -> None:
     """Quarantine a source whose rows its table refused, as a rejected file is."""
-    from hopper.ingest import quarantine
-
     outcome = pending.outcome
     record = ledger.get(outcome.uri, outcome.fingerprint)
     if record is None or pending.conflict is None:  # not the ledger's: nothing to copy
@@ -262,7 +261,7 @@ def _land_dataset(
     store: Any,
     sleep: Any,
 ) -> None:
-    from pyiceberg.exceptions import CommitFailedException
+    from pyiceberg.exceptions import CommitFailedException, ValidationException
 
     _read_staged(store, group)
     schema = pa.unify_schemas(
@@ -274,7 +273,9 @@ def _land_dataset(
             table = _load_table(config, dataset, schema)
             table = _evolve_for(table, group, schema)
             landed = _commit(config, table, group, dispatch_id)
-        except CommitFailedException as exc:
+        except (CommitFailedException, ValidationException) as exc:
+            # lost the race (a replacement's delete also meets a concurrent compaction's
+            # rewrite as a ValidationException): redo it all on the table as it now is
             if attempt == COMMIT_ATTEMPTS - 1:
                 raise TransientError(
                     f"table {table_identifier(config, dataset)}: {COMMIT_ATTEMPTS} commits "
