@@ -409,3 +409,26 @@ def test_the_maintain_deployment_is_scheduled_on_the_pool() -> None:
     module, func = deployment["entrypoint"].split(":")
     source = (ROOT / module).read_text()
     assert f"def {func}(" in source and 'name="hopper-maintain"' in source
+
+
+def test_a_new_version_whose_commit_meets_a_compaction_lands_on_retry(
+    home: HopperConfig, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hopper.tables import commit as commit_module
+
+    _batches(home, ledger, 3)
+    before, compacted = commit_module.landed_keys, []
+
+    def compaction_first(table: Any, now_ms: int | None = None) -> dict[str, int]:
+        if not compacted:  # between the landing's read of the table and its commit
+            compacted.append(True)
+            upkeep.compact(_table(home), 128 << 20, upkeep.TableUpkeep(table="hopper.people"))
+        return before(table, now_ms)
+
+    monkeypatch.setattr(commit_module, "landed_keys", compaction_first)
+    newer = _drop(home, "0-0.csv", [(900, "2024-01-05")])  # replaces ids 0 and 5
+    _land(home, ledger, [newer], "new-version")  # asserts the file ends ingested
+    assert compacted
+    ids = [r["id"] for r in _rows(_table(home))]
+    assert 0 not in ids and 5 not in ids and ids.count(900) == 1
+    assert len(ids) == 12 - 2 + 1
