@@ -5,6 +5,10 @@ which columns must be there with which Arrow types, which row-level checks apply
 do with rows or columns that do not fit. The models here validate it — each error says what
 was expected — and :mod:`~hopper.contracts.yaml_io` reads and writes the YAML files, naming
 the key and line of every problem.
+
+One room past 450 lines: the validators that check one field against the others (renames,
+derived columns, drops, partitions and their sources' types) read the whole contract, and
+apart from the models they check they would be a second copy of its shape.
 """
 
 from __future__ import annotations
