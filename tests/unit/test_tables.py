@@ -240,3 +240,20 @@ def test_contract_diff_compares_a_file_with_the_table(
         "city": "new",
         "n": "absent",
     }
+
+
+def test_a_commit_that_breaks_fails_its_files_and_leaves_no_staging(
+    table_home: HopperConfig, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hopper.tables import commit as commit_module
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("the catalog fell over")
+
+    monkeypatch.setattr(commit_module, "_commit", broken)
+    ref = _drop(table_home, "a.csv", "id,full name,score\n1,Ada,1\n")
+    (outcome,) = _run(table_home, ledger, [ref], "d1")
+    assert outcome.state is FileState.FAILED
+    assert outcome.reason == "the commit to its table failed: RuntimeError: the catalog fell over"
+    assert ledger.get(ref.uri, ref.fingerprint).state is FileState.FAILED  # type: ignore[union-attr]
+    assert not list(Path(table_home.lake.path, "_staging").rglob("*.staged"))

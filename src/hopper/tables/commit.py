@@ -160,6 +160,11 @@ def land(
             log.error("%s: %d sources not committed: %s", dataset, len(group), exc)
             for pending in group:
                 _settle(pending.outcome, state, str(exc).splitlines()[0])
+        except Exception as exc:  # a bug or a catalog fault: the files fail, and are alerted on
+            log.exception("%s: %d sources not committed", dataset, len(group))
+            for pending in group:
+                reason = f"the commit to its table failed: {type(exc).__name__}: {exc}"
+                _settle(pending.outcome, FileState.FAILED, reason.splitlines()[0])
         finally:
             for pending in group:
                 for path in pending.outcome.staged:
