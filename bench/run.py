@@ -3,7 +3,9 @@
 One `hopper up` (the candidate profile) serves the latency, big-file and burst benchmarks;
 the watcher benchmark runs a separate ``hopper watch`` in a home of its own against the same
 server. The latency and burst baselines (one flow run per file on Prefect's process worker:
-naive Prefect) run on a second `hopper up` configured that way, in the same run.
+naive Prefect) run on a second `hopper up` configured that way, in the same run. The Iceberg
+lake's rows (``bench/iceberg.py``) run on a `hopper up` of their own and compare with the
+Parquet lake's latency and burst of the same run.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cases, chaos, scaleout
+from bench import cases, chaos, iceberg, scaleout
 from bench.procs import REPO, HopperUp, Profile
 from bench.stats import Result, format_table, is_flat, mib
 
 log = logging.getLogger("bench")
 
-BENCHMARKS = ("latency", "big", "rss", "idle", "burst", "scaleout", "chaos", "rss-s3")
+BENCHMARKS = ("latency", "big", "rss", "idle", "burst", "scaleout", "chaos", "rss-s3", "iceberg")
+OWN_HOPPER = {"scaleout", "chaos", "rss-s3", "iceberg"}  # run a Hopper (or none) of their own
 DATASETS = ["bench_latency", "bench_big", "bench_rss", "bench_burst", "bench_burst_base"]
 # The naive Prefect setup the goals are measured against: one flow run per file (no
 # batching) on Prefect's stock process worker (a new Python process per run).
@@ -63,10 +66,17 @@ class Sizes:
     scaleout_files: int
     chaos_files: int = 3000
     chaos_stall_seconds: float = 60.0
+    commit_sources_small: int = 1_000
+    commit_sources_large: int = 100_000
+    commit_batch: int = 100
+    commit_repeats: int = 7
 
 
 FULL = Sizes(20, 10_000, 20, 300, 1000, 2000, 100_000, 60, 600, 2000)
-QUICK = Sizes(5, 200, 8, 30, 50, 100, 2_000, 10, 120, 200, 300, 20.0)
+QUICK = Sizes(
+    5, 200, 8, 30, 50, 100, 2_000, 10, 120, 200, 300, 20.0,
+    commit_sources_small=200, commit_sources_large=2_000, commit_batch=20, commit_repeats=3,
+)  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -96,6 +106,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--chaos-stall-seconds", type=float, help="how long the chaos run stalls the server"
     )
+    p.add_argument(
+        "--commit-sources-small", type=int, help="sources in the small table (iceberg commit)"
+    )
+    p.add_argument(
+        "--commit-sources-large", type=int, help="sources in the large table (iceberg commit)"
+    )
+    p.add_argument("--commit-batch", type=int, help="fresh sources per timed iceberg commit")
+    p.add_argument("--commit-repeats", type=int, help="timed iceberg commits per table")
     p.add_argument(
         "--extra-yaml",
         type=Path,
@@ -324,6 +342,86 @@ def chaos_step(
         return {"lease_seconds": lease, "hopper_up_start_seconds": round(up.started_in, 1)}
 
 
+def iceberg_step(
+    results: list[Result],
+    work: Path,
+    sizes: Sizes,
+    candidate: Profile,
+    parquet: iceberg.ParquetLake,
+) -> dict[str, Any]:
+    """The Iceberg lake's rows, against the Parquet lake's latency and burst in this run.
+
+    Whatever the Parquet lake's figures this run lacks (``--only iceberg``) are measured first
+    on a `hopper up` of their own. The table's files and the scan are measured once the
+    Iceberg `hopper up` has stopped, as is the commit (in this process, no Prefect).
+    """
+    datasets = ["bench_latency", "bench_burst"]
+    if parquet.latency is None or parquet.burst is None:
+        parquet.measured_by = "a Parquet-lake `hopper up` of the iceberg rows"
+        try:
+            with HopperUp(work / "home-iceberg-parquet", datasets, candidate) as up:
+                if parquet.latency is None:
+                    parquet.latency = cases.latency(up, datasets[0], sizes.latency_files)
+                if parquet.burst is None:
+                    staging = work / "staging-iceberg-parquet"
+                    parquet.burst = cases.burst(
+                        up, datasets[1], sizes.burst_files, staging, sizes.burst_timeout
+                    )
+                    parquet.burst_folder = up.lake(datasets[1])
+        except Exception:
+            log.exception("the Parquet lake's latency and burst (for the iceberg rows) failed")
+    burst: dict[str, Any] = {}
+    home = work / "home-iceberg"
+    try:
+        with HopperUp(home, datasets, iceberg.iceberg_profile(candidate)) as up:
+            attempt(
+                results,
+                "iceberg latency",
+                lambda: iceberg.latency_result(
+                    iceberg.latency(up, datasets[0], sizes.latency_files), parquet.latency
+                ),
+            )
+
+            def burst_step() -> Result:
+                staging = work / "staging-iceberg"
+                burst.update(
+                    iceberg.burst(up, datasets[1], sizes.burst_files, staging, sizes.burst_timeout)
+                )
+                return iceberg.burst_result(burst, parquet.burst)
+
+            attempt(results, "iceberg burst", burst_step)
+    except Exception as exc:
+        log.exception("the iceberg lake's hopper up failed")
+        results.append(error_result("iceberg: hopper up", exc))
+    if burst.get("landed"):
+        attempt(
+            results,
+            "iceberg data files",
+            lambda: iceberg.files_result(iceberg.table_files(home, datasets[1]), sizes.burst_files),
+        )
+        folder = parquet.burst_folder
+        if folder is not None:
+            attempt(
+                results,
+                "iceberg scan",
+                lambda: iceberg.scan_result(iceberg.scan_speed(home, datasets[1], folder)),
+            )
+    attempt(
+        results,
+        "iceberg commit",
+        lambda: iceberg.commit_result(
+            iceberg.commit_scaling(
+                work / "iceberg-commit",
+                sizes.commit_sources_small,
+                sizes.commit_sources_large,
+                sizes.commit_batch,
+                sizes.commit_repeats,
+            )
+        ),
+    )
+    return {"parquet_figures_from": parquet.measured_by}
+
+
 def error_result(name: str, exc: BaseException) -> Result:
     """Table row for a benchmark that could not produce its figure."""
     return Result(name, f"error: {str(exc).splitlines()[0][:80]}", "—", "—", None, {})
@@ -359,6 +457,7 @@ def run_all(
     separate_baseline = not candidate.same_setup(BASELINE)
     baseline_latency: dict[str, Any] | None = None
     baseline_burst: dict[str, Any] | None = None
+    parquet = iceberg.ParquetLake()  # this run's Parquet-lake figures, for the iceberg rows
 
     if separate_baseline and only & {"latency", "burst"}:
         with HopperUp(work / "home-baseline", DATASETS, BASELINE) as base_up:
@@ -374,17 +473,16 @@ def run_all(
                     prefix="base",
                 )
 
-    if only - {"scaleout", "chaos", "rss-s3"}:  # these run a Hopper (or none) of their own
+    if only - OWN_HOPPER:
         with HopperUp(work / "home", DATASETS, candidate) as up:
             facts["hopper_up_start_seconds"] = round(up.started_in, 1)
             if "latency" in only:
-                attempt(
-                    results,
-                    "latency",
-                    lambda: latency_result(
-                        cases.latency(up, "bench_latency", sizes.latency_files), baseline_latency
-                    ),
-                )
+
+                def latency_step() -> Result:
+                    parquet.latency = cases.latency(up, "bench_latency", sizes.latency_files)
+                    return latency_result(parquet.latency, baseline_latency)
+
+                attempt(results, "latency", latency_step)
             if "big" in only:
                 attempt(
                     results,
@@ -446,9 +544,12 @@ def run_all(
                         probe=scaleout.CpuProbe(scaleout.roles(up, [])),
                     )
                     log.info("burst: where the CPU went: %s", scaleout.ceiling(run))
+                    parquet.burst, parquet.burst_folder = run, up.lake("bench_burst")
                     return burst_result(run, baseline_burst)
 
                 attempt(results, "burst", burst_step)
+    if "iceberg" in only:
+        facts["iceberg"] = iceberg_step(results, work, sizes, candidate, parquet)
     if "scaleout" in only:
         attempt(
             results,
