@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
-from bench import cases, data, run
+from bench import cases, data, iceberg, run
 from bench.procs import Profile, make_home
 from bench.stats import Result, format_table, is_flat, percentile, rss_growth
 
@@ -163,3 +163,81 @@ def test_machine_cpu_counters_advance() -> None:
         pass
     busy2, total2 = machine_busy_seconds()
     assert busy2 >= busy and total2 > total
+
+
+def test_iceberg_rows_are_judged_against_the_parquet_lake() -> None:
+    lat = {"files": 5, "p50": 1.2, "p95": 2.0}
+    assert iceberg.latency_result(lat, {"p50": 0.95, "p95": 1.5}).passed is True
+    slow = iceberg.latency_result(lat, {"p50": 0.85, "p95": 1.5})
+    assert slow.passed is False and "(+0.35 s)" in slow.measured
+    assert iceberg.latency_result(lat, None).verdict == "n/a"  # no Parquet figure: no verdict
+    burst = {"files": 200, "landed": 200, "seconds": 2.5, "files_per_s": 80.0,
+             "timed_out": False, "exactly_once": True}  # fmt: skip
+    assert iceberg.burst_result(burst, {"files_per_s": 100.0, "exactly_once": True}).passed
+    row = iceberg.burst_result(dict(burst), {"files_per_s": 101.0, "exactly_once": True})
+    assert row.passed is False and "0.79× Parquet" in row.measured
+    assert iceberg.burst_result({**burst, "exactly_once": False}, {"files_per_s": 1.0,
+                                "exactly_once": True}).passed is False  # fmt: skip
+    files = {"data_files": 3, "snapshots": 3, "batches": 3, "partitions": 1}
+    assert iceberg.files_result({**files, "most_files_per_batch_partition": 1}, 200).passed
+    assert not iceberg.files_result({**files, "most_files_per_batch_partition": 2}, 200).passed
+    scan = {"iceberg_median": 0.1, "parquet_median": 2.5, "speedup": 25.0, "iceberg_rows": 9,
+            "parquet_rows": 9, "parquet_files": 2, "same_rows": True}  # fmt: skip
+    assert iceberg.scan_result(scan).passed
+    assert not iceberg.scan_result({**scan, "same_rows": False, "parquet_rows": 8}).passed
+    commit = {"batch": 100, "ratio": 2.1,
+              "small": {"sources": 1000, "median": 0.2, "snapshots_before": 2},
+              "large": {"sources": 100_000, "median": 0.42, "snapshots_before": 200}}  # fmt: skip
+    row = iceberg.commit_result(commit)
+    assert row.passed is False and "(2.10×; 200 snapshots)" in row.measured
+
+
+def test_iceberg_counts_data_files_per_batch_and_partition() -> None:
+    assert iceberg.most_files_per_batch_partition([]) == 0
+    one_each = [("d1", "{}"), ("d2", "{}"), ("d1", "{'day': 1}")]
+    assert iceberg.most_files_per_batch_partition(one_each) == 1
+    assert iceberg.most_files_per_batch_partition([*one_each, ("d2", "{}")]) == 2
+
+
+def test_iceberg_history_rows_repeat_real_sources_under_new_uris() -> None:
+    template = pa.table({"id": [1, 2, 3, 4], "_source_uri": ["a", "a", "b", "c"]})
+    rows, uris = iceberg.renamed_rows(template, 5, "s{:02d}")
+    assert uris == ["s00", "s01", "s02", "s03", "s04"]
+    per_source = dict(zip(*np.unique(rows["_source_uri"].to_numpy(), return_counts=True),
+                          strict=True))  # fmt: skip
+    assert per_source == {"s00": 2, "s01": 1, "s02": 1, "s03": 2, "s04": 1}
+    assert rows["id"].to_pylist() == [1, 2, 3, 4, 1, 2, 3]
+
+
+def test_iceberg_profile_and_sizes() -> None:
+    candidate = run.candidate_profile(run.parse_args(["--env", "A=1"]))
+    table_lake = iceberg.iceberg_profile(candidate)
+    assert table_lake.env == (("A", "1"),) and "format: iceberg" in table_lake.lake_yaml
+    assert not table_lake.same_setup(candidate)
+    args = run.parse_args(["--quick", "--only", "iceberg", "--commit-repeats", "2"])
+    quick = run.sizes_from(args)
+    assert quick.commit_repeats == 2 and quick.commit_batch == run.QUICK.commit_batch
+    assert (run.FULL.commit_sources_small, run.FULL.commit_sources_large) == (1_000, 100_000)
+    assert quick.commit_sources_large < run.FULL.commit_sources_large
+
+
+def test_iceberg_commit_benchmark_runs_in_process(tmp_path: Path) -> None:
+    assert iceberg.TableWatch(tmp_path, "nothing").landed() == 0  # no catalog yet
+    result = iceberg.commit_scaling(tmp_path, 4, 12, 2, 1, history_batch=4)
+    assert result["small"]["snapshots_before"] == 1
+    assert result["large"]["snapshots_before"] == 3  # one real batch, two written directly
+    assert result["large, 2 snapshots"]["snapshots_before"] == 2
+    assert result["ratio"] > 0
+    spent = result["large"]["where_the_time_goes"]
+    assert spent["total (profiled)"] >= spent["reading staged files"] > 0
+    watch = iceberg.TableWatch(tmp_path / "large", iceberg.COMMIT_DATASET)
+    try:
+        assert watch.landed() == 12 + 2 + 2  # the history, one timed commit, one profiled
+        table = watch.table()
+        assert table is not None
+        sources = set(
+            table.scan(selected_fields=("_source_uri",)).to_arrow()["_source_uri"].to_pylist()
+        )
+        assert len(sources) == 16
+    finally:
+        watch.close()
