@@ -96,7 +96,7 @@ class Pending:
     key: str
     replaces: bool
     rows: list[pa.Table] = field(default_factory=list)
-    conflict: SchemaConflict | None = None  # why its table refused it
+    conflict: TerminalError | None = None  # why its table refused it (it is quarantined)
 
 
 @dataclass
@@ -152,14 +152,14 @@ def land(
     for dataset, group in datasets.items():
         try:
             _land_dataset(config, dataset, group, dispatch_id, store, sleep)
-        except SchemaConflict as exc:  # a batch of one source that its table refuses
+        except TerminalError as exc:  # e.g. one source its table refuses, or no contract
+            log.error("%s: %d sources refused: %s", dataset, len(group), exc)
             for pending in group:
                 _refuse(pending, exc)
-        except HopperError as exc:
-            state = FileState.QUARANTINED if isinstance(exc, TerminalError) else FileState.FAILED
+        except HopperError as exc:  # transient: commits kept losing, the store kept failing
             log.error("%s: %d sources not committed: %s", dataset, len(group), exc)
             for pending in group:
-                _settle(pending.outcome, state, str(exc).splitlines()[0])
+                _settle(pending.outcome, FileState.FAILED, str(exc).splitlines()[0])
         except Exception as exc:  # a bug or a catalog fault: the files fail, and are alerted on
             log.exception("%s: %d sources not committed", dataset, len(group))
             for pending in group:
@@ -203,7 +203,7 @@ def _settle(outcome: IngestOutcome, state: FileState, reason: str) -> None:
     outcome.outputs = []
 
 
-def _refuse(pending: Pending, exc: SchemaConflict) -> None:
+def _refuse(pending: Pending, exc: TerminalError) -> None:
     _settle(pending.outcome, FileState.QUARANTINED, str(exc).splitlines()[0])
     pending.rows = []
     pending.conflict = exc
