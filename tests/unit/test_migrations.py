@@ -13,10 +13,43 @@ from hopper import migrations
 from hopper.ledger import Ledger, metadata, sqlite_url
 from hopper.models import FileRef
 
+# What later revisions added to the first release's tables (0002: an index; 0003: clean-up).
+LATER_COLUMNS = {"cleaned_at", "cleanup", "archived_uri"}
+LATER_INDEXES = {"ix_files_flow_run_id", "ix_files_cleanup"}
+
+
+def first_release_tables() -> sa.MetaData:
+    """The tables as the first release created them: today's, less what came later."""
+    old = sa.MetaData()
+    for table in metadata.tables.values():
+        columns = [
+            sa.Column(
+                c.name,
+                c.type,
+                primary_key=c.primary_key,
+                nullable=c.nullable,
+                autoincrement=c.autoincrement,
+            )
+            for c in table.columns
+            if c.name not in LATER_COLUMNS
+        ]
+        uniques = [
+            sa.UniqueConstraint(*(c.name for c in u.columns), name=u.name)
+            for u in list(table.constraints)
+            if isinstance(u, sa.UniqueConstraint)
+        ]
+        indexes = [
+            sa.Index(i.name, *(c.name for c in i.columns))
+            for i in table.indexes
+            if i.name not in LATER_INDEXES
+        ]
+        sa.Table(table.name, old, *columns, *uniques, *indexes)
+    return old
+
 
 def test_a_new_ledger_is_at_head_and_matches_the_code(tmp_path: Path) -> None:
     ledger = Ledger(sqlite_url(tmp_path))
-    assert migrations.current(ledger.engine) == migrations.head() == "0002"
+    assert migrations.current(ledger.engine) == migrations.head() == "0003"
     with ledger.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
 
@@ -24,13 +57,7 @@ def test_a_new_ledger_is_at_head_and_matches_the_code(tmp_path: Path) -> None:
 def test_a_ledger_from_before_migrations_is_stamped_and_upgraded(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path)
     engine = sa.create_engine(url)
-    old = sa.MetaData()
-    for table in metadata.tables.values():  # the tables as the first release created them
-        table.to_metadata(old)
-    old.tables["files"].indexes = {
-        i for i in old.tables["files"].indexes if i.name != "ix_files_flow_run_id"
-    }
-    old.create_all(engine)
+    first_release_tables().create_all(engine)
     with engine.begin() as conn:
         conn.execute(
             sa.text(
@@ -42,7 +69,9 @@ def test_a_ledger_from_before_migrations_is_stamped_and_upgraded(tmp_path: Path)
     ledger = Ledger(url)
     assert migrations.current(ledger.engine) == migrations.head()
     indexes = {i["name"] for i in sa.inspect(ledger.engine).get_indexes("files")}
-    assert "ix_files_flow_run_id" in indexes
+    assert indexes >= LATER_INDEXES
+    columns = {c["name"] for c in sa.inspect(ledger.engine).get_columns("files")}
+    assert columns >= LATER_COLUMNS
     with ledger.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM files")).scalar() == 1
     ref = FileRef(uri="file:///b", size=1, mtime=1.0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -28,8 +29,10 @@ from hopper.ledger.transitions import (
     Move,
     Step,
     enter,
+    history_row,
     move,
 )
+from hopper.ledger.transitions import log as append_history
 from hopper.models import FileRef, FileState, IngestOutcome
 
 # The dispatch update, for the watcher's take and for a replay's single dispatch.
@@ -39,6 +42,8 @@ _DISPATCHED = {
     "dispatch_count": files.c.dispatch_count + 1,
 }
 _DISPATCH = Step(values=_DISPATCHED)
+# A replay re-ingests the version: its source, restored from the archive, is cleaned up anew.
+_REPLAY = Step(values={**_DISPATCHED, "cleaned_at": None})
 # Only if nobody took it meanwhile: the same state (in the move) and dispatch id as read.
 _TAKE = Step(
     guard=[sa.func.coalesce(files.c.dispatch_id, "") == sa.bindparam("g_dispatch")],
@@ -156,7 +161,7 @@ class Ledger(Queries, AlertBook):
             params={"b_dispatch": dispatch_id},
         )
         with self._begin() as conn:
-            move(conn, _DISPATCH, [step], time.time())
+            move(conn, _DISPATCH if replay_of is None else _REPLAY, [step], time.time())
 
     def take_for_dispatch(self, records: list[FileRecord], dispatch_id: str) -> list[FileRecord]:
         """Mark versions dispatched under ``dispatch_id``, only if nobody else did meanwhile.
@@ -245,6 +250,47 @@ class Ledger(Queries, AlertBook):
         )
         with self._begin() as conn:
             move(conn, _QUEUE, [step], time.time())
+
+    def mark_cleaned(
+        self,
+        uri: str,
+        fp: str,
+        cleanup: str,
+        *,
+        archived_uri: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> bool:
+        """Settle an ingested version's source clean-up, with its history row, in one go.
+
+        Not a state move: the version stays ``ingested``. Written only once per ingestion
+        (while ``cleaned_at`` is unset), so a clean-up repeated after a crash records once.
+
+        Args:
+            uri: the source's URI.
+            fp: the version's fingerprint.
+            cleanup: ``archived``, ``deleted``, ``changed`` (the source is another version
+                now: left alone) or ``gone`` (nothing was there to clean up).
+            archived_uri: where the archived copy is (``archived``).
+            detail: more for the history row.
+
+        Returns:
+            Whether this call settled it (False: already settled, or unknown).
+        """
+        now = time.time()
+        event = cleanup if cleanup in ("archived", "deleted") else "cleanup_skipped"
+        with self._begin() as conn:
+            result = conn.execute(
+                files.update()
+                .where(files.c.uri == uri, files.c.fingerprint == fp, files.c.cleaned_at.is_(None))
+                .values(cleaned_at=now, cleanup=cleanup, archived_uri=archived_uri)
+            )
+            if not result.rowcount:
+                return False
+            info: dict[str, Any] = {"cleanup": cleanup, **(detail or {})}
+            if archived_uri:
+                info["archived_uri"] = archived_uri
+            append_history(conn, [history_row(uri, fp, event, now, detail=info)])
+        return True
 
     # -- flow side ----------------------------------------------------------------------
 

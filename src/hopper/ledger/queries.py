@@ -105,6 +105,32 @@ class Queries(Store):
                     found[(uri, fingerprint)] = int(count)
         return found
 
+    def cleanup_due(self, prefixes: Collection[str], limit: int = 500) -> list[FileRecord]:
+        """Ingested versions under ``prefixes`` whose source clean-up is not settled yet.
+
+        Oldest first. A replay makes an archived version due again once it is ingested anew
+        (:meth:`~hopper.ledger.Ledger.mark_dispatched` clears ``cleaned_at``).
+
+        Args:
+            prefixes: URI prefixes of the sources that clean up (``after_ingest`` other than
+                ``keep``); none, nothing is due.
+            limit: at most this many.
+        """
+        if not prefixes:
+            return []
+        query = (
+            sa.select(files)
+            .where(
+                files.c.state == FileState.INGESTED.value,
+                files.c.cleaned_at.is_(None),
+                sa.or_(*(files.c.uri.startswith(p, autoescape=True) for p in sorted(prefixes))),
+            )
+            .order_by(files.c.updated_at)
+            .limit(limit)
+        )
+        with self._begin() as conn:
+            return [FileRecord.from_row(r) for r in conn.execute(query)]
+
     def _newest_fingerprints(self, uris: set[str]) -> dict[str, str]:
         if not uris:
             return {}

@@ -30,6 +30,9 @@ class FileRecord:
     updated_at: float
     alert: str | None = None
     alerted_at: float | None = None
+    cleaned_at: float | None = None
+    cleanup: str | None = None  # archived | deleted | changed | gone (see hopper.cleanup)
+    archived_uri: str | None = None
 
     @classmethod
     def from_row(cls, row: sa.Row[Any]) -> FileRecord:
@@ -50,6 +53,9 @@ class FileRecord:
             updated_at=m["updated_at"],
             alert=m["alert"],
             alerted_at=m["alerted_at"],
+            cleaned_at=m["cleaned_at"],
+            cleanup=m["cleanup"],
+            archived_uri=m["archived_uri"],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,4 +71,7 @@ class FileRecord:
             "outcome": self.outcome,
             "detected_at": self.detected_at,
             "updated_at": self.updated_at,
+            "cleanup": self.cleanup,
+            "cleaned_at": self.cleaned_at,
+            "archived_uri": self.archived_uri,
         }

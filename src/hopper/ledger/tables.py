@@ -30,10 +30,16 @@ files = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("alert", sa.String(20)),  # None | pending | sent | digested
     sa.Column("alerted_at", sa.Float),
+    # Source clean-up (after_ingest: archive | delete), settled once per ingested version:
+    # when, what was done (archived | deleted | changed | gone), and where the archived copy is.
+    sa.Column("cleaned_at", sa.Float),
+    sa.Column("cleanup", sa.String(20)),
+    sa.Column("archived_uri", sa.Text),
     sa.UniqueConstraint("uri", "fingerprint", name="uq_files_uri_fingerprint"),
     sa.Index("ix_files_state", "state"),
     sa.Index("ix_files_alert", "alert"),
     sa.Index("ix_files_flow_run_id", "flow_run_id"),
+    sa.Index("ix_files_cleanup", "state", "cleaned_at"),
 )
 
 history = sa.Table(
