@@ -168,6 +168,13 @@ class WatchOptions(BaseModel):
         le=5000,
         description="Files due together go to one ingest-batch run, at most this many each.",
     )
+    max_batch_bytes: int = Field(
+        default=4 * 1024**3,
+        ge=1,
+        description="At most this many bytes of files (their sizes added) in one ingest-batch "
+        "run, so a burst of large files is spread over several runs; a single larger file "
+        "goes alone. Default 4 GiB.",
+    )
     ignore: list[str] = Field(
         default_factory=lambda: [".*", "*.tmp", "*.part", "*.crdownload", "~*", "*.swp"],
         description="File-name globs that are never ingested (temporary and hidden files).",

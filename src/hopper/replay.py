@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from hopper.batching import cut_batches
 from hopper.config import HopperConfig
 from hopper.errors import HopperError, SourceGoneError
 from hopper.files import describe_file, relative_to_source
@@ -154,7 +155,10 @@ def batch_of(records: list[FileRecord], dispatch_id: str, config: HopperConfig) 
 def dispatch_batches(
     records: list[FileRecord], config: HopperConfig, ledger: Ledger, api: BatchStarter
 ) -> list[FileRecord]:
-    """Send versions due again as ``ingest-batch`` runs of at most ``batch_max_files``.
+    """Send versions due again as ``ingest-batch`` runs within the batch limits.
+
+    At most ``batch_max_files`` files and ``max_batch_bytes`` bytes each
+    (:func:`hopper.batching.cut_batches`).
 
     Each chunk is taken in the ledger first (conditional on the state and dispatch id in
     ``records``), so a watcher sharing the ledger cannot send the same versions too; a lone
@@ -166,10 +170,12 @@ def dispatch_batches(
         The versions a run was created for.
     """
     sent: list[FileRecord] = []
-    size = config.watch.batch_max_files
-    for start in range(0, len(records), size):
+    watch = config.watch
+    for chunk in cut_batches(
+        records, lambda r: r.ref.size, watch.batch_max_files, watch.max_batch_bytes
+    ):
         dispatch_id = uuid.uuid4().hex
-        taken = ledger.take_for_dispatch(records[start : start + size], dispatch_id)
+        taken = ledger.take_for_dispatch(chunk, dispatch_id)
         if not taken:
             continue
         try:

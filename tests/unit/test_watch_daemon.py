@@ -153,6 +153,29 @@ def test_files_due_together_are_dispatched_as_batches(home: HopperConfig) -> Non
     assert {r.state.value for r in ledger.records()} == {"dispatched"}
 
 
+def test_large_files_due_together_are_dispatched_within_the_byte_limit(
+    home: HopperConfig,
+) -> None:
+    ledger = Ledger(sqlite_url(home.state_dir))
+    server = ScriptedServer()
+    server.up = True
+    watch = home.watch.model_copy(update={"batch_max_files": 100, "max_batch_bytes": 2000})
+    watcher = Watcher(home.model_copy(update={"watch": watch}), ledger, server, server.emit)
+    folder = home.sources[0].path / "people"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(5):  # 5 files of ~900 bytes: two per batch
+        (folder / f"{i}.csv").write_text("id\n" + "\n".join(["1"] * 448) + "\n")
+    (folder / "huge.csv").write_text("id\n" + "\n".join(["1"] * 1500) + "\n")
+    _scan(watcher)
+    assert len(watcher.detect()) == 6
+    assert watcher.dispatch() == 6
+    sizes = [[r.ref.size for r in ledger.dispatched_under(b.dispatch_id)] for b in server.batches()]
+    sizes += [[e.payload.request.ref.size] for e in server.emitted if isinstance(e, FileDetected)]
+    assert sorted(len(s) for s in sizes) == [1, 1, 2, 2]  # the huge file alone, the rest by 2
+    assert all(sum(s) <= 2000 or len(s) == 1 for s in sizes)
+    assert sum(len(s) for s in sizes) == 6
+
+
 def test_two_watchers_sharing_a_ledger_dispatch_each_file_once(home: HopperConfig) -> None:
     server = ScriptedServer()
     server.up = True

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from hopper import events
 from hopper.alerts import AlertDispatcher
+from hopper.batching import cut_batches, is_full
 from hopper.config import FolderSource, HopperConfig, S3Source
 from hopper.errors import TransientError
 from hopper.ledger import FileRecord, Ledger
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 BATCH_WAIT = 1.0  # seconds a burst's first files may wait for the rest of their batch
 REVIVE_SECONDS = 5.0  # longest period of the revival clock (a quarter of the lease if shorter)
 ALERT_SECONDS = 2.0  # period of the alert clock (holds and digest windows are in seconds)
+
+
+def _size(record: FileRecord) -> int:
+    return record.ref.size
 
 
 class Every:
@@ -273,10 +278,11 @@ class Watcher:
         """Emit events for versions due for (re)dispatch, if the server is up.
 
         A file due alone gets its own ``ingest-file`` run (named after it); files due
-        together are grouped into ``ingest-batch`` runs of at most ``batch_max_files``.
+        together are grouped into ``ingest-batch`` runs of at most ``batch_max_files`` files
+        and ``max_batch_bytes`` bytes (:func:`hopper.batching.cut_batches`).
         """
         due = self.ledger.due_for_dispatch(self.config.watch.confirm_seconds, limit=5000)
-        if not due or self._filling_batch(len(due)) or not self.server_up():
+        if not due or self._filling_batch(due) or not self.server_up():
             return 0
         for record in due:
             if record.dispatch_count:
@@ -285,21 +291,24 @@ class Watcher:
                     record.uri,
                     record.dispatch_count,
                 )
-        size = self.config.watch.batch_max_files
-        for start in range(0, len(due), size):
-            self._dispatch(due[start : start + size])
+        watch = self.config.watch
+        for batch in cut_batches(due, _size, watch.batch_max_files, watch.max_batch_bytes):
+            self._dispatch(batch)
         return len(due)
 
-    def _filling_batch(self, due: int) -> bool:
+    def _filling_batch(self, due: list[FileRecord]) -> bool:
         """Whether to hold due files a moment because more of a burst is still being checked.
 
         During a burst the stability checks finish a few hundred files at a time; sending each
         handful as its own batch would start many small runs. Files are held while other
-        candidates are pending, until a batch is full, for at most ``BATCH_WAIT`` seconds. A
-        lone file (nothing pending) goes at once.
+        candidates are pending, until a batch is full (by count or bytes), for at most
+        ``BATCH_WAIT`` seconds. A lone file (nothing pending) goes at once.
         """
         pending = sum(s.pending() for s in self.sources if isinstance(s, LocalFolder))
-        if not pending or due >= self.config.watch.batch_max_files:
+        watch = self.config.watch
+        if not pending or is_full(
+            [_size(r) for r in due], watch.batch_max_files, watch.max_batch_bytes
+        ):
             self._holding_since = None
             return False
         now = time.monotonic()

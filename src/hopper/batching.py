@@ -1,0 +1,49 @@
+"""How file versions due together are cut into batches: by count and by bytes (pure).
+
+One ``ingest-batch`` run takes a batch; ``watch.batch_max_files`` bounds how many files it
+holds and ``watch.max_batch_bytes`` how many bytes, so a burst of large files is spread over
+several runs (and workers) instead of loading one. A single file larger than the byte limit
+goes alone in its batch. The watcher's dispatch and reconciliation's re-dispatch both cut
+here, so a batch is the same whoever sends it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def cut_batches(
+    items: Sequence[T], size_of: Callable[[T], int], max_files: int, max_bytes: int
+) -> list[list[T]]:
+    """Consecutive batches of ``items``, in order, each within both limits.
+
+    Args:
+        items: what is due, in dispatch order.
+        size_of: an item's size in bytes.
+        max_files: at most this many items per batch (at least 1).
+        max_bytes: at most this many bytes per batch, unless one item alone exceeds it.
+
+    Returns:
+        The batches; none empty, together exactly ``items``.
+    """
+    batches: list[list[T]] = []
+    current: list[T] = []
+    held = 0
+    for item in items:
+        size = max(size_of(item), 0)
+        if current and (len(current) >= max_files or held + size > max_bytes):
+            batches.append(current)
+            current, held = [], 0
+        current.append(item)
+        held += size
+    if current:
+        batches.append(current)
+    return batches
+
+
+def is_full(sizes: Sequence[int], max_files: int, max_bytes: int) -> bool:
+    """Whether the due items (their sizes) fill at least one batch, by count or by bytes."""
+    return len(sizes) >= max_files or sum(sizes) >= max_bytes
