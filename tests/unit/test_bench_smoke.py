@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 from bench import cases, data, iceberg, run
 from bench.procs import Profile, make_home
@@ -239,5 +240,15 @@ def test_iceberg_commit_benchmark_runs_in_process(tmp_path: Path) -> None:
             table.scan(selected_fields=("_source_uri",)).to_arrow()["_source_uri"].to_pylist()
         )
         assert len(sources) == 16
+        rows = table.scan().to_arrow()
     finally:
         watch.close()
+    files = iceberg.table_files(tmp_path / "large", iceberg.COMMIT_DATASET)
+    assert files["data_files"] == files["snapshots"] == files["batches"] == 5
+    assert files["most_files_per_batch_partition"] == 1 and files["rows"] == rows.num_rows
+    folder = tmp_path / "per-source"
+    folder.mkdir()
+    pq.write_table(rows.slice(0, 10), folder / "a.parquet")
+    pq.write_table(rows.slice(10), folder / "b.parquet")
+    scan = iceberg.scan_speed(tmp_path / "large", iceberg.COMMIT_DATASET, folder, repeats=1)
+    assert scan["same_rows"] and scan["parquet_files"] == 2 and scan["speedup"] > 0
