@@ -69,6 +69,7 @@ def _report(outcome: IngestOutcome) -> None:
         {"item": "rows in", "value": outcome.rows_in},
         {"item": "rows out", "value": outcome.rows_out},
         {"item": "rows rejected", "value": outcome.rows_rejected},
+        {"item": "rows rescued", "value": outcome.rows_rescued},
         {"item": "seconds", "value": outcome.seconds},
     ]
     if outcome.reason:

@@ -197,6 +197,10 @@ class IngestOutcome(BaseModel):
     rows_in: int = Field(default=0, description="Rows read from the source.")
     rows_out: int = Field(default=0, description="Rows written to the lake.")
     rows_rejected: int = Field(default=0, description="Rows sent to quarantine.")
+    rows_rescued: int = Field(
+        default=0,
+        description="Rows written with values rescued into ``_rescued_data`` (bad_rows: rescue).",
+    )
     outputs: list[str] = Field(
         default_factory=list,
         description="Lake files written; for a table lake, the table and snapshot "
