@@ -19,6 +19,7 @@ from collections import Counter
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -285,9 +286,11 @@ class Contract(BaseModel):
         default="evolve",
         description="evolve keeps undeclared columns with inferred types; freeze rejects them.",
     )
-    bad_rows: Literal["reject", "quarantine"] = Field(
+    bad_rows: Literal["reject", "quarantine", "rescue"] = Field(
         default="reject",
-        description="reject fails the whole file; quarantine keeps good rows, sets bad aside.",
+        description="reject fails the whole file; quarantine keeps good rows, sets bad aside; "
+        "rescue keeps every row, bad values nulled (or defaulted) and kept as read in "
+        "_rescued_data.",
     )
     derived: list[DerivedColumn] = Field(
         default_factory=list,
@@ -374,6 +377,22 @@ class Contract(BaseModel):
         _require_unique([c.name for c in columns], "column name")
         _require_unique([c.output_name for c in columns], "output column name (after rename)")
         return columns
+
+    @field_validator("bad_rows")
+    @classmethod
+    def _rescue_defaults_pass(cls, bad_rows: str, info: ValidationInfo) -> str:
+        """With ``rescue`` a default replaces values that fail their checks: it must pass them."""
+        if bad_rows != "rescue":
+            return bad_rows
+        for spec in info.data.get("columns", []):
+            failed = _default_fails(spec)
+            if failed:
+                raise ValueError(
+                    f"column {spec.name!r}: rescue writes its default {spec.default!r} in place "
+                    f"of values that fail its checks, but the default is {failed}: change the "
+                    "default or the check"
+                )
+        return bad_rows
 
     @field_validator("derived")
     @classmethod
@@ -484,6 +503,27 @@ def _check_transformed(keys: list[PartitionKey], info: ValidationInfo) -> None:
                 "column too (names compare ignoring case), so readers would see it twice: "
                 "rename that column, or drop it"
             )
+
+
+def _default_fails(spec: ColumnSpec) -> str | None:
+    """Which of its column's ``min``, ``max`` or ``pattern`` checks the default fails, or None."""
+    if spec.default is None:
+        return None
+    data_type = spec.arrow_type()
+    value = pa.array([to_arrow_scalar(spec.default, data_type)], data_type)
+    if spec.min is not None and pc.less(value, to_arrow_scalar(spec.min, data_type))[0].as_py():
+        return f"below min {spec.min!r}"
+    if spec.max is not None and pc.greater(value, to_arrow_scalar(spec.max, data_type))[0].as_py():
+        return f"above max {spec.max!r}"
+    if spec.pattern is not None:
+        text = pc.cast(value, pa.string())
+        try:
+            matches = pc.match_substring_regex(text, f"^(?:{spec.pattern})$")[0].as_py()
+        except pa.ArrowInvalid:
+            return None  # a pattern RE2 cannot run is reported when a file is checked
+        if not matches:
+            return f"not a full match of pattern {spec.pattern!r}"
+    return None
 
 
 def _require_unique(names: list[str], what: str) -> None:
