@@ -356,8 +356,10 @@ def iceberg_step(
     Iceberg `hopper up` has stopped, as is the commit (in this process, no Prefect).
     """
     datasets = ["bench_latency", "bench_burst"]
+    facts: dict[str, Any] = {}
     if parquet.latency is None or parquet.burst is None:
         parquet.measured_by = "a Parquet-lake `hopper up` of the iceberg rows"
+        facts["parquet_loadavg_1m"] = [os.getloadavg()[0]]
         try:
             with HopperUp(work / "home-iceberg-parquet", datasets, candidate) as up:
                 if parquet.latency is None:
@@ -370,6 +372,7 @@ def iceberg_step(
                     parquet.burst_folder = up.lake(datasets[1])
         except Exception:
             log.exception("the Parquet lake's latency and burst (for the iceberg rows) failed")
+        facts["parquet_loadavg_1m"].append(os.getloadavg()[0])
     burst: dict[str, Any] = {}
     home = work / "home-iceberg"
     try:
@@ -419,7 +422,7 @@ def iceberg_step(
             )
         ),
     )
-    return {"parquet_figures_from": parquet.measured_by}
+    return {"parquet_figures_from": parquet.measured_by, **facts}
 
 
 def error_result(name: str, exc: BaseException) -> Result:
