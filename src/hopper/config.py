@@ -42,6 +42,10 @@ def check_dataset_name(value: str) -> str:
     return value
 
 
+AfterIngest = Literal["keep", "delete", "archive"]
+"""A source's clean-up once a file is ingested (:mod:`hopper.cleanup`)."""
+
+
 class FolderSource(BaseModel):
     """A local folder watched for new files; its first sub-folder names the dataset."""
 
@@ -54,6 +58,12 @@ class FolderSource(BaseModel):
         default=False,
         description="Ingest symbolic links to files, as long as the link resolves inside this "
         "folder; a link pointing out of it is never followed. Off: links are ignored.",
+    )
+    after_ingest: AfterIngest = Field(
+        default="keep",
+        description="What happens to a source file once its output is committed and the "
+        "ledger says ingested: keep it, delete it, or archive it (move it to <archive>/"
+        "<dataset>/<YYYY-MM-DD>/). Quarantined and failed files always stay where they are.",
     )
 
     def follows(self, path: Path) -> bool:
@@ -102,6 +112,12 @@ class S3Source(BaseModel):
     )
     recursive: bool = Field(
         default=True, description="Include objects in sub-folders (not only directly under prefix)."
+    )
+    after_ingest: AfterIngest = Field(
+        default="keep",
+        description="What happens to a source file once its output is committed and the "
+        "ledger says ingested: keep it, delete it, or archive it (move it to <archive>/"
+        "<dataset>/<YYYY-MM-DD>/). Quarantined and failed files always stay where they are.",
     )
 
     @field_validator("bucket")
@@ -368,6 +384,11 @@ class HopperConfig(BaseModel):
         default="quarantine",
         description="Where rejected files go: a folder, or s3://bucket/prefix.",
     )
+    archive: str = Field(
+        default="archive",
+        description="Where sources with after_ingest: archive put ingested files: a folder, or "
+        "s3://bucket/prefix (needed by S3 sources). Never inside a watched source.",
+    )
     s3: S3Options = Field(default_factory=S3Options, description="S3 endpoint and region.")
     datasets_dir: Path = Field(default=Path("datasets"), description="Dataset contracts.")
     state_dir: Path = Field(default=Path(".hopper"), description="Ledger and local state.")
@@ -398,15 +419,53 @@ class HopperConfig(BaseModel):
             s.model_copy(update={"path": absolute(s.path)}) if isinstance(s, FolderSource) else s
             for s in self.sources
         ]
-        return self.model_copy(
+        resolved = self.model_copy(
             update={
                 "sources": sources,
                 "lake": self.lake.model_copy(update={"path": location(self.lake.path)}),
                 "quarantine": location(self.quarantine),
+                "archive": location(self.archive),
                 "datasets_dir": absolute(self.datasets_dir),
                 "state_dir": absolute(self.state_dir),
             }
         )
+        problem = resolved.archive_problem()
+        if problem:
+            raise ConfigError(problem)
+        return resolved
+
+    def archive_problem(self) -> str | None:
+        """Why the archive cannot serve the archiving sources (resolved paths), or None.
+
+        An archive inside a watched source would be ingested again; an S3 object is archived
+        by a server-side copy, so an S3 source needs an ``s3://`` archive.
+        """
+        archiving = [s for s in self.sources if s.after_ingest == "archive"]
+        if not archiving:
+            return None
+        on_s3 = bool(_URI.match(self.archive))  # a bucket (the only kind of URI a store takes)
+        for spec in archiving:
+            if isinstance(spec, S3Source) and not on_s3:
+                return (
+                    f"archive: {self.archive} is a folder, but the S3 source {spec.root} "
+                    "archives its objects by a server-side copy; set archive: to an "
+                    "s3://bucket/prefix location"
+                )
+        for spec in self.sources:
+            if isinstance(spec, FolderSource) and not on_s3:
+                inside = Path(self.archive).resolve().is_relative_to(spec.path.resolve())
+            elif isinstance(spec, S3Source) and on_s3:
+                inside = (self.archive.rstrip("/") + "/").startswith(spec.root)
+            else:
+                inside = False
+            if inside:
+                where = spec.path if isinstance(spec, FolderSource) else spec.root
+                return (
+                    f"archive: {self.archive} lies inside the watched source {where}, so "
+                    "archived files would be ingested again; put the archive outside every "
+                    "source (the default is 'archive' beside hopper.yaml)"
+                )
+        return None
 
     @property
     def folders(self) -> list[FolderSource]:

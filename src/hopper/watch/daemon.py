@@ -8,10 +8,11 @@ harmless (it sees the file settled and skips), and output paths are deterministi
 
 Every duty of the loop runs on a clock of its own (:class:`Every`) and, when it needs the
 Prefect server, checks the server itself: detecting (and so acknowledging S3 sources, which
-saves their cursors), rescanning, dispatching, confirming, reviving lost runs and sending
-held alerts. None waits for another to have found work. A watcher restarted after a crash,
-when every file is already dispatched, has nothing to dispatch — and must still revive the
-runs the crash lost and send the alerts it held.
+saves their cursors), rescanning, dispatching, confirming, reviving lost runs, sending held
+alerts and cleaning up ingested sources (:mod:`hopper.cleanup`). None waits for another to
+have found work. A watcher restarted after a crash, when every file is already dispatched,
+has nothing to dispatch — and must still revive the runs the crash lost, send the alerts it
+held and finish the clean-ups it left.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 from hopper import events
 from hopper.alerts import AlertDispatcher
 from hopper.batching import cut_batches, is_full
+from hopper.cleanup import Cleaner, lazy_clients
 from hopper.config import FolderSource, HopperConfig, S3Source
 from hopper.errors import TransientError
 from hopper.ledger import FileRecord, Ledger
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 BATCH_WAIT = 1.0  # seconds a burst's first files may wait for the rest of their batch
 REVIVE_SECONDS = 5.0  # longest period of the revival clock (a quarter of the lease if shorter)
 ALERT_SECONDS = 2.0  # period of the alert clock (holds and digest windows are in seconds)
+CLEANUP_SECONDS = 5.0  # period of the source clean-up clock (after_ingest: delete | archive)
 
 
 def _size(record: FileRecord) -> int:
@@ -181,6 +184,7 @@ class Watcher:
         self.sources = build_sources(config)
         self.alerts = AlertDispatcher(ledger, config.alert_policy, emit, ui_url)
         self.policy = RevivalPolicy(lease_seconds=lease_seconds)
+        self.cleaner = Cleaner(config, ledger, lazy_clients(config))
         self.stopping = threading.Event()
         self._server_up: bool | None = None
         self._holding_since: float | None = None
@@ -191,6 +195,7 @@ class Watcher:
             "confirm": Every(confirm_poll_seconds),
             "revive": Every(min(REVIVE_SECONDS, lease_seconds / 4)),
             "alerts": Every(ALERT_SECONDS),
+            "cleanup": Every(CLEANUP_SECONDS),
         }
         self.clocks["rescan"].next = time.monotonic() + watch.rescan_seconds  # just scanned
 
@@ -236,6 +241,8 @@ class Watcher:
             self._duty("revive", self.revive)
         if clocks["alerts"].due(now) and self._alerts_pending() and self.server_up():
             self._duty("alerts", self.alerts.tick)
+        if self.cleaner.active and clocks["cleanup"].due(now):
+            self._duty("cleanup", self.cleaner.tick)
 
     def _duty(self, name: str, work: Callable[[], Any]) -> Any:
         try:
