@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hopper.batching import cut_batches
+from hopper.cleanup import bring_back, lazy_clients
 from hopper.config import HopperConfig
 from hopper.errors import HopperError, SourceGoneError
 from hopper.files import describe_file, relative_to_source
@@ -218,7 +219,14 @@ def dispatch_replay(
     after, it would move a run that already claimed or finished it back to be sent again. If
     the run cannot be created the version stays dispatched, due to be sent again by the
     watcher or the next reconciliation, and the error is raised.
+
+    A replayed source that was archived after ingestion is first moved back where it was
+    (:func:`hopper.cleanup.bring_back`: the same version, lineage and output path), and is
+    archived again once it lands; one that was deleted raises :class:`SourceGoneError`
+    saying so.
     """
+    if replay:
+        bring_back(record, config, lazy_clients(config))
     ref = current_ref(record, config)
     ledger.record_detected(ref)
     request = IngestRequest(
