@@ -10,7 +10,9 @@ dictionary encoding still stores each column chunk's single value once.
 The names of the columns Hopper adds itself are reserved (:data:`RESERVED_COLUMNS`, the one
 list of them): a file, a contract or a transform that brings a column of such a name — or of
 one that case-insensitive engines (Hive, Athena, Spark) would take for it — is refused rather
-than written with the name twice, which no reader can read back.
+than written with the name twice, which no reader can read back. Two of them come with the
+conformed rows rather than from here: ``_ingest_date`` (a partition) and ``_rescued_data``
+(the values ``bad_rows: rescue`` replaced, see :mod:`hopper.contracts.rescue`).
 """
 
 from __future__ import annotations
@@ -29,8 +31,12 @@ INGESTED_AT = "_ingested_at"
 LINEAGE_COLUMNS = (SOURCE_URI, INGESTED_AT)
 INGEST_DATE = "_ingest_date"
 """Pseudo-column for ``partition_by``: the UTC date the file was ingested (date32)."""
-RESERVED_COLUMNS = (*LINEAGE_COLUMNS, INGEST_DATE)
+RESCUED_DATA = "_rescued_data"
+"""With ``bad_rows: rescue``: a row's rescued values as read, a JSON object text (or null)."""
+RESERVED_COLUMNS = (*LINEAGE_COLUMNS, INGEST_DATE, RESCUED_DATA)
 """Every column name Hopper writes itself: no file, contract or transform may bring one."""
+_OWN_ONCE = (INGEST_DATE, RESCUED_DATA)
+"""Reserved names the conformed rows themselves may hold, once and spelled exactly."""
 _RESERVED_KEYS = {name.casefold(): name for name in RESERVED_COLUMNS}
 
 
@@ -47,10 +53,12 @@ def reserved_name(name: str) -> str | None:
 def reserved_clashes(names: list[str]) -> list[str]:
     """The names among ``names`` that are, or would be taken for, reserved column names.
 
-    A single exact ``_ingest_date`` is Hopper's own (added for ``partition_by``) and allowed.
+    A single exact ``_ingest_date`` (added for ``partition_by``) or ``_rescued_data`` (added
+    by ``bad_rows: rescue``) is Hopper's own and allowed; the contract step that adds them
+    refuses them from anywhere else.
     """
-    own = names.count(INGEST_DATE) == 1
-    return [n for n in names if reserved_name(n) and not (own and n == INGEST_DATE)]
+    own = {name for name in _OWN_ONCE if names.count(name) == 1}
+    return [n for n in names if reserved_name(n) and n not in own]
 
 
 def reserved_fix(name: str) -> str:

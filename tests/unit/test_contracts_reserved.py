@@ -42,7 +42,7 @@ def csv(tmp_path: Path, header: str, rows: list[str]) -> Path:
 
 
 def test_reserved_names_are_one_list_compared_loosely() -> None:
-    assert RESERVED_COLUMNS == ("_source_uri", "_ingested_at", "_ingest_date")
+    assert RESERVED_COLUMNS == ("_source_uri", "_ingested_at", "_ingest_date", "_rescued_data")
     for name in ("_source_uri", "_SOURCE_URI", " _Source_Uri ", "\uff3fsource\uff3furi"):
         assert reserved_name(name) == SOURCE_URI, name
     assert reserved_name("_Ingested_At") == INGESTED_AT
