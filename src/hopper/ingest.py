@@ -219,6 +219,7 @@ def _convert(
         compression=contract.compression,
     )
     outcome = _ingested(ref, result.rows_in, table.num_rows, outputs, table.schema, config)
+    outcome.rows_rescued = result.rows_rescued
     _record_rejected(outcome, result.rejected, ref, config, now, s3)
     return outcome
 
@@ -279,6 +280,7 @@ def _convert_streaming(
             outputs.write(table)
         written = outputs.commit()
     outcome = _ingested(ref, stream.rows_in, stream.rows_out, written, schema, config)
+    outcome.rows_rescued = stream.rows_rescued
     _record_rejected(outcome, stream.rejected, ref, config, now, s3)
     return outcome
 

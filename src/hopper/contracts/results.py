@@ -54,9 +54,11 @@ class ConformResult:
     Attributes:
         table: typed valid rows, output names, contract column order then evolved extras.
         rejected: bad rows (quarantine only) as original text plus ``_row`` and ``_reason``.
-        violations: what was wrong (empty unless rows were quarantined).
+        violations: what was wrong (empty unless rows were quarantined or values rescued).
         rows_in: rows read from the file.
         extra_columns: undeclared columns found in the file (schema drift).
+        rows_rescued: rows of :attr:`table` with values rescued into ``_rescued_data``
+            (rescue only).
     """
 
     table: pa.Table
@@ -64,6 +66,7 @@ class ConformResult:
     violations: list[Violation]
     rows_in: int
     extra_columns: list[str]
+    rows_rescued: int = 0
 
     @property
     def rows_out(self) -> int:

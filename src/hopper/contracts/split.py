@@ -3,8 +3,10 @@
 With ``bad_rows: quarantine`` a file that :mod:`~hopper.contracts.verdict` lets in may still
 hold bad rows: they leave the output table and are kept as the file's original text, with
 their file-relative row number (``_row``) and the violations that hit them (``_reason``), so
-whoever fixes them can find and correct each one. The output table holds the declared
-columns, typed and renamed, then the undeclared ones when ``extra_columns`` is ``evolve``.
+whoever fixes them can find and correct each one. With ``bad_rows: rescue`` no row is set
+aside: :mod:`~hopper.contracts.rescue` replaces the bad values and keeps them as read in
+``_rescued_data``. The output table holds the declared columns, typed and renamed, then the
+undeclared ones when ``extra_columns`` is ``evolve`` (then ``_rescued_data`` with rescue).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pyarrow.compute as pc
 from hopper.contracts.checks import Inspection, Issue
 from hopper.contracts.convert import as_chunked, false_mask
 from hopper.contracts.model import Contract
+from hopper.contracts.rescue import rescue_rows
 
 
 def split_rows(
@@ -30,8 +33,11 @@ def split_rows(
 
     Returns:
         The output table without the bad rows, and the bad rows (None when there are none).
+        With ``bad_rows: rescue``: every row, bad values rescued, and None.
     """
     table = output_table(found, contract)
+    if contract.bad_rows == "rescue":
+        return rescue_rows(table, found, contract), None
     if not found.issues:
         return table, None
     bad = _any(found.issues, found.raw.num_rows)

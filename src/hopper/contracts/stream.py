@@ -21,6 +21,10 @@ taken at the end of the file:
   still rejects the whole file, at the end. Blocks read before the first value that fails
   to parse were read typed, so their rejected rows hold Arrow's text of the typed value
   (``1.5`` for ``1.50``), where the whole-file path would keep the original text;
+- ``bad_rows: rescue``: every row is yielded, its bad values rescued into ``_rescued_data``
+  block by block (:mod:`~hopper.contracts.rescue`, the same values the whole-file path
+  keeps); a value that cannot be rescued stops the yielding as a violation does under
+  ``reject``;
 - structural problems (missing, duplicate or frozen extra columns) are known from the first
   block and stop the yielding; the file is still checked to the end, as above.
 
@@ -58,6 +62,7 @@ from hopper.contracts.read import (
     iter_csv_for_contract,
     read_head,
 )
+from hopper.contracts.rescue import place_rescued, rows_rescued
 from hopper.contracts.results import MAX_ROWS, MAX_SAMPLES, Violation
 from hopper.contracts.split import split_rows
 from hopper.contracts.transforms import apply_transforms, has_transforms
@@ -169,8 +174,8 @@ class StreamingConform:
     Iterating yields tables of valid, typed, transformed rows (output names, the same
     columns and types as :func:`~hopper.contracts.validate.read_and_conform`'s table).
     When the iteration ends normally, :attr:`rows_in`, :attr:`rows_out`, :attr:`rejected`,
-    :attr:`violations` and :attr:`extra_columns` describe the whole file, as a
-    :class:`~hopper.contracts.results.ConformResult` does.
+    :attr:`rows_rescued`, :attr:`violations` and :attr:`extra_columns` describe the whole
+    file, as a :class:`~hopper.contracts.results.ConformResult` does.
 
     Raises (from the iteration):
         UnreadableFileError: the file cannot be decoded (at any block).
@@ -206,6 +211,7 @@ class StreamingConform:
         self.block_size = block_size or STREAM_BLOCK_BYTES
         self.rows_in = 0
         self.rows_out = 0
+        self.rows_rescued = 0
         self.blocks = 0
         self.rejected: pa.Table | None = None
         self.violations: list[Violation] = []
@@ -243,15 +249,17 @@ class StreamingConform:
             table, bad = split_rows(found, contract, first_row=offset + 1)
             if bad is not None:
                 rejected.append(bad)
-            if has_transforms(contract):
-                try:
+            try:
+                if has_transforms(contract):
                     table = apply_transforms(
                         table, contract, source=self.source, ingested_at=self.ingested_at
                     )
-                except TerminalError as exc:
-                    transform_error, stopped = exc, True
-                    continue
+                table = place_rescued(table, contract, self.source)
+            except TerminalError as exc:
+                transform_error, stopped = exc, True
+                continue
             self.rows_out += table.num_rows
+            self.rows_rescued += rows_rescued(table)
             yield table
         assert first is not None  # iter_csv_for_contract yields at least one table
         self._finish(first, merged, valid, rejected, transform_error)
@@ -291,6 +299,8 @@ class StreamingConform:
         if rejected:
             self.rejected = pa.concat_tables(rejected, promote_options="permissive")
             logger.warning("%s: %d row(s) quarantined", self.source, self.rejected.num_rows)
+        if self.rows_rescued:
+            logger.warning("%s: %d row(s) with rescued values", self.source, self.rows_rescued)
         logger.info(
             "%s: %d row(s) in, %d out (streamed in %d block(s))",
             self.source,

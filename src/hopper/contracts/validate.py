@@ -18,8 +18,9 @@ from pathlib import Path
 from hopper.contracts.checks import inspect_file
 from hopper.contracts.limits import check_file_limits
 from hopper.contracts.model import Contract
+from hopper.contracts.rescue import place_rescued, rows_rescued
 from hopper.contracts.results import ConformResult, Violation
-from hopper.contracts.split import output_table, split_rows
+from hopper.contracts.split import split_rows
 from hopper.contracts.transforms import apply_transforms, has_transforms
 from hopper.contracts.verdict import decide
 from hopper.errors import ResourceLimitError, TerminalError, UnreadableFileError
@@ -46,17 +47,19 @@ def read_and_conform(
 
     Returns:
         The typed, transformed table, plus the rejected rows when ``bad_rows`` is
-        ``quarantine``.
+        ``quarantine``; with ``rescue``, the table ends with ``_rescued_data``.
 
     Raises:
         UnreadableFileError: the file cannot be decoded.
         ContractViolation: the file is refused (see :func:`~hopper.contracts.verdict.decide`):
             a structural violation (missing column, frozen schema drift, or a column none of
             whose values convert: a type change), or any violation when ``bad_rows`` is
-            ``reject``; ``violations`` holds the details and, for missing columns and type
-            problems, the message ends with a column-by-column diff.
+            ``reject``, or one that ``rescue`` cannot rescue; ``violations`` holds the
+            details and, for missing columns and type problems, the message ends with a
+            column-by-column diff.
         TerminalError: a transform step failed (see :func:`~hopper.contracts.transforms.
-            apply_transforms`).
+            apply_transforms`), or lost ``_rescued_data`` (see :func:`~hopper.contracts.
+            rescue.place_rescued`).
     """
     source = source_name or str(path)
     found = inspect_file(path, contract, source)
@@ -67,8 +70,14 @@ def read_and_conform(
     if has_transforms(contract):
         when = ingested_at or dt.datetime.now(dt.UTC)
         table = apply_transforms(table, contract, source=source, ingested_at=when)
+    table = place_rescued(table, contract, source)
+    rescued = rows_rescued(table)
+    if rescued:
+        logger.warning("%s: %d row(s) with rescued values", source, rescued)
     logger.info("%s: %d row(s) in, %d out", source, found.raw.num_rows, table.num_rows)
-    return ConformResult(table, rejected, found.violations, found.raw.num_rows, found.extras)
+    return ConformResult(
+        table, rejected, found.violations, found.raw.num_rows, found.extras, rescued
+    )
 
 
 def validate_file(
@@ -101,11 +110,12 @@ def validate_file(
     # The data is valid: make sure the contract's transforms also go through on it.
     try:
         table = apply_transforms(
-            output_table(found, contract),
+            split_rows(found, contract)[0],
             contract,
             source=source,
             ingested_at=dt.datetime.now(dt.UTC),
         )
+        table = place_rescued(table, contract, source)
     except TerminalError as exc:
         column = exc.violations[0].get("column") if exc.violations else None
         return [Violation(column=column, kind="transform", message=str(exc))]

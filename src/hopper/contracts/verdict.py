@@ -7,12 +7,16 @@ decides after its last block, on violations merged across blocks. Both ask
 
 - it has a structural problem (a missing, duplicated, reserved or frozen extra column);
 - a column has values none of which converts: the column changed type, a schema change
-  rather than a few bad rows, so even ``bad_rows: quarantine`` refuses the whole file;
-- it has any violation and the contract says ``bad_rows: reject``.
+  rather than a few bad rows, so even ``bad_rows: quarantine`` or ``rescue`` refuses the
+  whole file;
+- it has any violation and the contract says ``bad_rows: reject``;
+- it has a violation that ``bad_rows: rescue`` cannot rescue: a null, or a bad value, in a
+  column that is not nullable and has no default (:func:`~hopper.contracts.rescue.
+  unrescuable`).
 
-Otherwise it goes in, its bad rows (if any) set aside by :mod:`~hopper.contracts.split`. A
-refusal's message lists the violations and, for missing or mistyped columns, ends with the
-column-by-column diff of :mod:`~hopper.contracts.diff`.
+Otherwise it goes in, its bad rows (if any) set aside by :mod:`~hopper.contracts.split`, or
+its bad values rescued. A refusal's message lists the violations and, for missing or
+mistyped columns, ends with the column-by-column diff of :mod:`~hopper.contracts.diff`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 from hopper.contracts.checks import Inspection
 from hopper.contracts.diff import diff_inspection, format_diff
 from hopper.contracts.model import Contract
+from hopper.contracts.rescue import unrescuable
 from hopper.contracts.results import Violation, format_violations
 from hopper.errors import ContractViolation
 
@@ -68,7 +73,19 @@ def must_refuse(found: Inspection, contract: Contract, changed: Sequence[Violati
 
     A streamed block is judged without ``changed``, which only the end of the file tells.
     """
-    return bool(found.structural or changed or (found.violations and contract.bad_rows == "reject"))
+    if found.structural or changed:
+        return True
+    if contract.bad_rows == "rescue":
+        return bool(_unrescued(found, contract))
+    return bool(found.violations and contract.bad_rows == "reject")
+
+
+def _unrescued(found: Inspection, contract: Contract) -> list[str]:
+    """Why ``bad_rows: rescue`` cannot rescue some of ``found``'s violations (empty: it can)."""
+    if contract.bad_rows != "rescue":
+        return []
+    reasons = (unrescuable(issue.violation, contract) for issue in found.issues)
+    return list(dict.fromkeys(reason for reason in reasons if reason))
 
 
 def type_changes(
@@ -77,7 +94,8 @@ def type_changes(
     """Type violations where no value of the column converts: the column changed type.
 
     Such a column is a schema change rather than a few bad rows, so even with ``bad_rows:
-    quarantine`` the whole file is quarantined instead of every row being set aside.
+    quarantine`` (or ``rescue``) the whole file is quarantined instead of every row being set
+    aside (or every value rescued).
     """
     changed = []
     for issue in found.issues:
@@ -105,9 +123,14 @@ def failure_message(
     that infers the file's own types (both for streamed files, whose inspection is a batch).
     """
     violations = found.violations
-    if not any(v.kind in ("missing_column", "extra_column", "type") for v in violations):
-        return format_violations(violations, source)
     details = [
+        f"bad_rows: rescue cannot keep these rows: {reason}. Fix: give the column a default, "
+        "make it nullable, or use bad_rows: quarantine."
+        for reason in ([] if found.structural or changed else _unrescued(found, contract))
+    ]
+    if not any(v.kind in ("missing_column", "extra_column", "type") for v in violations):
+        return format_violations(violations, source, details=details)
+    details += [
         f"Column {v.column!r} changed type: none of its values converts, so the whole file is "
         "quarantined (not just its rows)."
         for v in changed
