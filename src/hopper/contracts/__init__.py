@@ -4,10 +4,11 @@
 ``yaml_io`` reads and writes the files); ``read`` decodes files of any supported format,
 within the dataset's ``limits``. Holding a file to its contract: ``checks`` inspects it
 (``convert`` turning its columns into their types), ``verdict`` decides whether it goes in,
-``split`` sets bad rows aside, and ``results`` holds what they report; ``validate`` runs these
-steps on a whole file and ``stream`` on a large one block by block. ``transforms`` (with the
-``expr`` language) shapes valid rows before they are written; ``diff`` compares a file's
-columns with its contract; ``infer`` proposes a contract from a sample.
+``split`` sets bad rows aside (or ``rescue`` replaces bad values, keeping them as read), and
+``results`` holds what they report; ``validate`` runs these steps on a whole file and
+``stream`` on a large one block by block. ``transforms`` (with the ``expr`` language) shapes
+valid rows before they are written; ``diff`` compares a file's columns with its contract;
+``infer`` proposes a contract from a sample.
 """
 
 from hopper.contracts.diff import ColumnDiff, ContractDiff, diff_file, format_diff
