@@ -85,15 +85,16 @@ def test_values_that_fail_their_checks_are_rescued(tmp_path: Path) -> None:
 
 
 def test_the_default_replaces_a_rescued_value_when_declared(tmp_path: Path) -> None:
-    columns = [*ORDERS, {"name": "status", "type": "string", "nullable": False, "default": "new"}]
-    columns[4] = {**columns[4], "allowed": None}
-    rows = ["1,0,1,EU,ABC-0001,paid", "2,lots,1,EU,ABC-0002,", "3,5,1,EU,ABC-0003,paid"]
+    status = {"name": "status", "type": "string", "nullable": False, "default": "new"}
+    columns = [*ORDERS, {**status, "allowed": ["new", "paid"]}]
+    rows = ["1,0,1,EU,ABC-0001,paid", "2,lots,1,EU,ABC-0002,", "3,5,1,EU,ABC-0003,lost"]
     table = read_and_conform(
         csv(tmp_path, rows, header=HEADER + ",status"), contract(columns)
     ).table
     assert table.column("qty").to_pylist() == [1, 1, 5]  # min 1 and a type failure: default 1
-    assert rescued(table) == [{"qty": "0"}, {"qty": "lots"}, None]
-    assert table.column("status").to_pylist() == ["paid", "new", "paid"]  # a null is filled
+    # Not nullable, but with a default: its bad value is rescued too (a null is just filled).
+    assert table.column("status").to_pylist() == ["paid", "new", "new"]
+    assert rescued(table) == [{"qty": "0"}, {"qty": "lots"}, {"status": "lost"}]
 
 
 def test_a_unique_column_rescues_duplicates_to_null_never_to_its_default(tmp_path: Path) -> None:

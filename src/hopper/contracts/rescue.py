@@ -10,17 +10,18 @@ JSON object text from the column's name in the file to that value (null when not
 row was rescued). Keys follow the contract's column order.
 
 The value kept is the file's text for values that did not convert and for columns read as
-text (``string`` columns, columns with a ``format``, zoned timestamps); a value that
-converted and then failed a check in another column is kept as Arrow's text of the converted
-value (``7`` for ``007``), because a CSV reader only keeps such a column's text when some
-value of the file fails to parse, and a row's rescued data must not depend on other rows, nor
-on whether the file was streamed. Each value is cut to :data:`RESCUE_MAX_CHARS` characters.
+text (``string`` columns, columns with a ``format``, zoned timestamps). A value that
+converted and then failed a check in a column the CSV reader parses directly (numbers,
+booleans, dates without a ``format``) is kept as Arrow's text of the converted value (``7``
+for ``007``): such a column's text is only read when some value of the file fails to parse,
+and a row's rescued data must depend neither on other rows nor on whether the file was
+streamed. Each value is cut to :data:`RESCUE_MAX_CHARS` characters.
 
-A value can only be rescued into a column that can take its replacement: a column that is
-not nullable and has no ``default`` (or is ``unique``), and a null in such a column, cannot
-be rescued, and the verdict refuses the whole file, as ``bad_rows: reject`` would
-(:func:`unrescuable` says why). Everything here is column-at-a-time Arrow compute on the
-rescued rows only.
+Only a column that can take the replacement can be rescued: a bad value in a column that is
+not nullable and has no ``default`` (or is ``unique``, whose rescued values are null), and a
+null in a non-nullable column without ``default``, make the verdict refuse the whole file,
+as ``bad_rows: reject`` would (:func:`unrescuable` says why). Everything is Arrow compute,
+a column at a time; the JSON text is built for the rescued rows only.
 """
 
 from __future__ import annotations
