@@ -76,3 +76,25 @@ def test_a_ledger_from_before_migrations_is_stamped_and_upgraded(tmp_path: Path)
         assert conn.execute(sa.text("SELECT count(*) FROM files")).scalar() == 1
     ref = FileRef(uri="file:///b", size=1, mtime=1.0)
     assert ledger.record_detected(ref)  # and it works as before
+
+
+def _open_ledger(path: str, start: object) -> None:
+    from hopper.ledger import Ledger
+
+    start.wait()  # type: ignore[attr-defined]
+    Ledger(f"sqlite:///{path}").close()
+
+
+def test_processes_opening_a_new_sqlite_ledger_at_once_all_succeed(tmp_path: Path) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for round_ in range(4):  # without the lock about one opener in eight failed
+        start = context.Barrier(3)
+        path = str(tmp_path / f"ledger-{round_}.db")
+        openers = [context.Process(target=_open_ledger, args=(path, start)) for _ in range(3)]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join(timeout=120)
+        assert [o.exitcode for o in openers] == [0, 0, 0]

@@ -9,9 +9,12 @@ same change (``tests/unit/test_migrations.py`` checks that the two agree).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -51,8 +54,10 @@ def current(engine: Engine) -> str | None:
 def upgrade(engine: Engine) -> None:
     """Bring the ledger behind ``engine`` to the newest revision (once per process and URL).
 
-    Several processes may open a new ledger at once: on PostgreSQL they queue on an advisory
-    lock; on SQLite the loser of a race retries once the winner is done.
+    Several processes may open a new ledger at once (``hopper up`` starts a watcher and a
+    worker together): on PostgreSQL they queue on an advisory lock; on SQLite on a lock file
+    beside the database (two processes racing through the revisions could otherwise both
+    record one), and the loser of any other race retries once the winner is done.
     """
     key = engine.url.render_as_string(hide_password=False)
     with _guard:
@@ -60,7 +65,8 @@ def upgrade(engine: Engine) -> None:
             return
         for attempt in range(5):
             try:
-                _upgrade(engine)
+                with _sqlite_lock(engine):
+                    _upgrade(engine)
                 break
             except DBAPIError as exc:  # a concurrent first open (SQLite): try again
                 if attempt == 4:
@@ -68,6 +74,18 @@ def upgrade(engine: Engine) -> None:
                 log.debug("ledger migration raced (%s); retrying", exc)
                 time.sleep(0.2 * (attempt + 1))
         _done.add(key)
+
+
+@contextmanager
+def _sqlite_lock(engine: Engine) -> Iterator[None]:
+    """Hold ``<database>.migrate.lock`` while migrating a SQLite file (nothing otherwise)."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    with open(f"{database}.migrate.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def _upgrade(engine: Engine) -> None:
