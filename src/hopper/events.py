@@ -47,6 +47,7 @@ BATCH_MATCH = BATCH_PREFIX + "*"
 FLOW_RUN_PREFIX = "prefect.flow-run."
 INGEST_DEPLOYMENT = "ingest-file/ingest-file"
 BATCH_DEPLOYMENT = "ingest-batch/ingest-batch"
+REPLAY_DEPLOYMENT = "hopper-replay/hopper-replay"
 
 OUTCOME_EVENTS = {
     "ingested": FILE_INGESTED,
@@ -55,6 +56,8 @@ OUTCOME_EVENTS = {
 }
 
 DIGEST_REPLAY = "hopper replay --failed --quarantined --since 1h --dry-run"
+DIGEST_REPLAY_PARAMETERS = {"failed": True, "quarantined": True, "since": "1h", "dry_run": True}
+""":data:`DIGEST_REPLAY` as the ``hopper-replay`` deployment's parameters."""
 DIGEST_LINES = 20  # files listed in a digest; the rest are counted
 
 
@@ -220,6 +223,10 @@ class FileAlertPayload(BaseModel):
     reason: str = Field(description="The first line of the reason.")
     run_url: str = Field(description="The flow run in the Prefect UI; empty if unknown.")
     replay: str = Field(description="The command that ingests it again after a fix.")
+    replay_url: str = Field(
+        description="The same from the Prefect UI: the ``hopper-replay`` deployment's run "
+        "form with this file filled in; empty if that deployment is unknown.",
+    )
 
 
 class DigestPayload(BaseModel):
@@ -232,6 +239,10 @@ class DigestPayload(BaseModel):
     datasets: str = Field(description="Their datasets, comma-separated.")
     files: str = Field(description="One line per file (the first 20, then a count).")
     replay: str = Field(description="The command that replays them after a fix.")
+    replay_url: str = Field(
+        description="The same from the Prefect UI (the ``hopper-replay`` deployment's run form, "
+        "filled in likewise); empty if that deployment is unknown.",
+    )
 
 
 # -- Events ---------------------------------------------------------------------------
@@ -346,12 +357,13 @@ def outcome_event(ref: FileRef, outcome: IngestOutcome, flow_run_id: str | None)
     )
 
 
-def file_alert_event(record: FileRecord, run_url: str) -> FileAlert:
+def file_alert_event(record: FileRecord, run_url: str, replay_url: str = "") -> FileAlert:
     """The alert for one failed or quarantined file.
 
     Args:
         record: the file version's ledger record.
         run_url: its flow run in the Prefect UI, or ``""``.
+        replay_url: the ``hopper-replay`` run form for it in the Prefect UI, or ``""``.
     """
     ref = record.ref
     return FileAlert(
@@ -364,12 +376,19 @@ def file_alert_event(record: FileRecord, run_url: str) -> FileAlert:
             reason=_first_line(record.reason),
             run_url=run_url,
             replay=replay_command(ref),
+            replay_url=replay_url,
         ),
     )
 
 
-def digest_event(records: list[FileRecord], window_minutes: float) -> DigestAlert:
-    """The alert replacing individual ones in a storm of ``records``."""
+def digest_event(
+    records: list[FileRecord], window_minutes: float, replay_url: str = ""
+) -> DigestAlert:
+    """The alert replacing individual ones in a storm of ``records``.
+
+    ``replay_url`` is the ``hopper-replay`` run form in the Prefect UI filled in like
+    :data:`DIGEST_REPLAY` (:data:`DIGEST_REPLAY_PARAMETERS`), or ``""``.
+    """
     datasets = sorted({r.dataset or "(unrouted)" for r in records})
     lines = [f"- {r.ref.name} ({r.dataset}): {_first_line(r.reason)}" for r in records]
     shown = lines[:DIGEST_LINES]
@@ -382,6 +401,7 @@ def digest_event(records: list[FileRecord], window_minutes: float) -> DigestAler
             datasets=", ".join(datasets),
             files="\n".join(shown),
             replay=DIGEST_REPLAY,
+            replay_url=replay_url,
         )
     )
 

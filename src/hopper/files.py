@@ -117,15 +117,20 @@ def is_watched(config: HopperConfig, ref: FileRef) -> bool:
     )
 
 
-def replay_command(ref: FileRef) -> str:
-    """The exact command that re-runs a file after its problem is fixed.
+def replay_target(ref: FileRef) -> str:
+    """How a replay names a file: its path, else its URI.
 
-    A local file is named by its path, unless the path is not UTF-8 text (a Latin-1 name):
-    then by its URI, which ``hopper replay`` takes as well and which stays one line of text.
+    An S3 object, or a local path that is not UTF-8 text (a Latin-1 name), is named by its
+    URI, which ``hopper replay`` and the ``hopper-replay`` deployment take as well and which
+    stays one line of text.
     """
-    target = ref.uri
     if ref.is_local:
         path = str(ref.local_path())
         if path.isprintable() and not any("\udc80" <= ch <= "\udcff" for ch in path):
-            target = path
-    return f"hopper replay {shlex.quote(target)}"
+            return path
+    return ref.uri
+
+
+def replay_command(ref: FileRef) -> str:
+    """The exact command that re-runs a file after its problem is fixed."""
+    return f"hopper replay {shlex.quote(replay_target(ref))}"

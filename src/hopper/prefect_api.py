@@ -1,20 +1,29 @@
 """The few Prefect API calls Hopper makes, behind one small class that is passed in.
 
 Created once per process (CLI command, watcher) and handed to whoever needs it, so that the
-deciding code never builds clients of its own.
+deciding code never builds clients of its own. Links into the Prefect UI are built here too,
+by pure functions; one of them needs the ``hopper-replay`` deployment's id, which
+:func:`replay_deployment_page` looks up once per process (the reason file of a quarantined
+file is written deep in the flow path, where no client is handed down).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
+import time
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from hopper.errors import TransientError
-from hopper.events import BATCH_DEPLOYMENT, INGEST_DEPLOYMENT
+from hopper.events import BATCH_DEPLOYMENT, INGEST_DEPLOYMENT, REPLAY_DEPLOYMENT
+from hopper.files import replay_target
 from hopper.models import FileRef
 
 log = logging.getLogger(__name__)
@@ -45,6 +54,67 @@ def ui_url_of(api_url: str) -> str:
 def run_url(ui_url: str, flow_run_id: str | None) -> str | None:
     """Link to a flow run in the Prefect UI at ``ui_url``, or None without a run."""
     return f"{ui_url}/runs/flow-run/{flow_run_id}" if flow_run_id else None
+
+
+def deployment_url(ui_url: str, deployment_id: str) -> str:
+    """A deployment's page in the Prefect UI at ``ui_url`` (the UI routes deployments by id)."""
+    return f"{ui_url}/deployments/deployment/{deployment_id}"
+
+
+def run_form_url(deployment_page: str, parameters: Mapping[str, Any]) -> str:
+    """The deployment's "Custom run" form with ``parameters`` filled in (pure).
+
+    Both of Prefect 3's UIs take the form's values as JSON in the ``parameters`` query
+    parameter of ``/deployments/deployment/<id>/run``; parameters left out keep their defaults.
+    """
+    encoded = quote(json.dumps(dict(parameters), separators=(",", ":")), safe="")
+    return f"{deployment_page}/run?parameters={encoded}"
+
+
+def file_replay_url(replay_page: str | None, ref: FileRef) -> str | None:
+    """The ``hopper-replay`` run form with ``ref`` as its one target, or None without a page."""
+    return run_form_url(replay_page, {"targets": [replay_target(ref)]}) if replay_page else None
+
+
+REPLAY_PAGE_TTL = 3600.0
+"""Seconds a found ``hopper-replay`` page is reused before it is looked up again."""
+REPLAY_PAGE_RETRY = 300.0
+"""Seconds before a failed look-up is tried again (no deployment yet, server down)."""
+
+_replay_pages: dict[str, tuple[float, str | None]] = {}
+_replay_pages_lock = threading.Lock()
+
+
+def replay_deployment_page(now: float | None = None) -> str | None:
+    """The ``hopper-replay`` deployment's page in the Prefect UI, or None if unknown.
+
+    Looked up by name on the server Prefect's settings name (``PREFECT_API_URL``) at most
+    once per :data:`REPLAY_PAGE_TTL` per process, and a failed look-up at most once per
+    :data:`REPLAY_PAGE_RETRY`: quarantining a file, alerting or ``hopper status`` never pays
+    an API call per file. Without a configured server it is None at once (Prefect would
+    otherwise start a temporary server of its own). Never raises.
+    """
+    from prefect.settings import get_current_settings
+
+    api_url = get_current_settings().api.url
+    if not api_url:
+        return None
+    now = time.monotonic() if now is None else now
+    with _replay_pages_lock:
+        hit = _replay_pages.get(api_url)
+        if hit is not None and now - hit[0] < (REPLAY_PAGE_TTL if hit[1] else REPLAY_PAGE_RETRY):
+            return hit[1]
+        page: str | None = None
+        try:
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                deployment = client.read_deployment_by_name(REPLAY_DEPLOYMENT)
+            page = deployment_url(ui_url_of(api_url), str(deployment.id))
+        except Exception as exc:  # a link is a convenience: never fail what asked for it
+            log.info("no link to %s on %s for now: %s", REPLAY_DEPLOYMENT, api_url, exc)
+        _replay_pages[api_url] = (now, page)
+        return page
 
 
 def _versions_in(

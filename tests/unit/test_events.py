@@ -162,7 +162,8 @@ def _failed(tmp_path: Any, names: list[str], reason: str | None = "bad\nmore") -
 
 def test_file_alert_payload(tmp_path: Any) -> None:
     (record,) = _failed(tmp_path, ["a b.csv"])
-    event = events.file_alert_event(record, "http://ui/runs/flow-run/run-1")
+    form = "http://ui/deployments/deployment/d1/run?parameters=x"
+    event = events.file_alert_event(record, "http://ui/runs/flow-run/run-1", form)
     assert event.emit_arguments() == {
         "event": "hopper.alert.file",
         "resource": FILE_LABELS | {"hopper.fingerprint": record.fingerprint},
@@ -175,13 +176,14 @@ def test_file_alert_payload(tmp_path: Any) -> None:
             "reason": "bad",
             "run_url": "http://ui/runs/flow-run/run-1",
             "replay": "hopper replay '/in/sales/a b.csv'",
+            "replay_url": form,
         },
     }
 
 
 def test_digest_lists_twenty_files_and_counts_the_rest(tmp_path: Any) -> None:
     records = _failed(tmp_path, [f"f{i:02}.csv" for i in range(23)], reason=None)
-    event = events.digest_event(records, 10.0)
+    event = events.digest_event(records, 10.0, "http://ui/deployments/deployment/d1/run?p")
     wire = event.emit_arguments()
     assert wire["resource"] == {"prefect.resource.id": "hopper.alerts.digest"}
     files = wire["payload"].pop("files").splitlines()
@@ -190,6 +192,7 @@ def test_digest_lists_twenty_files_and_counts_the_rest(tmp_path: Any) -> None:
         "window_minutes": 10.0,
         "datasets": "sales",
         "replay": "hopper replay --failed --quarantined --since 1h --dry-run",
+        "replay_url": "http://ui/deployments/deployment/d1/run?p",
     }
     assert files[0] == "- f00.csv (sales): unknown reason"  # no reason is no crash
     assert len(files) == 21 and files[-1] == "- … and 3 more"
