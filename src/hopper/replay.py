@@ -2,7 +2,9 @@
 
 Replays reuse the deterministic output path, so the lake ends with the latest rows of each
 source and never with duplicates. Selection is pure and tested on its own; dispatching goes
-through the :class:`~hopper.prefect_api.PrefectAPI` handed in.
+through the :class:`~hopper.prefect_api.PrefectAPI` handed in. :func:`run_replay` is the one
+replay that ``hopper replay`` and the ``hopper-replay`` deployment (the Prefect UI's way in)
+both run, and :func:`report_markdown` is what the deployment's run shows of it.
 
 :func:`dispatch_batches` is the way back in for many files at once (reconciliation after a
 lost worker or a lost watcher): the versions are taken in the ledger under one dispatch id
@@ -31,6 +33,7 @@ from hopper.errors import HopperError, SourceGoneError
 from hopper.files import describe_file, relative_to_source
 from hopper.ledger import FileRecord, Ledger
 from hopper.models import FileRef, FileState, IngestBatch, IngestRequest, file_uri
+from hopper.prefect_api import run_url
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,30 @@ class Selection:
     quarantined: bool = False
     dataset: str | None = None
     since_seconds: float | None = None
+
+
+def selection(
+    targets: list[str],
+    *,
+    failed: bool = False,
+    quarantined: bool = False,
+    dataset: str | None = None,
+    since: str | None = None,
+) -> Selection:
+    """What a replay asks for, as the command and the deployment take it (pure).
+
+    Raises:
+        HopperError: when nothing is named or selected (a replay of everything is never
+            meant), or ``since`` is not a duration.
+    """
+    if not (targets or failed or quarantined or dataset or since):
+        raise HopperError(
+            "name files to replay (paths, URIs or globs), or select them as failed, "
+            "quarantined, by dataset or by age (--failed, --quarantined, --dataset, --since)"
+        )
+    return Selection(
+        list(targets), failed, quarantined, dataset, parse_since(since) if since else None
+    )
 
 
 def _glob_matches(record: FileRecord, pattern: str) -> bool:
@@ -247,3 +274,110 @@ def dispatch_replay(
     ledger.mark_queued(ref.uri, ref.fingerprint, run_id)  # only if no run claimed it yet
     log.info("replaying %s as flow run %s", ref.uri, run_id)
     return ref, run_id
+
+
+class ReplayStarter(RunStarter, Protocol):
+    """What a replay needs from Prefect (a :class:`~hopper.prefect_api.PrefectAPI`)."""
+
+    @property
+    def api_url(self) -> str: ...
+
+    def healthy(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """One file a replay sent again (or, in a dry run, would send).
+
+    Attributes:
+        record: the version as the ledger had it before: its state and reason.
+        ref: the version sent (the file as it is now); None in a dry run.
+        flow_run_id: the new ``ingest-file`` run; None in a dry run.
+    """
+
+    record: FileRecord
+    ref: FileRef | None = None
+    flow_run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """What a replay did, or would do (``dry_run``)."""
+
+    dry_run: bool
+    files: list[Replayed]
+
+    @property
+    def started(self) -> list[tuple[FileRef, str]]:
+        """The versions sent and their new runs (none in a dry run)."""
+        return [(f.ref, f.flow_run_id) for f in self.files if f.ref and f.flow_run_id]
+
+
+def run_replay(
+    ledger: Ledger,
+    config: HopperConfig,
+    api: ReplayStarter | None,
+    sel: Selection,
+    *,
+    dry_run: bool = False,
+) -> ReplayReport:
+    """Select versions and send each again as an ``ingest-file`` run (:func:`dispatch_replay`).
+
+    A dry run only selects (and needs no ``api``).
+
+    Raises:
+        HopperError: a named file is unknown, or the Prefect server does not answer.
+        SourceGoneError: a selected local file no longer exists (the files before it were
+            sent again).
+    """
+    records = select(ledger, sel)
+    if dry_run or not records:
+        return ReplayReport(dry_run, [Replayed(record) for record in records])
+    if api is None or not api.healthy():
+        where = f" at {api.api_url}" if api is not None else ""
+        raise HopperError(f"the Prefect server{where} does not answer; start it with `hopper up`")
+    files = []
+    for record in records:
+        ref, run_id = dispatch_replay(record, config, ledger, api)
+        files.append(Replayed(record, ref, run_id))
+    return ReplayReport(dry_run, files)
+
+
+REPORT_ROWS = 1000
+"""Files listed in a replay's markdown report; the rest are counted."""
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell: one line, no column break."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def report_markdown(report: ReplayReport, ui_url: str) -> str:
+    """The ``hopper-replay`` run's artifact: each file, its state before, its new run (pure).
+
+    Args:
+        report: what the replay did.
+        ui_url: the Prefect UI, for links to the new runs.
+    """
+    n = len(report.files)
+    files = f"{n} file{'s' * (n != 1)}"
+    if report.dry_run:
+        title = f"# Dry run: {files} would be replayed"
+        head = ["| file | state | reason |", "|---|---|---|"]
+    else:
+        title = f"# Replayed {files}"
+        head = ["| file | state before | reason | new run |", "|---|---|---|---|"]
+    if not n:
+        return f"{title}\n\nNo file matched the selection."
+    rows = []
+    for item in report.files[:REPORT_ROWS]:
+        record = item.record
+        reason = (record.reason or "").splitlines()
+        cells = [f"`{_cell(record.uri)}`", record.state.value, _cell(reason[0] if reason else "")]
+        if not report.dry_run:
+            link = run_url(ui_url, item.flow_run_id)
+            cells.append(f"[{item.flow_run_id}]({link})" if link else "")
+        rows.append("| " + " | ".join(cells) + " |")
+    if n > REPORT_ROWS:
+        rows += ["", f"… and {n - REPORT_ROWS} more"]
+    return "\n".join([title, "", *head, *rows])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from cyclopts import App, Parameter
@@ -14,23 +15,38 @@ from rich.table import Table
 from hopper.cli.run import ConfigOption, _default_api_url
 from hopper.config import HopperConfig
 from hopper.errors import HopperError
+from hopper.files import replay_command
 from hopper.home import Home
 from hopper.ledger import FileRecord, Ledger
-from hopper.models import FileState
-from hopper.prefect_api import run_url
+from hopper.models import FileRef, FileState
+from hopper.prefect_api import file_replay_url, run_url
 
 console = Console()
 
 PENDING = (FileState.DETECTED, FileState.DISPATCHED, FileState.QUEUED, FileState.RUNNING)
 
 
-def summary(ledger: Ledger, ui_url: str, failures: int = 10) -> dict[str, Any]:
+def _no_page() -> str | None:
+    return None
+
+
+def summary(
+    ledger: Ledger,
+    ui_url: str,
+    failures: int = 10,
+    replay_page: Callable[[], str | None] = _no_page,
+) -> dict[str, Any]:
     """The ``hopper status --json`` document: per-dataset counts and the latest failures.
+
+    Each failure names both ways to run it again: the ``hopper replay`` command and the
+    ``hopper-replay`` deployment's run form in the Prefect UI.
 
     Args:
         ledger: the home's ledger.
         ui_url: the Prefect UI, for links to runs.
         failures: how many of the latest failures to list.
+        replay_page: the ``hopper-replay`` deployment's page in the UI, or None; asked only
+            when there are failures to list.
     """
     now = time.time()
     datasets: dict[str, dict[str, Any]] = {}
@@ -55,6 +71,7 @@ def summary(ledger: Ledger, ui_url: str, failures: int = 10) -> dict[str, Any]:
         if rec.state in (FileState.QUARANTINED, FileState.FAILED):
             bad.append(rec)
     bad.sort(key=lambda r: r.updated_at, reverse=True)
+    page = replay_page() if bad else None
     return {
         "datasets": datasets,
         "failures": [
@@ -66,6 +83,8 @@ def summary(ledger: Ledger, ui_url: str, failures: int = 10) -> dict[str, Any]:
                 "flow_run_id": r.flow_run_id,
                 "run_url": run_url(ui_url, r.flow_run_id),
                 "updated_at": r.updated_at,
+                "replay": replay_command(r.ref),
+                "replay_url": file_replay_url(page, r.ref),
             }
             for r in bad[:failures]
         ],
@@ -114,9 +133,16 @@ def status(
         json_output: Print JSON (stable keys, documented in README) instead of tables.
         config: hopper.yaml of the Hopper home.
     """
+    _default_api_url()
+    from hopper.prefect_api import replay_deployment_page
+
     with Home.open(config) as home:
         ui_url = home.ui_url
-        doc = file_report(home.ledger, file, ui_url) if file else summary(home.ledger, ui_url)
+        doc = (
+            file_report(home.ledger, file, ui_url)
+            if file
+            else summary(home.ledger, ui_url, replay_page=replay_deployment_page)
+        )
         if not file and home.config.lake.is_table:
             doc["tables"] = tables_report(home.config, sorted(doc["datasets"]))
     if json_output:
@@ -158,7 +184,10 @@ def status(
     for f in doc["failures"]:
         console.print(f"[red]{f['state']}[/] {f['uri']}: {f['reason']}")
         if f["run_url"]:
-            console.print(f"    {f['run_url']}")
+            console.print(f"    run:    {f['run_url']}")
+        console.print(f"    replay: {f['replay']}", markup=False, soft_wrap=True)
+        if f["replay_url"]:  # soft_wrap: a link cut in two lines cannot be followed
+            console.print(f"    or in the Prefect UI: {f['replay_url']}", soft_wrap=True)
 
 
 def replay(
@@ -175,7 +204,8 @@ def replay(
     """Re-run files through their Prefect deployment; outputs are replaced, never duplicated.
 
     Name files by path, URI or glob, and/or select them from the ledger with --failed,
-    --quarantined, --dataset and --since (these filters combine with AND).
+    --quarantined, --dataset and --since (these filters combine with AND). The
+    `hopper-replay` deployment does the same from the Prefect UI.
 
     Args:
         targets: File paths, URIs or globs (e.g. './inbox/sales/*.csv').
@@ -189,38 +219,29 @@ def replay(
         config: hopper.yaml of the Hopper home.
     """
     _default_api_url()
-    from hopper.replay import Selection, dispatch_replay, parse_since, select
+    from hopper.replay import run_replay, selection
 
-    if not (targets or failed or quarantined or dataset or since):
-        raise HopperError(
-            "name files to replay, or select them with "
-            "--failed, --quarantined, --dataset or --since"
-        )
-    sel = Selection(
-        list(targets), failed, quarantined, dataset, parse_since(since) if since else None
+    sel = selection(
+        list(targets), failed=failed, quarantined=quarantined, dataset=dataset, since=since
     )
     with Home.open(config) as home:
-        records = select(home.ledger, sel)
-        if not records:
+        report = run_replay(
+            home.ledger, home.config, None if dry_run else home.api, sel, dry_run=dry_run
+        )
+        if not report.files:
             console.print("nothing to replay")
             return
         if dry_run:
-            for rec in records:
-                console.print(f"would replay {rec.uri}  ({rec.state.value})")
+            for item in report.files:
+                console.print(f"would replay {item.record.uri}  ({item.record.state.value})")
             return
-        api = home.api
-        if not api.healthy():
-            raise HopperError(
-                f"the Prefect server at {api.api_url} does not answer; start it with `hopper up`"
-            )
-        started = [dispatch_replay(rec, home.config, home.ledger, api) for rec in records]
-        for ref, run_id in started:
+        for ref, run_id in report.started:
             console.print(f"replaying {ref.uri} → {run_url(home.ui_url, run_id)}")
         if wait:
-            _wait(home.ledger, started, timeout)
+            _wait(home.ledger, report.started, timeout)
 
 
-def _wait(ledger: Ledger, started: list[Any], timeout: float) -> None:
+def _wait(ledger: Ledger, started: list[tuple[FileRef, str]], timeout: float) -> None:
     from rich.progress import Progress
 
     deadline = time.monotonic() + timeout
