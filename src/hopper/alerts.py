@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from hopper import events
 from hopper.config import AlertPolicy, AlertTarget, HopperConfig
 from hopper.errors import ConfigError
 from hopper.ledger import FileRecord, Ledger
-from hopper.prefect_api import run_url
+from hopper.prefect_api import file_replay_url, replay_deployment_page, run_form_url, run_url
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +85,13 @@ class AlertDispatcher:
         policy: AlertPolicy,
         emit: events.Emitter = events.emit,
         ui_url: str = "",
+        replay_page: Callable[[], str | None] = replay_deployment_page,
     ) -> None:
         self.ledger = ledger
         self.policy = policy
         self.emit = emit
         self.ui_url = ui_url  # the Prefect UI, for each alert's link to its run
+        self.replay_page = replay_page  # the hopper-replay deployment's page, or None
 
     def tick(self, now: float | None = None) -> AlertPlan:
         """Send what is due; return what was planned."""
@@ -105,16 +107,19 @@ class AlertDispatcher:
             now,
             self.ledger.last_alert_at("digested"),
         )
+        page = self.replay_page() if not plan.empty else None
         if plan.digest:
             claimed = [r for r in plan.digest if self.ledger.claim_alert(r, "digested")]
             if claimed:
                 log.warning("%d files failed: sending one digest alert", len(claimed))
-                self.emit(events.digest_event(claimed, self.policy.digest_window_minutes))
+                replay = run_form_url(page, events.DIGEST_REPLAY_PARAMETERS) if page else ""
+                self.emit(events.digest_event(claimed, self.policy.digest_window_minutes, replay))
         for record in plan.individual:
             if self.ledger.claim_alert(record, "sent"):
                 log.info("alerting on %s (%s)", record.uri, record.state.value)
                 link = run_url(self.ui_url, record.flow_run_id) if self.ui_url else None
-                self.emit(events.file_alert_event(record, link or ""))
+                replay = file_replay_url(page, record.ref) or ""
+                self.emit(events.file_alert_event(record, link or "", replay))
         return plan
 
 
@@ -182,13 +187,15 @@ FILE_BODY = (
     "Outcome: {{ event.payload.state }}\n"
     "Reason: {{ event.payload.reason }}\n"
     "Run: {{ event.payload.run_url }}\n"
-    "After fixing, run: {{ event.payload.replay }}"
+    "After fixing, run: {{ event.payload.replay }}\n"
+    "or replay it from the Prefect UI: {{ event.payload.replay_url }}"
 )
 DIGEST_SUBJECT = "Hopper: {{ event.payload.count }} files failed ({{ event.payload.datasets }})"
 DIGEST_BODY = (
     "{{ event.payload.count }} files failed or were quarantined within "
     "{{ event.payload.window_minutes }} minutes.\n{{ event.payload.files }}\n"
-    "See `hopper status`; after fixing: {{ event.payload.replay }}"
+    "See `hopper status`; after fixing: {{ event.payload.replay }}\n"
+    "or from the Prefect UI: {{ event.payload.replay_url }}"
 )
 
 

@@ -26,6 +26,7 @@ from hopper.contracts import Contract
 from hopper.errors import SourceGoneError, TerminalError
 from hopper.files import replay_command
 from hopper.models import FILE_SCHEME, FileRef, FileState, IngestOutcome
+from hopper.prefect_api import file_replay_url, replay_deployment_page
 from hopper.sink.names import UNSAFE, output_name
 from hopper.sink.parquet_lake import PARQUET_CONTENT_TYPE, parquet
 from hopper.stores import join, store_for
@@ -187,7 +188,9 @@ def quarantine(
     """Copy the file to quarantine with a reason file, and describe that as an outcome.
 
     ``local`` is a readable copy of the file if one was fetched; else the file itself is
-    copied (from its folder, or server side on S3).
+    copied (from its folder, or server side on S3). The reason file says both ways to run
+    the file again once fixed: the ``hopper replay`` command, and the ``hopper-replay``
+    deployment's run form in the Prefect UI (None if that deployment cannot be found).
     """
     reason = str(exc)
     first_line = one_line_reason(exc)
@@ -203,6 +206,7 @@ def quarantine(
         "flow_run_id": flow_run_id,
         "quarantined_at": now.isoformat(),
         "replay": replay_command(ref),
+        "replay_url": file_replay_url(replay_deployment_page(), ref),
     }
     copy = quarantine_file(
         source_uri=ref.uri,
