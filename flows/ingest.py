@@ -1,6 +1,8 @@
-"""Prefect entry point ``ingest-file``: one file in, Parquet or quarantine out.
+"""Prefect entry points ``ingest-file`` and ``ingest-batch``: files in, Parquet or quarantine out.
 
 Thin on purpose: retries, logging and artifacts live here; the work is in ``hopper.ingest``.
+A run ends in a state named after its worst outcome (``Quarantined``, ``Failed files``), set
+by ``hopper.report``, so that the runs list in the Prefect UI tells the truth at a glance.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
@@ -21,6 +24,8 @@ from hopper.home import Home
 from hopper.ingest import failed_outcome, ingest, ingest_many, retry_policy
 from hopper.isolate import ReaderPool
 from hopper.models import FileRef, FileState, IngestBatch, IngestOutcome, IngestRequest
+from hopper.prefect_api import replay_deployment_page
+from hopper.report import counts, file_markdown, final_state, outcome_rows
 from hopper.tables import land
 
 
@@ -101,8 +106,11 @@ def _daily_summary(home: Home, dataset: str | None) -> None:
 
 
 @flow(name="ingest-file", flow_run_name=_run_name, log_prints=False)
-def ingest_file(request: IngestRequest) -> dict[str, Any]:
-    """Ingest one file version into its dataset's lake folder, or quarantine it."""
+def ingest_file(request: IngestRequest) -> State[Any]:
+    """Ingest one file version into its dataset's lake folder, or quarantine it.
+
+    The run ends ``Completed``, ``Quarantined`` (a Completed state) or ``Failed files``.
+    """
     logger = get_run_logger()
     ref = request.ref
     run_id = str(flow_run.id)
@@ -111,7 +119,7 @@ def ingest_file(request: IngestRequest) -> dict[str, Any]:
             logger.info(
                 "%s (%s) is already handled by another run; skipping", ref.uri, ref.fingerprint
             )
-            return {"uri": ref.uri, "skipped": True}
+            return final_state([], {"uri": ref.uri, "skipped": True}, skipped=1)
         try:
             task_ = _with_retry_policy(home.config, request)
             with home.lease(run_id):
@@ -124,19 +132,20 @@ def ingest_file(request: IngestRequest) -> dict[str, Any]:
                     home.s3,
                     flow_run_id=run_id,
                 )
-        except Exception as exc:
+        except Exception as exc:  # recorded as failed; the run ends "Failed files"
             outcome = failed_outcome(ref, exc)
-            home.ledger.finish(outcome, run_id)
-            events.emit(events.outcome_event(ref, outcome, run_id))
-            logger.error("%s failed after retries: %s", ref.uri, outcome.reason)
-            raise
+            logger.error("%s failed after retries: %s", ref.uri, outcome.reason, exc_info=True)
         home.ledger.finish(outcome, run_id)
         events.emit(events.outcome_event(ref, outcome, run_id))
         _report(outcome)
+        if outcome.state is not FileState.INGESTED:
+            create_markdown_artifact(
+                markdown=file_markdown(outcome, ref, replay_deployment_page()),
+                description=f"{ref.name} {outcome.state.value}: how to replay it",
+            )
         _daily_summary(home, outcome.dataset)
     logger.info("%s: %s (%d rows out)", ref.uri, outcome.state.value, outcome.rows_out)
-    result: dict[str, Any] = outcome.model_dump(mode="json", by_alias=True)
-    return result
+    return final_state([outcome], outcome.model_dump(mode="json", by_alias=True))
 
 
 def _batch_run_name() -> str:
@@ -148,8 +157,12 @@ def _batch_run_name() -> str:
 
 
 @flow(name="ingest-batch", flow_run_name=_batch_run_name, log_prints=False)
-def ingest_batch(batch: IngestBatch) -> dict[str, Any]:
-    """Ingest files that arrived together; each keeps its own claim, outcome and events."""
+def ingest_batch(batch: IngestBatch) -> State[Any]:
+    """Ingest files that arrived together; each keeps its own claim, outcome and events.
+
+    The run ends ``Completed``, ``Quarantined`` (a Completed state) or ``Failed files``,
+    after every outcome is in the ledger.
+    """
     logger = get_run_logger()
     run_id = str(flow_run.id)
     outcomes: list[IngestOutcome] = []
@@ -190,28 +203,19 @@ def ingest_batch(batch: IngestBatch) -> dict[str, Any]:
             for outcome in landed:
                 record(refs_by_uri[outcome.uri], outcome)
             home.ledger.finish_many(unrecorded, run_id)
-        _report_batch(outcomes, skipped)
+        _report_batch(outcomes, skipped, {r.ref.uri: r.ref for r in requests})
         for dataset in sorted({o.dataset for o in outcomes if o.dataset}):
             _daily_summary(home, dataset)
-    counts = {
-        s: sum(o.state.value == s for o in outcomes) for s in ("ingested", "quarantined", "failed")
-    }
-    logger.info("batch of %d files: %s, %d skipped", len(requests), counts, skipped)
-    return {**counts, "skipped": skipped}
+    tally = counts(outcomes)
+    logger.info("batch of %d files: %s, %d skipped", len(requests), tally, skipped)
+    return final_state(outcomes, {**tally, "skipped": skipped}, skipped=skipped)
 
 
-def _report_batch(outcomes: list[IngestOutcome], skipped: int) -> None:
-    rows = [
-        {
-            "file": o.uri.rsplit("/", 1)[-1],
-            "dataset": o.dataset,
-            "state": o.state.value,
-            "rows in": o.rows_in,
-            "rows out": o.rows_out,
-            "seconds": o.seconds,
-            "reason": o.reason or "",
-        }
-        for o in outcomes[:1000]
-    ]
+def _report_batch(outcomes: list[IngestOutcome], skipped: int, refs: dict[str, FileRef]) -> None:
     note = f"{len(outcomes)} files ingested or rejected, {skipped} already handled elsewhere"
-    create_table_artifact(table=rows, description=note)
+    if any(o.state is not FileState.INGESTED for o in outcomes):
+        page = replay_deployment_page()
+        note += ". After fixing, replay a file with the command in its row" + (
+            f", or [from the Prefect UI]({page})." if page else "."
+        )
+    create_table_artifact(table=outcome_rows(outcomes, refs), description=note)
