@@ -257,3 +257,16 @@ def test_a_commit_that_breaks_fails_its_files_and_leaves_no_staging(
     assert outcome.reason == "the commit to its table failed: RuntimeError: the catalog fell over"
     assert ledger.get(ref.uri, ref.fingerprint).state is FileState.FAILED  # type: ignore[union-attr]
     assert not list(Path(table_home.lake.path, "_staging").rglob("*.staged"))
+
+
+def test_the_table_a_batch_creates_can_retry_a_commit_that_lost_a_race(
+    table_home: HopperConfig,
+) -> None:
+    from hopper.tables.commit import _load_table
+    from hopper.tables.schema import for_table
+
+    rows = for_table(pa.table({"id": [1], "full_name": ["A"], "score": [1.0]}))
+    mine = _load_table(table_home, "people", rows.schema)  # this batch makes the table
+    _table(table_home).append(rows)  # another batch commits first (and makes branch main)
+    mine.append(rows)  # lost the race: pyiceberg refreshes the table and commits again
+    assert len(_table(table_home).scan().to_arrow()) == 2

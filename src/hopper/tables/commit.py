@@ -246,7 +246,7 @@ def _load_table(config: HopperConfig, dataset: str, schema: pa.Schema) -> Table:
         "write.parquet.compression-codec": contract.compression.replace("none", "uncompressed"),
     }
     try:
-        return create_table(
+        create_table(
             catalog,
             identifier,
             table_location(config, dataset),
@@ -255,7 +255,10 @@ def _load_table(config: HopperConfig, dataset: str, schema: pa.Schema) -> Table:
             properties,
         )
     except TableAlreadyExistsError:  # another worker made it first
-        return catalog.load_table(identifier)
+        pass
+    # Loaded, not the object the creation returned: that one cannot be refreshed, which
+    # pyiceberg's own retry of a commit that lost a race needs.
+    return catalog.load_table(identifier)
 
 
 def _land_dataset(
