@@ -110,6 +110,11 @@ def poll_until(source: SqsNotifications, count: int, timeout: float = 15) -> lis
 def test_uploads_become_refs_and_messages_are_deleted_only_on_ack(
     wired: Wired, running: SqsNotifications
 ) -> None:
+    # Long enough that a slow machine cannot see a message redelivered (and, at its second
+    # receive, moved to the dead-letter queue) before the ack this test is about.
+    wired.moto.sqs.set_queue_attributes(
+        QueueUrl=wired.queue_url, Attributes={"VisibilityTimeout": "60"}
+    )
     assert running.poll() == []  # the startup listing: the bucket is still empty
     running.ack()
     wired.upload("incoming/sales/my file+1.csv", "id\n1\n")
