@@ -27,6 +27,7 @@ never land the same version at once: the ledger gives each version to one run at
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import random
@@ -245,7 +246,7 @@ def _load_table(config: HopperConfig, dataset: str, schema: pa.Schema) -> Table:
         "write.target-file-size-bytes": str(config.lake.target_file_mb << 20),
         "write.parquet.compression-codec": contract.compression.replace("none", "uncompressed"),
     }
-    try:
+    with contextlib.suppress(TableAlreadyExistsError):  # else another worker made it first
         create_table(
             catalog,
             identifier,
@@ -254,8 +255,6 @@ def _load_table(config: HopperConfig, dataset: str, schema: pa.Schema) -> Table:
             list(contract.partition_by),
             properties,
         )
-    except TableAlreadyExistsError:  # another worker made it first
-        pass
     # Loaded, not the object the creation returned: that one cannot be refreshed, which
     # pyiceberg's own retry of a commit that lost a race needs.
     return catalog.load_table(identifier)
