@@ -238,11 +238,9 @@ def _ingested(
     commit (:func:`hopper.tables.land`) fills ``outputs``.
     """
     staged = config.lake.is_table
-    return IngestOutcome(
-        uri=ref.uri,
-        fingerprint=ref.fingerprint,
-        dataset=ref.dataset,
-        state=FileState.INGESTED,
+    return IngestOutcome.of(
+        ref,
+        FileState.INGESTED,
         rows_in=rows_in,
         rows_out=rows_out,
         outputs=[] if staged else outputs,
@@ -406,10 +404,5 @@ def ingest_many(
 
 def failed_outcome(ref: FileRef, exc: BaseException) -> IngestOutcome:
     """The outcome recorded when retries are exhausted or an unexpected error escapes."""
-    return IngestOutcome(
-        uri=ref.uri,
-        fingerprint=ref.fingerprint,
-        dataset=ref.dataset,
-        state=FileState.FAILED,
-        reason=f"{type(exc).__name__}: {exc}".splitlines()[0],
-    )
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return IngestOutcome.of(ref, FileState.FAILED, reason=reason)

@@ -11,6 +11,7 @@ import os
 import unicodedata
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -219,3 +220,10 @@ class IngestOutcome(BaseModel):
     seconds: float = Field(default=0.0, description="Wall time spent ingesting.")
 
     model_config = ConfigDict(populate_by_name=True)
+
+    @classmethod
+    def of(cls, ref: FileRef, state: FileState, **fields: Any) -> IngestOutcome:
+        """The outcome of ``ref``'s version (its URI, fingerprint and dataset) and ``fields``."""
+        return cls(
+            uri=ref.uri, fingerprint=ref.fingerprint, dataset=ref.dataset, state=state, **fields
+        )

@@ -218,14 +218,7 @@ def quarantine(
         fingerprint=ref.fingerprint,
         s3=s3,
     )
-    return IngestOutcome(
-        uri=ref.uri,
-        fingerprint=ref.fingerprint,
-        dataset=ref.dataset,
-        state=FileState.QUARANTINED,
-        quarantine_path=copy,
-        reason=first_line,
-    )
+    return IngestOutcome.of(ref, FileState.QUARANTINED, quarantine_path=copy, reason=first_line)
 
 
 def one_line_reason(exc: TerminalError, limit: int = 400) -> str:
