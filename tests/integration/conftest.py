@@ -104,6 +104,33 @@ alert_policy:
 """
 
 
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@contextlib.contextmanager
+def postgres_database(stem: str) -> Iterator[str]:
+    """A fresh database on the PostgreSQL at 127.0.0.1:5432, dropped afterwards.
+
+    Yields its SQLAlchemy URL (psycopg). Skips the test, with the reason, where no
+    PostgreSQL answers.
+    """
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg")
+    name = f"{stem}_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432 ({exc})")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

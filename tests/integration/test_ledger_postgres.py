@@ -7,34 +7,21 @@ Runs against the PostgreSQL on 127.0.0.1:5432 in a database created for the sess
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from hopper.ledger import Ledger
 from hopper.models import FileRef, FileState, IngestOutcome
+from tests.integration.conftest import postgres_database
 
 pytestmark = pytest.mark.integration
-
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    psycopg = pytest.importorskip("psycopg")
-    name = f"hopper_test_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg.connect(ADMIN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432 ({exc})")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database("hopper_test") as url:
+        yield url
 
 
 def _ref(name: str) -> FileRef:

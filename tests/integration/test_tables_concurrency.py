@@ -8,7 +8,6 @@ scale-out setting; skipped, with the reason, where no PostgreSQL answers on 127.
 from __future__ import annotations
 
 import multiprocessing
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +20,10 @@ from hopper.ledger import Ledger, sqlite_url
 from hopper.models import FileRef, IngestRequest
 from hopper.tables import land, open_catalog
 from tests.conftest import make_home
+from tests.integration.conftest import postgres_database
 
 pytestmark = pytest.mark.integration
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ROUNDS = 6
 PER_BATCH = 15
 
@@ -34,22 +33,8 @@ def catalog_yaml(request: pytest.FixtureRequest) -> Iterator[str]:
     if request.param == "sqlite":
         yield ""
         return
-    psycopg = pytest.importorskip("psycopg")
-    name = f"hopper_catalog_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg.connect(ADMIN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432 ({exc})")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield (
-            "  catalog:\n    type: sql\n"
-            f"    uri: postgresql+psycopg://postgres@127.0.0.1:5432/{name}\n"
-        )
-    finally:
-        with psycopg.connect(ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database("hopper_catalog") as url:
+        yield f"  catalog:\n    type: sql\n    uri: {url}\n"
 
 
 def _writer(config_path: str, who: str, start: multiprocessing.synchronize.Barrier) -> None:
