@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hopper.config import HopperConfig, load_config
+from hopper.config import FolderSource, HopperConfig, load_config
+from hopper.models import FileRef
 
 # The session-wide moto server fixture (`moto`), for S3/SQS tests and `hopper up`.
 pytest_plugins = ["tests.moto_server"]
@@ -27,8 +28,21 @@ columns:
 """
 
 
-def make_home(root: Path, contracts: dict[str, str] | None = None, extra: str = "") -> Path:
-    """Write a small Hopper home (hopper.yaml + contracts) and return its config path."""
+ICEBERG_LAKE = "lake:\n  path: lake\n  format: iceberg\n"
+"""``lake:`` of a home whose datasets are Iceberg tables (for :func:`make_home`)."""
+
+
+def make_home(
+    root: Path,
+    contracts: dict[str, str] | None = None,
+    extra: str = "",
+    lake: str = "lake: lake\n",
+) -> Path:
+    """Write a small Hopper home (hopper.yaml + contracts) and return its config path.
+
+    ``lake`` is the ``lake:`` entry: Parquet files in ``lake/`` unless it says otherwise
+    (:data:`ICEBERG_LAKE`).
+    """
     (root / "datasets").mkdir(parents=True, exist_ok=True)
     (root / "inbox").mkdir(exist_ok=True)
     for name, text in (contracts or {"people": CONTRACT}).items():
@@ -36,7 +50,8 @@ def make_home(root: Path, contracts: dict[str, str] | None = None, extra: str = 
     config = root / "hopper.yaml"
     config.write_text(
         "sources:\n  - path: inbox\n"
-        "lake: lake\nquarantine: quarantine\ndatasets_dir: datasets\nstate_dir: .hopper\n"
+        + lake
+        + "quarantine: quarantine\ndatasets_dir: datasets\nstate_dir: .hopper\n"
         "watch:\n  stable_seconds: 0.2\n  rescan_seconds: 2\n  confirm_seconds: 5\n" + extra,
         encoding="utf-8",
     )
@@ -47,3 +62,14 @@ def make_home(root: Path, contracts: dict[str, str] | None = None, extra: str = 
 def home(tmp_path: Path) -> HopperConfig:
     """A loaded Hopper home in a temporary folder, with the `people` contract."""
     return load_config(make_home(tmp_path))
+
+
+def drop_file(home: HopperConfig, dataset: str, name: str, text: str) -> FileRef:
+    """Write ``inbox/<dataset>/<name>`` in ``home`` and return its ref, as the watcher would."""
+    source = home.sources[0]
+    assert isinstance(source, FolderSource)
+    path = source.path / dataset / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    st = path.stat()
+    return FileRef(uri=path.as_uri(), size=st.st_size, mtime=st.st_mtime, dataset=dataset)

@@ -19,7 +19,7 @@ from hopper.ingest import ingest
 from hopper.ledger import Ledger, sqlite_url
 from hopper.models import FileRef, IngestRequest
 from hopper.tables import land, open_catalog
-from tests.conftest import make_home
+from tests.conftest import drop_file, make_home
 from tests.integration.conftest import postgres_database
 
 pytestmark = pytest.mark.integration
@@ -56,11 +56,7 @@ def _writer(config_path: str, who: str, start: multiprocessing.synchronize.Barri
 
 
 def _drop(home: HopperConfig, name: str, i: int) -> FileRef:
-    path = home.sources[0].path / "people" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"id,full name,score\n{i},{name},1\n{i + 1},{name},2\n")
-    st = path.stat()
-    return FileRef(uri=path.as_uri(), size=st.st_size, mtime=st.st_mtime, dataset="people")
+    return drop_file(home, "people", name, f"id,full name,score\n{i},{name},1\n{i + 1},{name},2\n")
 
 
 def test_two_writers_commit_to_one_table_exactly_once(tmp_path: Path, catalog_yaml: str) -> None:

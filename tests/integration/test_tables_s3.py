@@ -12,7 +12,7 @@ from hopper.ingest import ingest
 from hopper.ledger import Ledger, sqlite_url
 from hopper.models import FileRef, FileState, IngestRequest
 from hopper.tables import land, open_catalog
-from tests.conftest import make_home
+from tests.conftest import drop_file, make_home
 
 if TYPE_CHECKING:
     from tests.moto_server import MotoServer
@@ -32,11 +32,7 @@ def _home(tmp_path: Path, moto: MotoServer) -> HopperConfig:
 
 
 def _drop(home: HopperConfig, name: str, text: str) -> FileRef:
-    path = home.sources[0].path / "people" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    st = path.stat()
-    return FileRef(uri=path.as_uri(), size=st.st_size, mtime=st.st_mtime, dataset="people")
+    return drop_file(home, "people", name, text)
 
 
 def test_an_s3_table_takes_a_batch_and_a_new_version(tmp_path: Path, moto: MotoServer) -> None:

@@ -35,7 +35,7 @@ from hopper.tables.maintain import (
     pack,
     report_markdown,
 )
-from tests.conftest import CONTRACT, make_home
+from tests.conftest import CONTRACT, ICEBERG_LAKE, make_home
 
 ROOT = Path(__file__).resolve().parents[2]
 MONTHLY = CONTRACT + "  - name: day\n    type: date32\npartition_by: [month(day)]\n"
@@ -43,10 +43,7 @@ HEADER = "id,full name,score,day\n"
 
 
 def _home(root: Path, maintain_block: str = "") -> HopperConfig:
-    config = make_home(root, {"people": MONTHLY})
-    lake = "lake:\n  path: lake\n  format: iceberg\n" + maintain_block
-    config.write_text(config.read_text().replace("lake: lake\n", lake))
-    return load_config(config)
+    return load_config(make_home(root, {"people": MONTHLY}, lake=ICEBERG_LAKE + maintain_block))
 
 
 @pytest.fixture

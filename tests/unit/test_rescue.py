@@ -14,7 +14,7 @@ import pytest
 from pyiceberg.catalog import load_catalog
 
 import hopper.contracts.stream as stream_module
-from hopper.config import FolderSource, HopperConfig, load_config
+from hopper.config import HopperConfig, load_config
 from hopper.contracts import Contract, load_contract, read_and_conform, validate_file
 from hopper.contracts.rescue import RESCUE_MAX_CHARS
 from hopper.contracts.stream import StreamingConform
@@ -24,7 +24,7 @@ from hopper.ledger import Ledger, sqlite_url
 from hopper.lineage import INGESTED_AT, RESCUED_DATA, RESERVED_COLUMNS, SOURCE_URI
 from hopper.models import FileRef, FileState, IngestOutcome, IngestRequest
 from hopper.tables import land
-from tests.conftest import make_home
+from tests.conftest import ICEBERG_LAKE, drop_file, make_home
 from tests.unit.test_streaming import orders_contract, orders_csv
 
 ROWS = 3000
@@ -284,14 +284,7 @@ def test_a_transform_cannot_forge_the_column_of_another_dataset(
 # Ingestion: outcome, Parquet lake, streaming, Iceberg table
 
 
-def _drop(home: HopperConfig, dataset: str, name: str, text: str) -> FileRef:
-    source = home.sources[0]
-    assert isinstance(source, FolderSource)
-    path = source.path / dataset / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    st = path.stat()
-    return FileRef(uri=path.as_uri(), size=st.st_size, mtime=st.st_mtime, dataset=dataset)
+_drop = drop_file
 
 
 def _ingest(home: HopperConfig, ref: FileRef) -> IngestOutcome:
@@ -389,11 +382,9 @@ def test_a_rescued_row_lands_in_the_iceberg_table_with_its_rescued_data(tmp_path
     people = (
         "name: people\ncolumns:\n  - {name: id, type: int64}\n  - {name: score, type: float64}\n"
     )
-    config = make_home(tmp_path, {"people": people + "bad_rows: rescue\n"})
-    config.write_text(
-        config.read_text().replace("lake: lake\n", "lake:\n  path: lake\n  format: iceberg\n")
+    home = load_config(
+        make_home(tmp_path, {"people": people + "bad_rows: rescue\n"}, lake=ICEBERG_LAKE)
     )
-    home = load_config(config)
     ref = _drop(home, "people", "p.csv", 'id,score\n1,1.5\n2,"9,5"\n')
     ledger = Ledger(sqlite_url(home.state_dir))
     try:

@@ -18,16 +18,11 @@ from hopper.ledger import Ledger, sqlite_url
 from hopper.models import FileRef, FileState, IngestOutcome, IngestRequest
 from hopper.tables import land
 from hopper.tables.commit import LANDED_PROPERTY, landing_key
-from tests.conftest import CONTRACT, make_home
-
-ICEBERG = "lake:\n  path: lake\n  format: iceberg\n"
+from tests.conftest import CONTRACT, ICEBERG_LAKE, drop_file, make_home
 
 
 def _home(root: Path, contract: str = CONTRACT) -> HopperConfig:
-    config = make_home(root, {"people": contract})
-    text = config.read_text().replace("lake: lake\n", ICEBERG)
-    config.write_text(text)
-    return load_config(config)
+    return load_config(make_home(root, {"people": contract}, lake=ICEBERG_LAKE))
 
 
 @pytest.fixture
@@ -43,11 +38,7 @@ def ledger(table_home: HopperConfig) -> Ledger:
 
 
 def _drop(home: HopperConfig, name: str, text: str) -> FileRef:
-    path = home.sources[0].path / "people" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    st = path.stat()
-    return FileRef(uri=path.as_uri(), size=st.st_size, mtime=st.st_mtime, dataset="people")
+    return drop_file(home, "people", name, text)
 
 
 def _run(
