@@ -17,7 +17,7 @@ from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
-from hopper import events
+from hopper import events, metrics
 from hopper.config import HopperConfig
 from hopper.errors import is_transient
 from hopper.home import Home
@@ -136,6 +136,7 @@ def ingest_file(request: IngestRequest) -> State[Any]:
             outcome = failed_outcome(ref, exc)
             logger.error("%s failed after retries: %s", ref.uri, outcome.reason, exc_info=True)
         home.ledger.finish(outcome, run_id)
+        metrics.observe([outcome], {ref.uri: ref})
         events.emit(events.outcome_event(ref, outcome, run_id))
         _report(outcome)
         if outcome.state is not FileState.INGESTED:
@@ -203,6 +204,7 @@ def ingest_batch(batch: IngestBatch) -> State[Any]:
             for outcome in landed:
                 record(refs_by_uri[outcome.uri], outcome)
             home.ledger.finish_many(unrecorded, run_id)
+        metrics.observe(outcomes, {r.ref.uri: r.ref for r in requests})
         _report_batch(outcomes, skipped, {r.ref.uri: r.ref for r in requests})
         for dataset in sorted({o.dataset for o in outcomes if o.dataset}):
             _daily_summary(home, dataset)

@@ -244,6 +244,21 @@ class AlertPolicy(BaseModel):
     )
 
 
+class MetricsOptions(BaseModel):
+    """Prometheus ``/metrics`` endpoints of the watcher and the warm worker (``hopper.metrics``).
+
+    Off unless enabled: a fixed port on every machine that runs Hopper would surprise; a port
+    already taken costs a warning, never the process.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=False, description="Serve /metrics from watcher and worker.")
+    host: str = Field(default="127.0.0.1", description="Address the endpoints listen on.")
+    watcher_port: int = Field(default=9461, ge=1, le=65535, description="The watcher's port.")
+    worker_port: int = Field(default=9462, ge=1, le=65535, description="The worker's port.")
+
+
 class S3Options(BaseModel):
     """Where S3 is, for the lake, the quarantine and S3 sources without their own settings.
 
@@ -398,6 +413,9 @@ class HopperConfig(BaseModel):
         default_factory=AlertPolicy, description="Alert holding and storm control."
     )
     watch: WatchOptions = Field(default_factory=WatchOptions, description="Watcher tuning.")
+    metrics: MetricsOptions = Field(
+        default_factory=MetricsOptions, description="Prometheus endpoints."
+    )
 
     path: Path | None = Field(default=None, exclude=True, description="Where it was loaded from.")
 

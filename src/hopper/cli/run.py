@@ -13,6 +13,7 @@ from cyclopts import App, Parameter
 from rich.console import Console
 
 from hopper.config import FolderSource, HopperConfig, load_config
+from hopper.errors import HopperError
 from hopper.prefect_api import ui_url_of
 from hopper.settings import HopperSettings
 from hopper.stores import store_for
@@ -73,6 +74,7 @@ def up(*, config: ConfigOption = None, port: int | None = None) -> None:
         config: hopper.yaml of the Hopper home.
         port: Port of the Prefect server to start or reuse (default $HOPPER_PORT or 4200).
     """
+    from hopper.metrics import metrics_url
     from hopper.up import Supervisor
     from hopper.watch.daemon import check_sources
 
@@ -93,6 +95,10 @@ def up(*, config: ConfigOption = None, port: int | None = None) -> None:
         console.print(f"  lake        {cfg.lake.path} ({cfg.lake.format})")
         console.print(f"  quarantine  {cfg.quarantine}")
         console.print(f"  logs        {sup.logs}")
+        if cfg.metrics.enabled:
+            host, m = cfg.metrics.host, cfg.metrics
+            console.print(f"  metrics     {metrics_url(host, m.watcher_port)} (watcher)")
+            console.print(f"              {metrics_url(host, m.worker_port)} (worker)")
         console.print("Press Ctrl-C to stop.", highlight=False)
 
     code = supervisor.run(ready)
@@ -115,6 +121,7 @@ def watch(*, config: ConfigOption = None, ready_file: Path | None = None) -> Non
             says "Hopper is up." only after it appears.
     """
     _default_api_url()
+    from hopper import metrics
     from hopper.home import Home
     from hopper.watch.daemon import Watcher, check_sources
 
@@ -124,6 +131,11 @@ def watch(*, config: ConfigOption = None, ready_file: Path | None = None) -> Non
         api = home.api
         lease = home.settings.lease_seconds
         watcher = Watcher(home.config, home.ledger, api, lease_seconds=lease, ui_url=home.ui_url)
+        cfg = home.config
+        if cfg.metrics.enabled:
+            contracts = cfg.datasets_dir.glob("*.yaml") if cfg.datasets_dir.is_dir() else []
+            metrics.watch_backlog(home.ledger, sorted(p.stem for p in contracts))
+            metrics.serve(cfg.metrics, cfg.metrics.watcher_port, "watcher")
         _on_signals(watcher.stop)
         log.info("watcher dispatching to %s", api.api_url)
         if ready_file is not None:
@@ -227,6 +239,7 @@ def worker(*, pool: str = "hopper", limit: int | None = None) -> None:
     from hopper.worker import serve
 
     settings = HopperSettings()
+    _serve_worker_metrics(settings)
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
@@ -250,6 +263,21 @@ def worker(*, pool: str = "hopper", limit: int | None = None) -> None:
 
     anyio.run(main)
     log.info("warm worker stopped")
+
+
+def _serve_worker_metrics(settings: HopperSettings) -> None:
+    """Serve the worker's /metrics if the home's hopper.yaml (``$HOPPER_CONFIG``) enables it.
+
+    A worker needs no hopper.yaml otherwise, so one that cannot be read costs only metrics.
+    """
+    from hopper import metrics
+
+    try:
+        cfg = load_config(settings.config)
+    except (HopperError, OSError) as exc:
+        log.info("no metrics: cannot read %s (%s)", settings.config, exc)
+        return
+    metrics.serve(cfg.metrics, cfg.metrics.worker_port, "worker")
 
 
 def register(app: App) -> None:

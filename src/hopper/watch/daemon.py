@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from hopper import events
+from hopper import events, metrics
 from hopper.alerts import AlertDispatcher
 from hopper.batching import cut_batches, is_full
 from hopper.cleanup import Cleaner, lazy_clients
@@ -240,7 +240,7 @@ class Watcher:
         if clocks["revive"].due(now):
             self._duty("revive", self.revive)
         if clocks["alerts"].due(now) and self._alerts_pending() and self.server_up():
-            self._duty("alerts", self.alerts.tick)
+            metrics.alerted(self._duty("alerts", self.alerts.tick))
         if self.cleaner.active and clocks["cleanup"].due(now):
             self._duty("cleanup", self.cleaner.tick)
 
@@ -264,9 +264,11 @@ class Watcher:
         for source in self.sources:
             refs = source.poll()
             for start in range(0, len(refs), 1000):  # a burst is recorded in few transactions
-                for ref in self.ledger.record_many(refs[start : start + 1000]):
+                recorded = self.ledger.record_many(refs[start : start + 1000])
+                for ref in recorded:
                     log.info("detected %s (dataset %s)", ref.uri, ref.dataset or "?")
                     new.append(ref)
+                metrics.detected(recorded)
             source.ack()  # every ref is in the ledger now: the source may forget them
         return new
 
@@ -344,6 +346,8 @@ class Watcher:
             log.info("dispatching %d files as one batch", len(records))
         if not self.emit(event):
             log.warning("could not emit the event for %d file(s); will retry", len(records))
+            return
+        metrics.dispatched(records)
 
     def confirm(self) -> int:
         """Look up flow runs for dispatched versions; mark the found ones queued."""
