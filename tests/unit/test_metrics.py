@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 
 from hopper import metrics
@@ -106,3 +107,10 @@ def test_serve_on_a_busy_port_warns_and_goes_on(caplog: pytest.LogCaptureFixture
 
 def test_serve_is_off_unless_enabled() -> None:
     assert metrics.serve(MetricsOptions(), 9461, "watcher") is None
+
+
+def test_the_shipped_scrape_config_targets_the_default_ports() -> None:
+    doc = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "prometheus.yml").read_text())
+    targets = {t for c in doc["scrape_configs"][0]["static_configs"] for t in c["targets"]}
+    d = MetricsOptions()
+    assert targets == {f"{d.host}:{d.watcher_port}", f"{d.host}:{d.worker_port}"}
