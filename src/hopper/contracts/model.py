@@ -32,6 +32,7 @@ from pydantic import (
 from hopper.config import DATASET_NAME
 from hopper.contracts.arrow_types import SUPPORTED_TYPES_HINT, parse_arrow_type, to_arrow_scalar
 from hopper.contracts.expr import parse_expression
+from hopper.contracts.freshness import Freshness
 from hopper.contracts.partitions import (
     PARTITION_FORMS,
     PartitionKey,
@@ -369,6 +370,10 @@ class Contract(BaseModel):
         gt=0,
         le=600,
         description="First retry delay; each retry doubles it (with jitter).",
+    )
+    expect: Freshness | None = Field(
+        default=None,
+        description="Freshness: e.g. {every: 24h} alerts once when no file lands for 24 hours.",
     )
 
     @field_validator("columns")
