@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,3 +116,19 @@ def test_the_shipped_scrape_config_targets_the_default_ports() -> None:
     targets = {t for c in doc["scrape_configs"][0]["static_configs"] for t in c["targets"]}
     d = MetricsOptions()
     assert targets == {f"{d.host}:{d.watcher_port}", f"{d.host}:{d.worker_port}"}
+
+
+def test_the_dashboard_queries_only_metrics_hopper_serves(ledger: Ledger) -> None:
+    path = Path(__file__).parents[2] / "deploy" / "grafana" / "hopper-dashboard.json"
+    exprs = [t["expr"] for p in json.loads(path.read_text())["panels"] for t in p["targets"]]
+    queried = {name for e in exprs for name in re.findall(r"\bhopper_[a-z_]+", e)}
+    registry = CollectorRegistry()
+    registry.register(metrics.BacklogCollector(ledger, ["sales"]))
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
+    served = {
+        family.name + suffix
+        for reg in (metrics.REGISTRY, registry)  # families even before any sample
+        for family in reg.collect()
+        for suffix in suffixes.get(family.type, [""])
+    }
+    assert queried and queried <= served, queried - served
