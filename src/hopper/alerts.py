@@ -7,17 +7,23 @@ event per file or, when more than ``digest_threshold`` failed within the window,
 ``hopper.alert.digest``. Prefect automations created by ``hopper deploy`` turn those events
 into notifications through notification blocks (webhook, Slack, Teams, e-mail); Hopper has
 no mail or HTTP code of its own. Retries never alert: only a final outcome is ``pending``.
+
+Freshness alerts need no dispatcher: a contract's ``expect: {every: …}`` becomes a Prefect
+*proactive* automation (:func:`freshness_automation`) that fires when a window passes without
+a ``hopper.file.ingested`` event of the dataset, and only once per silence.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from hopper import events
 from hopper.config import AlertPolicy, AlertTarget, HopperConfig
@@ -25,10 +31,15 @@ from hopper.errors import ConfigError
 from hopper.ledger import FileRecord, Ledger
 from hopper.prefect_api import file_replay_url, replay_deployment_page, run_form_url, run_url
 
+if TYPE_CHECKING:
+    from prefect.automations import Automation
+
 log = logging.getLogger(__name__)
 
 WEBHOOK_ENV = "HOPPER_ALERTS_WEBHOOK_URL"
 AUTOMATION_PREFIX = "hopper-alert-"
+FRESHNESS_PREFIX = "hopper-freshness-"
+FRESHNESS_VERSION = 1  # bump when freshness_automation's trigger changes shape
 
 
 @dataclass(frozen=True)
@@ -199,8 +210,13 @@ DIGEST_BODY = (
 )
 
 
-def apply_alerting(config: HopperConfig, environ: Mapping[str, str] | None = None) -> list[str]:
-    """Create or update notification blocks and the alert automations; return block names.
+def apply_alerting(
+    config: HopperConfig, environ: Mapping[str, str] | None = None
+) -> dict[str, UUID]:
+    """Create or update notification blocks and the alert automations.
+
+    Returns:
+        Each block's name and id (freshness automations notify through the same blocks).
 
     Earlier Hopper alert automations are deleted first, so re-running leaves exactly one
     automation per target and kind.
@@ -220,7 +236,7 @@ def apply_alerting(config: HopperConfig, environ: Mapping[str, str] | None = Non
         for automation in client.read_automations():
             if automation.name.startswith(AUTOMATION_PREFIX):
                 client.delete_automation(automation.id)
-    names: list[str] = []
+    names: dict[str, UUID] = {}
     for index, target in enumerate(targets):
         name = block_name(target, index)
         block = build_block(target, name, env)
@@ -240,6 +256,78 @@ def apply_alerting(config: HopperConfig, environ: Mapping[str, str] | None = Non
                 ),
                 actions=[SendNotification(block_document_id=block_id, subject=subject, body=body)],
             ).create()
-        names.append(name)
+        names[name] = block_id
         log.info("alerts go to %s target %s", target.type, name)
     return names
+
+
+def freshness_subject(dataset: str, every: str) -> str:
+    """The notification's subject: plain text, the dataset and window filled in."""
+    return f"Hopper: no file for dataset {dataset} since {{{{ event.occurred }}}} ({every})"
+
+
+def freshness_body(dataset: str, every: str) -> str:
+    """The notification's body; Prefect fills in the event that opened the silent window."""
+    return (
+        f"No file for dataset {dataset} since {{{{ event.occurred }}}}: its contract expects "
+        f"one at least every {every}.\n"
+        f'{{% if event.event == "{events.FILE_INGESTED}" %}}'
+        "The last file ingested: {{ event.resource.name }}."
+        "{% else %}No file has landed since the expectation was deployed.{% endif %}\n"
+        f"Check the source that delivers {dataset}; `hopper status` lists what arrived. "
+        "This alert is sent once: the next one only after a file lands and the window "
+        "passes again."
+    )
+
+
+def freshness_automation(
+    dataset: str, every: str, seconds: float, blocks: list[UUID]
+) -> Automation:
+    """The proactive automation alerting once when ``dataset`` gets no file for ``seconds``.
+
+    Each ``hopper.file.ingested`` event of the dataset (and the ``hopper.freshness.armed``
+    event ``hopper deploy`` sends) opens a window of ``seconds``; a later file closes it and
+    opens the next. When a window ends without one, Prefect fires once and, because the
+    trigger has ``after`` events and buckets per dataset, opens no new window until another
+    file lands: one alert per silence, not one per window. (Without ``after``, Prefect
+    opens the next window itself after firing and would alert every window; without
+    ``for_each``, its periodic evaluation would open one too.)
+
+    Args:
+        dataset: the dataset's name.
+        every: the window as the contract writes it (shown in the alert).
+        seconds: the window in seconds (at least Prefect's floor of 10).
+        blocks: the notification blocks to send through, one action each.
+    """
+    from datetime import timedelta
+
+    from prefect.automations import Automation, EventTrigger, Posture
+    from prefect.events.actions import SendNotification
+
+    subject, body = freshness_subject(dataset, every), freshness_body(dataset, every)
+    spec = hashlib.sha256(
+        repr((FRESHNESS_VERSION, seconds, sorted(map(str, blocks)), subject, body)).encode()
+    ).hexdigest()[:12]
+    return Automation(
+        name=FRESHNESS_PREFIX + dataset,
+        # The spec's hash lets `hopper deploy` leave an unchanged automation (and its
+        # running window) alone.
+        description=f"Hopper freshness: a file of dataset {dataset} at least every {every} "
+        f"[spec {spec}]",
+        trigger=EventTrigger(
+            after={events.FILE_INGESTED, events.FRESHNESS_ARMED},
+            expect={events.FILE_INGESTED},
+            match={
+                "prefect.resource.id": [events.RESOURCE_MATCH, events.DATASET_PREFIX + dataset],
+                events.DATASET_LABEL: dataset,
+            },
+            for_each={events.DATASET_LABEL},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=seconds),
+        ),
+        actions=[
+            SendNotification(block_document_id=block, subject=subject, body=body)
+            for block in blocks
+        ],
+    )

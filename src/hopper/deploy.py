@@ -2,7 +2,9 @@
 
 ``prefect deploy`` replaces the automations of the deployments it touches, but an automation
 outlives a deleted deployment and keeps firing, so :func:`remove_stale_automations` deletes
-every automation owned by a deployment that no longer exists.
+every automation owned by a deployment that no longer exists. Freshness automations follow
+the contracts the same way (:func:`apply_freshness`): one per contract with ``expect``,
+updated when it changes, removed with the ``expect`` or the contract.
 """
 
 from __future__ import annotations
@@ -11,10 +13,15 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from uuid import UUID
 
+from hopper import events
 from hopper.config import HopperConfig
-from hopper.errors import HopperError
+from hopper.contracts.freshness import Freshness
+from hopper.errors import ConfigError, HopperError
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +107,97 @@ def remove_stale_automations() -> list[str]:
     return removed
 
 
+@dataclass
+class FreshnessChanges:
+    """What :func:`apply_freshness` did, by dataset."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def contract_expectations(datasets_dir: Path) -> tuple[dict[str, Freshness], set[str]]:
+    """Each contract's ``expect`` (contracts without one left out), and unreadable contracts.
+
+    A contract that does not load is named (by file stem) in the second value, so its
+    automation is left as it is rather than removed; the error is logged.
+    """
+    from hopper.contracts.yaml_io import load_contract
+
+    expected: dict[str, Freshness] = {}
+    broken: set[str] = set()
+    for path in sorted(datasets_dir.glob("*.yaml")) if datasets_dir.is_dir() else []:
+        try:
+            contract = load_contract(path)
+        except ConfigError as exc:
+            log.error("freshness of %s left as it was: %s", path.stem, exc)
+            broken.add(path.stem)
+            continue
+        if contract.expect is not None:
+            expected[contract.name] = contract.expect
+    return expected, broken
+
+
+def apply_freshness(
+    datasets_dir: Path,
+    blocks: Mapping[str, UUID],
+    emit: events.Emitter = events.emit,
+) -> FreshnessChanges:
+    """Make the freshness automations match the contracts: create, update, keep or remove.
+
+    A created or changed automation is armed (``hopper.freshness.armed``), which starts its
+    first window now, so a dataset that never gets a file still alerts once. An unchanged
+    one is left alone, its window running on.
+
+    Args:
+        datasets_dir: the folder of ``<name>.yaml`` contracts.
+        blocks: the notification blocks to send through (from ``apply_alerting``).
+        emit: what sends the arming events.
+    """
+    from prefect.client.orchestration import get_client
+
+    from hopper.alerts import FRESHNESS_PREFIX, freshness_automation
+
+    expected, broken = contract_expectations(datasets_dir)
+    if expected and not blocks:
+        log.warning(
+            "datasets %s expect files, but there are no alert targets: no freshness alerts",
+            ", ".join(sorted(expected)),
+        )
+        expected = {}
+    changes = FreshnessChanges()
+    with get_client(sync_client=True) as client:
+        existing = {
+            a.name.removeprefix(FRESHNESS_PREFIX): a
+            for a in client.read_automations()
+            if a.name.startswith(FRESHNESS_PREFIX)
+        }
+        for dataset, automation in existing.items():
+            if dataset not in expected and dataset not in broken:
+                client.delete_automation(automation.id)
+                changes.removed.append(dataset)
+                log.info("removed the freshness alert of %s", dataset)
+    for dataset, freshness in expected.items():
+        wanted = freshness_automation(
+            dataset, freshness.every, freshness.seconds, list(blocks.values())
+        )
+        old = existing.get(dataset)
+        if old is not None and old.description == wanted.description and old.enabled:
+            changes.kept.append(dataset)
+            continue
+        if old is None:
+            wanted.create()
+            changes.created.append(dataset)
+        else:
+            wanted.id = old.id
+            wanted.update()
+            changes.updated.append(dataset)
+        emit(events.freshness_armed_event(dataset, freshness.every))
+        log.info("dataset %s alerts when no file lands for %s", dataset, freshness.every)
+    return changes
+
+
 def deploy(project_dir: Path, config: HopperConfig, env: dict[str, str] | None = None) -> list[str]:
     """Ensure the pool, apply ``prefect.yaml``, clean stale automations, set up alerting.
 
@@ -111,5 +209,6 @@ def deploy(project_dir: Path, config: HopperConfig, env: dict[str, str] | None =
     ensure_work_pool(config.work_pool)
     apply_prefect_yaml(project_dir, config.work_pool, env)
     removed = remove_stale_automations()
-    apply_alerting(config, {**os.environ, **(env or {})})
+    blocks = apply_alerting(config, {**os.environ, **(env or {})})
+    apply_freshness(config.datasets_dir, blocks)
     return removed

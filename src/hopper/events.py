@@ -38,12 +38,15 @@ BATCH_DETECTED = "hopper.batch.detected"
 
 ALERT_FILE = "hopper.alert.file"
 ALERT_DIGEST = "hopper.alert.digest"
+FRESHNESS_ARMED = "hopper.freshness.armed"
 
 RESOURCE_PREFIX = "hopper.file."
 DIGEST_RESOURCE = "hopper.alerts.digest"
 RESOURCE_MATCH = RESOURCE_PREFIX + "*"
 BATCH_PREFIX = "hopper.batch."
 BATCH_MATCH = BATCH_PREFIX + "*"
+DATASET_PREFIX = "hopper.dataset."
+DATASET_LABEL = "hopper.dataset"
 FLOW_RUN_PREFIX = "prefect.flow-run."
 INGEST_DEPLOYMENT = "ingest-file/ingest-file"
 BATCH_DEPLOYMENT = "ingest-batch/ingest-batch"
@@ -140,6 +143,17 @@ class FileResource(Resource):
 
     def describe(self) -> str:
         return self.uri
+
+
+class DatasetResource(Resource):
+    """A dataset, labelled like a file of it, so freshness automations match both."""
+
+    dataset: str = Field(serialization_alias=DATASET_LABEL, description="The dataset's name.")
+
+    @classmethod
+    def of(cls, dataset: str) -> DatasetResource:
+        """The resource describing ``dataset``."""
+        return cls(id=DATASET_PREFIX + dataset, name=dataset, dataset=dataset)
 
 
 class BatchResource(Resource):
@@ -245,6 +259,14 @@ class DigestPayload(BaseModel):
     )
 
 
+class FreshnessPayload(BaseModel):
+    """``hopper.freshness.armed``: a dataset's freshness window starts now."""
+
+    model_config = ConfigDict(frozen=True)
+
+    every: str = Field(description="The window, as the contract's ``expect.every`` says.")
+
+
 # -- Events ---------------------------------------------------------------------------
 
 
@@ -328,6 +350,16 @@ class DigestAlert(HopperEvent):
     payload: DigestPayload
 
 
+class FreshnessArmed(HopperEvent):
+    """Sent by ``hopper deploy`` when it creates or changes a dataset's freshness automation:
+    starts the first window, so a dataset that never gets a file still alerts once."""
+
+    names: ClassVar[tuple[str, ...]] = (FRESHNESS_ARMED,)
+    event: str = FRESHNESS_ARMED
+    resource: DatasetResource
+    payload: FreshnessPayload
+
+
 Emitter = Callable[[HopperEvent], bool]
 """What sends an event (:func:`emit` in production, a list's ``append`` in tests)."""
 
@@ -403,6 +435,13 @@ def digest_event(
             replay=DIGEST_REPLAY,
             replay_url=replay_url,
         )
+    )
+
+
+def freshness_armed_event(dataset: str, every: str) -> FreshnessArmed:
+    """The event starting ``dataset``'s first freshness window of length ``every``."""
+    return FreshnessArmed(
+        resource=DatasetResource.of(dataset), payload=FreshnessPayload(every=every)
     )
 
 
