@@ -155,8 +155,18 @@ def test_a_dataset_whose_files_keep_coming_never_alerts(fresh_up: Running) -> No
     assert len(_freshness_alerts(up, "stale")) == 1
 
 
-def test_deploy_removes_the_automation_with_the_expectation(fresh_up: Running) -> None:
+def test_deploy_updates_then_removes_the_automation_with_the_expectation(
+    fresh_up: Running,
+) -> None:
     up = fresh_up
+    before = _automations(up)["hopper-freshness-steady"]
+    (up.root / "datasets" / "steady.yaml").write_text(_contract("steady", 60))
+    result = hopper("deploy", env=up.env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = _automations(up)["hopper-freshness-steady"]
+    assert after["id"] == before["id"]  # updated in place
+    assert after["trigger"]["within"] == 60 and "every 60s" in after["description"]
+
     (up.root / "datasets" / "steady.yaml").write_text(_contract("steady"))
     (up.root / "datasets" / "stale.yaml").unlink()
     result = hopper("deploy", env=up.env, timeout=300)
