@@ -269,15 +269,12 @@ def _tail(log: Path, lines: int = 40) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
-@pytest.fixture(scope="session")
-def up(tmp_path_factory: pytest.TempPathFactory, moto: MotoServer) -> Iterator[Running]:
-    """`hopper up` in a temporary home; started after moto so its worker has AWS settings."""
-    root = tmp_path_factory.mktemp("home")
-    config = make_home(
-        root,
-        {"people": CONTRACT, "events": EVENTS_CONTRACT, "big": BIG_CONTRACT},
-        extra=ALERT_POLICY,
-    )
+@contextlib.contextmanager
+def hopper_up(root: Path, config: Path, start_timeout: float = 180) -> Iterator[Running]:
+    """`hopper up` for ``config`` on a free port, with a webhook receiver for its alerts.
+
+    Stopped on leaving, where it must leave no process behind and free its port.
+    """
     webhook = WebhookReceiver()
     port = free_port()
     log = root / "up.log"
@@ -297,7 +294,7 @@ def up(tmp_path_factory: pytest.TempPathFactory, moto: MotoServer) -> Iterator[R
     try:
         wait_for(
             lambda: "Hopper is up." in log.read_text() or proc.poll() is not None,
-            180,
+            start_timeout,
             "hopper up to be ready",
         )
         assert proc.poll() is None, f"hopper up exited early:\n{log.read_text()}"
@@ -305,9 +302,22 @@ def up(tmp_path_factory: pytest.TempPathFactory, moto: MotoServer) -> Iterator[R
         yield running
     finally:
         try:
-            if ready:  # an assertion here shows as an error of the session's last test
+            if ready:  # an assertion here shows as an error of the last test using it
                 running.stop_leaving_nothing()
             else:
                 running.stop()
         finally:
             webhook.close()
+
+
+@pytest.fixture(scope="session")
+def up(tmp_path_factory: pytest.TempPathFactory, moto: MotoServer) -> Iterator[Running]:
+    """`hopper up` in a temporary home; started after moto so its worker has AWS settings."""
+    root = tmp_path_factory.mktemp("home")
+    config = make_home(
+        root,
+        {"people": CONTRACT, "events": EVENTS_CONTRACT, "big": BIG_CONTRACT},
+        extra=ALERT_POLICY,
+    )
+    with hopper_up(root, config) as running:
+        yield running

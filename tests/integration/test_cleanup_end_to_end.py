@@ -64,15 +64,21 @@ def _archived(up: HopperUp) -> dict[str, Path]:
     return {p.name: p for p in found}
 
 
-def _ledger(up: HopperUp) -> Ledger:
-    return Ledger(sqlite_url(up.root / ".hopper"))
+@pytest.fixture
+def ledger(up: HopperUp) -> Iterator[Ledger]:
+    """The home's ledger, read by the test (closed after it, so nothing writes it later)."""
+    opened = Ledger(sqlite_url(up.root / ".hopper"))
+    yield opened
+    opened.close()
 
 
 def _ingestions(ledger: Ledger, uri: str) -> int:
     return sum(h["event"] == "ingested" for h in ledger.history(uri))
 
 
-def test_ingested_files_are_archived_once_and_rejected_ones_stay(up: HopperUp) -> None:
+def test_ingested_files_are_archived_once_and_rejected_ones_stay(
+    up: HopperUp, ledger: Ledger
+) -> None:
     names = [f"f{i}.csv" for i in range(3)]
     paths = [_drop(up, name, small_csv(i)) for i, name in enumerate(names)]
     bad = _drop(up, "bad.csv", b"nothing,like,the,contract\n1,2,3,4\n")
@@ -80,7 +86,6 @@ def test_ingested_files_are_archived_once_and_rejected_ones_stay(up: HopperUp) -
     assert not any(p.exists() for p in paths)
     for i, name in enumerate(names):
         assert _archived(up)[name].read_bytes() == small_csv(i)
-    ledger = _ledger(up)
     _wait(
         lambda: ledger.latest(file_uri(bad)) and ledger.latest(file_uri(bad)).state.is_final,
         60,
@@ -100,8 +105,9 @@ def test_ingested_files_are_archived_once_and_rejected_ones_stay(up: HopperUp) -
     assert len(list(up.lake(DATASET).rglob("*.parquet"))) == 3
 
 
-def test_a_killed_watcher_finishes_the_clean_up_and_ingests_nothing_twice(up: HopperUp) -> None:
-    ledger = _ledger(up)
+def test_a_killed_watcher_finishes_the_clean_up_and_ingests_nothing_twice(
+    up: HopperUp, ledger: Ledger
+) -> None:
     path = _drop(up, "late.csv", small_csv(10))
     uri = file_uri(path)
     _wait(
@@ -118,8 +124,9 @@ def test_a_killed_watcher_finishes_the_clean_up_and_ingests_nothing_twice(up: Ho
     assert [h["event"] for h in ledger.history(uri)].count("archived") == 1
 
 
-def test_a_replay_of_an_archived_file_lands_again_from_the_archive(up: HopperUp) -> None:
-    ledger = _ledger(up)
+def test_a_replay_of_an_archived_file_lands_again_from_the_archive(
+    up: HopperUp, ledger: Ledger
+) -> None:
     path = up.inbox(DATASET) / "f0.csv"
     uri = file_uri(path)
     _wait(lambda: "f0.csv" in _archived(up), 120, "f0.csv archived")
