@@ -174,6 +174,7 @@ def ingest_batch(batch: IngestBatch) -> State[Any]:
                 "dispatch %s has no files left (re-sent under a newer one)", batch.dispatch_id
             )
         requests = batch.requests(refs)
+        refs_by_uri = {r.ref.uri: r.ref for r in requests}
         owned = home.ledger.claim_many([r.ref for r in requests], run_id)
         skipped = owned.count(False)
         with home.lease(run_id):  # renewed while the batch works
@@ -190,7 +191,6 @@ def ingest_batch(batch: IngestBatch) -> State[Any]:
                     home.ledger.finish_many(unrecorded, run_id)
                     unrecorded.clear()
 
-            refs_by_uri = {r.ref.uri: r.ref for r in mine}
             for request, outcome in ingest_many(
                 mine, home.config, flow_run_id=run_id, s3_for=home.s3_for, readers=home.readers
             ):
@@ -204,8 +204,8 @@ def ingest_batch(batch: IngestBatch) -> State[Any]:
             for outcome in landed:
                 record(refs_by_uri[outcome.uri], outcome)
             home.ledger.finish_many(unrecorded, run_id)
-        metrics.observe(outcomes, {r.ref.uri: r.ref for r in requests})
-        _report_batch(outcomes, skipped, {r.ref.uri: r.ref for r in requests})
+        metrics.observe(outcomes, refs_by_uri)
+        _report_batch(outcomes, skipped, refs_by_uri)
         for dataset in sorted({o.dataset for o in outcomes if o.dataset}):
             _daily_summary(home, dataset)
     tally = counts(outcomes)
