@@ -22,6 +22,7 @@ sources:
     path: inbox
     recursive: true
     follow_symlinks: false   # true: ingest links that resolve inside this folder (never out of it)
+    after_ingest: keep       # or delete, or archive (to archive/<dataset>/<date>/ once ingested)
 
 # Explicit routing rules override the folder-name routing, first match wins.
 # routing:
@@ -44,6 +45,12 @@ work_pool: hopper        # Prefect work pool the ingestion runs on
 #   - type: webhook
 #     url_env: HOPPER_ALERTS_WEBHOOK_URL
 alerts: []
+
+# Prometheus /metrics of the watcher and the worker, on 127.0.0.1 (off unless enabled):
+# metrics:
+#   enabled: true
+#   watcher_port: 9461
+#   worker_port: 9462
 
 watch:
   stable_seconds: 0.5    # a file is complete once unchanged this long
