@@ -73,3 +73,16 @@ def drop_file(home: HopperConfig, dataset: str, name: str, text: str) -> FileRef
     path.write_text(text, encoding="utf-8")
     st = path.stat()
     return FileRef(uri=path.as_uri(), size=st.st_size, mtime=st.st_mtime, dataset=dataset)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run ``hopper *argv`` in this process: its exit code, standard output and error."""
+    from hopper.cli import main
+
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

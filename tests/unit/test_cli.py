@@ -4,43 +4,35 @@ from pathlib import Path
 
 import pytest
 
-from hopper.cli import main
+from tests.conftest import run_cli
 
 SAMPLE = "id,full name,score\n1,Ada Lovelace,9.5\n2,Alan Turing,NA\n"
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_init_infer_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "home"
-    assert _run(capsys, "init", str(home))[0] == 0
+    assert run_cli(capsys, "init", str(home))[0] == 0
     sample = tmp_path / "people.csv"
     sample.write_text(SAMPLE)
-    code, out, _ = _run(capsys, "contract", "infer", str(sample), "--dataset", "people")
+    code, out, _ = run_cli(capsys, "contract", "infer", str(sample), "--dataset", "people")
     assert code == 0 and "name: full name" in out and "type: int64" in out
     (home / "datasets" / "people.yaml").write_text(out)
     config = str(home / "hopper.yaml")
-    assert _run(capsys, "validate", str(sample), "--dataset", "people", "--config", config)[0] == 0
+    assert (
+        run_cli(capsys, "validate", str(sample), "--dataset", "people", "--config", config)[0] == 0
+    )
 
     bad = tmp_path / "bad.csv"
     bad.write_text("id,full name,score\n1,x,1\nNOPE,y,2\n")
-    code, out, _ = _run(capsys, "validate", str(bad), "--dataset", "people", "--config", config)
+    code, out, _ = run_cli(capsys, "validate", str(bad), "--dataset", "people", "--config", config)
     assert code == 1 and "id" in out and "NOPE" in out and "row" in out
 
 
 def test_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _run(capsys, "validate", str(tmp_path / "x.csv"), "--dataset", "d")
+    code, _, err = run_cli(capsys, "validate", str(tmp_path / "x.csv"), "--dataset", "d")
     assert code == 1 and err.startswith("hopper: ") and "no such file" in err
     (tmp_path / "x.csv").write_text("a\n1\n")
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys,
         "validate",
         str(tmp_path / "x.csv"),
@@ -56,15 +48,15 @@ def test_validate_reports_a_file_over_its_memory_limit(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     home = tmp_path / "home"
-    assert _run(capsys, "init", str(home))[0] == 0
+    assert run_cli(capsys, "init", str(home))[0] == 0
     sample = tmp_path / "people.csv"
     sample.write_text(SAMPLE)
-    _, contract, _ = _run(capsys, "contract", "infer", str(sample), "--dataset", "people")
+    _, contract, _ = run_cli(capsys, "contract", "infer", str(sample), "--dataset", "people")
     (home / "datasets" / "people.yaml").write_text(contract + "max_memory_mb: 16\n")
     big = tmp_path / "big.csv"
     with big.open("w") as f:
         f.write("id,full name,score\n")
         f.writelines(f"{i},someone with a long enough name {i},{i}.5\n" for i in range(600_000))
     config = str(home / "hopper.yaml")
-    code, out, _ = _run(capsys, "validate", str(big), "--dataset", "people", "--config", config)
+    code, out, _ = run_cli(capsys, "validate", str(big), "--dataset", "people", "--config", config)
     assert code == 1 and "[limit]" in out and "16 MiB memory limit" in out

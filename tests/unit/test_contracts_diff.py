@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from hopper.cli import main
 from hopper.contracts import Contract, diff_file, format_diff, read_and_conform
 from hopper.errors import ContractViolation, UnreadableFileError
-from tests.conftest import make_home
+from tests.conftest import make_home, run_cli
 
 COLUMNS: list[dict[str, Any]] = [
     {"name": "id", "type": "int64", "nullable": False},
@@ -168,16 +167,6 @@ def test_value_check_failures_do_not_add_a_diff(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- CLI
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture
 def config(tmp_path: Path) -> str:
     contract = "name: people\ncolumns:\n  - {name: id, type: int64, nullable: false}\n"
@@ -189,12 +178,14 @@ def test_cli_diff_exit_codes_and_table(
     tmp_path: Path, config: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     good = write(tmp_path, "good.csv", "id,score\n1,2.5\n")
-    code, out, _ = _run(capsys, "contract", "diff", str(good), "--dataset", "people", "-c", config)
+    code, out, _ = run_cli(
+        capsys, "contract", "diff", str(good), "--dataset", "people", "-c", config
+    )
     assert code == 0 and "matches" in out
 
     bad = write(tmp_path, "bad.csv", "id,extra\nx,1\n")
     argv = ("contract", "diff", str(bad), "--dataset", "people", "--config", config)
-    code, out, _ = _run(capsys, *argv)
+    code, out, _ = run_cli(capsys, *argv)
     assert code == 1
     assert "differs" in out and "missing" in out and "extra" in out and "'x'" in out
 
@@ -202,7 +193,7 @@ def test_cli_diff_exit_codes_and_table(
 def test_cli_diff_json(tmp_path: Path, config: str, capsys: pytest.CaptureFixture[str]) -> None:
     bad = write(tmp_path, "bad.csv", "id,extra\nx,1\n")
     argv = ("contract", "diff", str(bad), "--dataset", "people", "--config", config, "--json")
-    code, out, _ = _run(capsys, *argv)
+    code, out, _ = run_cli(capsys, *argv)
     doc = json.loads(out)
     assert code == 1 and doc["matches"] is False
     statuses = {c["column"]: c["status"] for c in doc["columns"]}
@@ -211,10 +202,12 @@ def test_cli_diff_json(tmp_path: Path, config: str, capsys: pytest.CaptureFixtur
 
 
 def test_cli_diff_errors(tmp_path: Path, config: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys, "contract", "diff", str(tmp_path / "nope.csv"), "--dataset", "people", "-c", config
     )
     assert code == 1 and "no such file" in err
     path = write(tmp_path, "x.csv", "a\n1\n")
-    code, _, err = _run(capsys, "contract", "diff", str(path), "--dataset", "ghost", "-c", config)
+    code, _, err = run_cli(
+        capsys, "contract", "diff", str(path), "--dataset", "ghost", "-c", config
+    )
     assert code == 2 and "no contract for dataset 'ghost'" in err

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import yaml
 
-from hopper.cli import main
 from hopper.config import LANDING_WINDOW_HOURS, HopperConfig, MaintainOptions, load_config
 from hopper.errors import ConfigError, HopperError
 from hopper.ingest import ingest
@@ -35,7 +34,7 @@ from hopper.tables.maintain import (
     pack,
     report_markdown,
 )
-from tests.conftest import CONTRACT, ICEBERG_LAKE, make_home
+from tests.conftest import CONTRACT, ICEBERG_LAKE, make_home, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 MONTHLY = CONTRACT + "  - name: day\n    type: date32\npartition_by: [month(day)]\n"
@@ -107,16 +106,6 @@ def _files(table: Any) -> list[str]:
 def _on_disk(home: HopperConfig, folder: str) -> set[str]:
     root = Path(home.lake.path) / "hopper" / "people" / folder
     return {str(p) for p in root.rglob("*") if p.is_file()}
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _age(paths: set[str], seconds: float) -> None:
@@ -367,7 +356,7 @@ def test_a_parquet_lake_has_nothing_to_maintain(
     report = maintain(load_config(config))
     assert report.tables == [] and report.lake_format == "parquet"
     assert "nothing to maintain" in report_markdown(report)
-    code, out, _ = _cli(capsys, "maintain", "--config", str(config))
+    code, out, _ = run_cli(capsys, "maintain", "--config", str(config))
     assert code == 0 and "Nothing to maintain" in out
 
 
@@ -375,14 +364,14 @@ def test_the_command_reports_each_table(
     home: HopperConfig, ledger: Ledger, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _batches(home, ledger, 2)
-    code, out, _ = _cli(capsys, "maintain", "--config", str(home.path), "--json")
+    code, out, _ = run_cli(capsys, "maintain", "--config", str(home.path), "--json")
     doc = json.loads(out)
     assert code == 0
     (table,) = doc["tables"]
     assert table["table"] == "hopper.people" and table["files_after"] == 2
     assert table["rows_after"] == 8 and table["error"] is None
 
-    code, _, err = _cli(capsys, "maintain", "--config", str(home.path), "--dataset", "orders")
+    code, _, err = run_cli(capsys, "maintain", "--config", str(home.path), "--dataset", "orders")
     assert code == 1 and "no table hopper.orders yet" in err
     with pytest.raises(HopperError, match="no table"):
         maintain(home, "orders")
