@@ -220,6 +220,36 @@ class Probe(Protocol):
     def stop(self) -> dict[str, Any]: ...
 
 
+def settle(
+    landed_now: Callable[[], int],
+    bad_now: Callable[[], int],
+    count: int,
+    started: float,
+    timeout: float,
+    label: str,
+) -> tuple[int, int, float]:
+    """Poll until ``count`` files have landed or been quarantined, or ``timeout`` passes.
+
+    Returns:
+        ``(landed, quarantined, seconds)``: seconds from ``started`` to the last landing (to
+        the deadline if it timed out).
+    """
+    deadline = started + timeout
+    landed, bad, last_change, next_log = 0, 0, started, started + 10
+    while True:
+        now = time.monotonic()
+        seen, bad = landed_now(), bad_now()
+        if seen != landed:
+            landed, last_change = seen, now
+        if landed + bad >= count or now > deadline:
+            break
+        if now >= next_log:
+            log.info("%s: %d/%d landed after %.0fs", label, landed, count, now - started)
+            next_log = now + 10
+        time.sleep(0.25)
+    return landed, bad, (deadline if landed + bad < count else last_change) - started
+
+
 def burst(
     up: HopperUp,
     dataset: str,
@@ -246,23 +276,16 @@ def burst(
         os.replace(path, inbox / path.name)
     moved_s = time.monotonic() - started
     log.info("burst: moved %d files into %s in %.2fs", count, inbox, moved_s)
-    deadline = started + timeout
-    landed, last_change, next_log = 0, started, started + 10
-    while True:
-        now = time.monotonic()
-        outputs = len(lake_outputs(up.lake(dataset)))
-        bad = len(quarantined(up.quarantine(dataset)))
-        if outputs != landed:
-            landed, last_change = outputs, now
-        if outputs + bad >= count or now > deadline:
-            break
-        if now >= next_log:
-            log.info("burst: %d/%d landed after %.0fs", landed, count, now - started)
-            next_log = now + 10
-        time.sleep(0.25)
+    landed, bad, seconds = settle(
+        lambda: len(lake_outputs(up.lake(dataset))),
+        lambda: len(quarantined(up.quarantine(dataset))),
+        count,
+        started,
+        timeout,
+        "burst",
+    )
     measured = probe.stop() if probe is not None else {}
     timed_out = landed + bad < count
-    seconds = (deadline if timed_out else last_change) - started
     if timed_out:
         log.warning("burst: timed out after %.0fs with %d/%d landed", timeout, landed, count)
     # The ledger is written just after the output: give it a moment to agree.

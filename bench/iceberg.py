@@ -41,7 +41,14 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bench.cases import BenchError, drop_atomically, latency_phases, ledger_counts, quarantined
+from bench.cases import (
+    BenchError,
+    drop_atomically,
+    latency_phases,
+    ledger_counts,
+    quarantined,
+    settle,
+)
 from bench.data import small_csv, small_name, write_small_files
 from bench.procs import HopperUp, Profile, make_home
 from bench.stats import Result, percentile
@@ -220,26 +227,19 @@ def burst(
     for path in paths:
         os.replace(path, inbox / path.name)
     moved_s = time.monotonic() - started
-    deadline = started + timeout
-    landed, bad, last_change, next_log = 0, 0, started, started + 10
     try:
-        while True:
-            now = time.monotonic()
-            seen = watch.landed()
-            bad = len(quarantined(up.quarantine(dataset)))
-            if seen != landed:
-                landed, last_change = seen, now
-            if landed + bad >= count or now > deadline:
-                break
-            if now >= next_log:
-                log.info("iceberg burst: %d/%d committed after %.0fs", landed, count, now - started)
-                next_log = now + 10
-            time.sleep(0.25)
+        landed, bad, seconds = settle(
+            watch.landed,
+            lambda: len(quarantined(up.quarantine(dataset))),
+            count,
+            started,
+            timeout,
+            "iceberg burst",
+        )
         table = watch.table()
     finally:
         watch.close()
     timed_out = landed + bad < count
-    seconds = (deadline if timed_out else last_change) - started
     ledger: dict[str, Any] = {}
     for _ in range(20):  # the ledger is written just after the commit
         ledger = ledger_counts(up, dataset)
