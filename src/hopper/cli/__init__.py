@@ -18,8 +18,8 @@ from hopper.settings import HopperSettings
 app = App(
     name="hopper",
     help=(
-        "Hopper turns files dropped into watched folders into validated, typed Parquet, "
-        "orchestrated by Prefect.\n\n"
+        "Hopper turns files dropped into watched folders or S3 buckets into validated, typed "
+        "Parquet files or Apache Iceberg tables, orchestrated by Prefect.\n\n"
         "Start with `hopper init DIR`, write a contract with `hopper contract infer`, then "
         "`hopper up --config DIR/hopper.yaml` and drop files into DIR/inbox/DATASET/."
     ),

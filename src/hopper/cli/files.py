@@ -128,6 +128,9 @@ def status(
 ) -> None:
     """Show what happened to files: counts per dataset and latest failures, or one file's history.
 
+    With an Iceberg lake (lake.format: iceberg) it also shows each dataset's table: its
+    current snapshot, data files, rows and the snapshots kept (--json: the "tables" key).
+
     Args:
         file: A file path or URI to show in full (every version, run and outcome).
         json_output: Print JSON (stable keys, documented in README) instead of tables.
