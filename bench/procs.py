@@ -191,27 +191,36 @@ class Profile:
 def make_home(
     root: Path, datasets: list[str], extra_yaml: str = "", lake_yaml: str = "lake: lake\n"
 ) -> Path:
-    """Write a Hopper home (hopper.yaml, one contract per dataset, inbox folders).
+    """Write a Hopper home as ``hopper init`` does, with one contract per dataset.
 
-    The watcher keeps Hopper's default tuning unless ``extra_yaml`` sets a ``watch:`` block;
-    the lake is Parquet files in ``lake/`` unless ``lake_yaml`` says otherwise.
+    The ``hopper.yaml`` is the one ``hopper init`` writes, so the figures are those a new
+    user gets; ``lake_yaml`` then ``extra_yaml`` are laid over it (mappings merged key by
+    key, anything else replaced: a ``sources:`` list replaces the folder ``inbox``).
 
     Returns:
         The path of ``hopper.yaml``.
     """
+    import yaml
+
+    from hopper.cli.home import home_yaml
+
     (root / "datasets").mkdir(parents=True, exist_ok=True)
     for name in datasets:
         (root / "datasets" / f"{name}.yaml").write_text(contract_yaml(name), encoding="utf-8")
         (root / "inbox" / name).mkdir(parents=True, exist_ok=True)
+    doc = yaml.safe_load(home_yaml())
+    for layer in (lake_yaml, extra_yaml):
+        doc = _overlay(doc, yaml.safe_load(layer) or {})
     config = root / "hopper.yaml"
-    config.write_text(
-        "sources:\n  - path: inbox\n"
-        + lake_yaml
-        + "quarantine: quarantine\ndatasets_dir: datasets\nstate_dir: .hopper\n"
-        + extra_yaml,
-        encoding="utf-8",
-    )
+    config.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return config
+
+
+def _overlay(base: Any, layer: Any) -> Any:
+    """``layer`` laid over ``base``: mappings merged key by key, anything else replaced."""
+    if isinstance(base, dict) and isinstance(layer, dict):
+        return {**base, **{k: _overlay(base.get(k), v) for k, v in layer.items()}}
+    return layer
 
 
 def hopper_cli(
@@ -309,7 +318,8 @@ class HopperUp:
 
     def state(self) -> dict[str, Any]:
         """``.hopper/up.json``: API URL and the PIDs of the supervised processes."""
-        return json.loads((self.root / ".hopper" / "up.json").read_text())
+        state: dict[str, Any] = json.loads((self.root / ".hopper" / "up.json").read_text())
+        return state
 
     @property
     def api_url(self) -> str:

@@ -29,12 +29,11 @@ DATASET = "archived"
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HopperUp]:
-    # make_home writes "sources:\n  - path: inbox\n" then lake_yaml: the first line here is
-    # one more key of that source.
     profile = Profile(
         "cleanup",
-        extra_yaml="watch:\n  rescan_seconds: 2\n",
-        lake_yaml="    after_ingest: archive\nlake: lake\n",
+        extra_yaml=(
+            "sources:\n  - path: inbox\n    after_ingest: archive\nwatch:\n  rescan_seconds: 2\n"
+        ),
     )
     with HopperUp(tmp_path_factory.mktemp("cleanup"), [DATASET], profile) as running:
         yield running

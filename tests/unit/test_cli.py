@@ -60,3 +60,14 @@ def test_validate_reports_a_file_over_its_memory_limit(
     config = str(home / "hopper.yaml")
     code, out, _ = run_cli(capsys, "validate", str(big), "--dataset", "people", "--config", config)
     assert code == 1 and "[limit]" in out and "16 MiB memory limit" in out
+
+
+def test_init_writes_the_defaults_a_home_without_a_watch_block_gets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hopper.config import WatchOptions, load_config
+
+    assert run_cli(capsys, "init", str(tmp_path / "h"))[0] == 0
+    text = (tmp_path / "h" / "hopper.yaml").read_text()
+    assert "watch:\n  stable_seconds:" in text  # shown to the user, each value explained
+    assert load_config(tmp_path / "h" / "hopper.yaml").watch == WatchOptions()

@@ -7,6 +7,7 @@ from pathlib import Path
 from cyclopts import App
 from rich.console import Console
 
+from hopper.config import WatchOptions
 from hopper.errors import HopperError
 
 console = Console()
@@ -52,11 +53,25 @@ alerts: []
 #   watcher_port: 9461
 #   worker_port: 9462
 
-watch:
-  stable_seconds: 0.5    # a file is complete once unchanged this long
-  rescan_seconds: 30     # full rescan that catches events the OS dropped
-  confirm_seconds: 20    # re-dispatch a file if Prefect shows no run for it by then
 """
+
+
+def watch_block(watch: WatchOptions | None = None) -> str:
+    """The ``watch:`` block of a new home: the model's own defaults, each explained.
+
+    Written from :class:`WatchOptions` so a home made by ``hopper init`` and one without a
+    ``watch:`` block behave alike (and the benchmarks measure what users get).
+    """
+    w = watch or WatchOptions()
+    rows = [
+        ("stable_seconds", w.stable_seconds, "a file is complete once unchanged this long"),
+        ("rescan_seconds", w.rescan_seconds, "full rescan that catches events the OS dropped"),
+        ("confirm_seconds", w.confirm_seconds, "re-dispatch if Prefect shows no run by then"),
+        ("batch_max_files", w.batch_max_files, "files due together go to one run, at most"),
+    ]
+    lines = [f"  {f'{key}: {value:g}'.ljust(22)} # {why}\n" for key, value, why in rows]
+    return "watch:\n" + "".join(lines)
+
 
 EXAMPLE_CONTRACT = """\
 # Contract of the dataset "example": drop CSV files into inbox/example/.
@@ -75,6 +90,11 @@ columns:
 """
 
 
+def home_yaml() -> str:
+    """The ``hopper.yaml`` that ``hopper init`` writes."""
+    return HOPPER_YAML + watch_block()
+
+
 def init(directory: Path, /, *, force: bool = False) -> None:
     """Create a Hopper home: hopper.yaml, datasets/, inbox/, lake/ and quarantine/.
 
@@ -88,7 +108,7 @@ def init(directory: Path, /, *, force: bool = False) -> None:
         raise HopperError(f"{config} already exists; use --force to overwrite it")
     for sub in ("datasets", "inbox/example", "lake", "quarantine"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
-    config.write_text(HOPPER_YAML, encoding="utf-8")
+    config.write_text(home_yaml(), encoding="utf-8")
     example = directory / "datasets" / "example.yaml"
     if force or not example.exists():
         example.write_text(EXAMPLE_CONTRACT, encoding="utf-8")
