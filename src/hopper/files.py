@@ -9,6 +9,7 @@ flow path, ``hopper replay`` and reconciliation use it without them.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shlex
@@ -38,6 +39,35 @@ def shown(path: str | os.PathLike[str]) -> str:
 def is_stable(first: Stat | None, second: Stat, mtime_age: float, stable_seconds: float) -> bool:
     """Pure completeness rule: unchanged between two looks and untouched for a while."""
     return first is not None and first == second and mtime_age >= stable_seconds
+
+
+def no_writer(path: Path, *, follow_symlinks: bool = False) -> bool:
+    """Whether no process holds ``path`` open for writing; False when that cannot be told.
+
+    Linux grants a read lease on a file only while nobody has it open for writing, so taking
+    one and dropping it at once answers without scanning every process's open files. Only
+    the file's owner (or a process with ``CAP_LEASE``) may take a lease, and not every file
+    system grants them: then the answer is False and the caller waits as for any file. The
+    file is opened without blocking (a FIFO swapped in answers False, never hangs).
+    """
+    lease = getattr(fcntl, "F_SETLEASE", None)
+    if lease is None:
+        return False
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | (0 if follow_symlinks else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return False
+    try:
+        if not stat_.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        fcntl.fcntl(fd, lease, fcntl.F_RDLCK)
+        fcntl.fcntl(fd, lease, fcntl.F_UNLCK)
+        return True
+    except OSError:  # EAGAIN: open for writing somewhere; EACCES: not ours; EINVAL: no leases
+        return False
+    finally:
+        os.close(fd)
 
 
 def describe_file(

@@ -7,7 +7,9 @@ every path is a stranger's (a tree deeper than ``PATH_MAX``, a symlink loop, an 
 folder that vanishes mid-scan, a FIFO, a name in no encoding), so a path that cannot be read
 is logged once (:class:`_Reported` remembers, within a bound, what it already said) and
 skipped. A file is complete once its size and mtime have stayed the same for
-``stable_seconds``.
+``stable_seconds`` — or at once, for a file a file-system event reported (closed after writing,
+moved in, created), when no process holds it open for writing
+(:func:`~hopper.files.no_writer`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hopper.config import FolderSource, RoutingRule
-from hopper.files import Stat, describe_file, is_stable, shown
+from hopper.files import Stat, describe_file, is_stable, no_writer, shown
 from hopper.models import FileRef
 from hopper.routing import is_ignored
 
@@ -84,6 +86,8 @@ class FolderScan:
         self.stable_seconds = stable_seconds
         self._lock = threading.Lock()
         self._candidates: set[Path] = set()
+        # Candidates a file-system event reported: complete once nobody writes them.
+        self._by_event: set[Path] = set()
         self._new_folders: set[str] = set()  # reported by events, listed by the next poll
         self._first_look: dict[Path, Stat] = {}
         self._future: dict[Path, float] = {}  # first seen, for files whose mtime is ahead
@@ -230,6 +234,8 @@ class FolderScan:
         with self._lock:
             candidates = set(self._candidates)  # the handler holds this very set: copy, clear
             self._candidates.clear()
+            by_event = set(self._by_event)
+            self._by_event.clear()
         ready: list[FileRef] = []
         now = time.time()
         for path in candidates:
@@ -259,7 +265,11 @@ class FolderScan:
             age = now - st.st_mtime
             if age < 0:  # stamped in the future (a skewed clock): count from the first look
                 age = now - self._future.setdefault(path, now)
-            if self.stable_seconds > 0 and not is_stable(first, stat, age, self.stable_seconds):
+            if (
+                self.stable_seconds > 0
+                and not is_stable(first, stat, age, self.stable_seconds)
+                and not (path in by_event and no_writer(path, follow_symlinks=linked))
+            ):
                 with self._lock:
                     self._candidates.add(path)  # look again on a later poll
                 continue

@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from hopper.config import FolderSource
-from hopper.files import Stat, is_stable
+from hopper.files import Stat, is_stable, no_writer
 from hopper.models import FileRef
 from hopper.watch.local import LocalFolder
 
@@ -179,3 +179,43 @@ def test_a_file_reached_through_a_link_out_of_the_source_is_never_read(tmp_path:
     found = folder.poll()
     assert [r.name for r in found] == ["ok.csv"]
     assert all("elsewhere" not in r.uri for r in found)
+
+
+def test_no_writer_tells_a_file_still_open_for_writing(tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    path.write_text("x\n1\n")
+    assert no_writer(path)
+    with path.open("a") as fh:
+        fh.write("2\n")
+        assert not no_writer(path)
+    assert no_writer(path)
+    (tmp_path / "link.csv").symlink_to(path)
+    assert not no_writer(tmp_path / "link.csv")  # a link is not read through unless asked
+    assert no_writer(tmp_path / "link.csv", follow_symlinks=True)
+    os.mkfifo(tmp_path / "fifo.csv")
+    assert not no_writer(tmp_path / "fifo.csv")  # answers at once, never blocks
+    assert not no_writer(tmp_path / "missing.csv")
+
+
+def test_a_file_its_writer_finished_skips_the_stability_wait(tmp_path: Path) -> None:
+    root = tmp_path / "inbox"
+    (root / "sales").mkdir(parents=True)
+    folder = LocalFolder(FolderSource(path=root), [], ignore=IGNORE, stable_seconds=60)
+    folder.start()
+    try:
+        (root / "sales" / "a.csv").write_text("x\n1\n")  # closed after writing
+        staged = tmp_path / "b.csv"
+        staged.write_text("x\n2\n")
+        os.rename(staged, root / "sales" / "b.csv")  # moved in
+        held = (root / "sales" / "c.csv").open("w")  # another writer keeps it open
+        held.write("x\n")
+        held.flush()
+        with (root / "sales" / "c.csv").open("a") as fh:
+            fh.write("3\n")  # this writer closes: a close-write event, yet c is still written
+        refs = _poll_until(folder, 3, timeout=3)
+        assert sorted(r.name for r in refs) == ["a.csv", "b.csv"]  # not 60 s later
+        held.close()
+        (late,) = _poll_until(folder, 1, timeout=3)
+        assert late.name == "c.csv" and late.size == len("x\n3\n")
+    finally:
+        folder.stop()

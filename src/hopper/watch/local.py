@@ -3,8 +3,10 @@
 watchdog's inotify backend reports close-write (``FileClosedEvent``) and move-in
 (``FileMovedEvent``); the observer is told to deliver only those (plus creations, for
 platforms without close-write), which keeps a large burst from overflowing the kernel queue.
-Events only nominate *candidates* for :class:`~hopper.scan.FolderScan`'s stability check; its
-full scan at start and every ``rescan_seconds`` catches whatever the events missed.
+Events only nominate *candidates* for :class:`~hopper.scan.FolderScan`'s completeness check:
+a file an event reported (closed after writing, moved in, created) is complete as soon as no
+process holds it open for writing, without waiting out ``stable_seconds``; the full scan at
+start and every ``rescan_seconds`` catches whatever the events missed (those files wait).
 
 Nothing in the inbox may stop the watcher: the observer's threads only record paths, and one
 that dies anyway (watchdog's own walks recurse) is restarted, with a full scan to cover the gap.
@@ -49,8 +51,15 @@ class _Nominator(FileSystemEventHandler):
     thread cannot die here. New folders are listed later, by :meth:`LocalFolder.poll`.
     """
 
-    def __init__(self, candidates: set[Path], folders: set[str], lock: threading.Lock) -> None:
+    def __init__(
+        self,
+        candidates: set[Path],
+        by_event: set[Path],
+        folders: set[str],
+        lock: threading.Lock,
+    ) -> None:
         self._candidates = candidates
+        self._by_event = by_event
         self._folders = folders
         self._lock = lock
 
@@ -63,6 +72,7 @@ class _Nominator(FileSystemEventHandler):
                     self._folders.add(path)  # its files may predate its watch: list it
                 else:
                     self._candidates.add(Path(path))
+                    self._by_event.add(Path(path))  # complete once nobody writes it
         except Exception:  # pragma: no cover - a bug here must not end the observer
             log.exception("cannot record the watchdog event %r", event)
 
@@ -102,7 +112,7 @@ class LocalFolder(FolderScan):
         observer = Observer()
         try:
             observer.schedule(
-                _Nominator(self._candidates, self._new_folders, self._lock),
+                _Nominator(self._candidates, self._by_event, self._new_folders, self._lock),
                 str(self.root),
                 recursive=self.recursive,
                 event_filter=[
