@@ -4,21 +4,24 @@ Created once per process (CLI command, watcher) and handed to whoever needs it, 
 deciding code never builds clients of its own. Links into the Prefect UI are built here too,
 by pure functions; one of them needs the ``hopper-replay`` deployment's id, which
 :func:`replay_deployment_page` looks up once per process (the reason file of a quarantined
-file is written deep in the flow path, where no client is handed down).
+file is written deep in the flow path, where no client is handed down). The worker's
+wake-up on Prefect's event stream (:func:`poll_when_scheduled`) lives here as well.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 from uuid import UUID
 
+import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from hopper.errors import TransientError
@@ -297,3 +300,56 @@ class PrefectAPI:
         except Exception:
             return False
         return any(w.last_heartbeat_time and w.last_heartbeat_time >= since for w in workers)
+
+
+RESUBSCRIBE_SECONDS = 5.0  # wait before subscribing again to a lost event stream
+SCHEDULED = "prefect.flow-run.Scheduled"
+
+
+def names_pool(event: Any, pool: str) -> bool:
+    """Whether a Prefect event names ``pool`` as its run's work pool."""
+    return any(
+        r.get("prefect.resource.role") == "work-pool" and r.get("prefect.resource.name") == pool
+        for r in event.related
+    )
+
+
+async def poll_when_scheduled(pool: str, poll_pool: Callable[[], Awaitable[Any]]) -> None:
+    """Call ``poll_pool`` as soon as Prefect announces a run of ``pool`` (runs until cancelled).
+
+    Prefect's event stream says when a run is scheduled (an automation just created it for a
+    file); the worker then polls at once, instead of a fraction of its poll interval later.
+    Announcements that arrive while a poll runs are folded into one more poll. The regular
+    poll stays the safety net: a run whose event was missed (the stream reconnecting, the
+    server restarting) is picked up by it as before.
+    """
+    from prefect.events.clients import get_events_subscriber
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    told, hear = anyio.create_memory_object_stream[None](1)
+
+    async def poll() -> None:
+        async with hear:
+            async for _ in hear:
+                try:
+                    await poll_pool()
+                except Exception as exc:  # the regular poll carries on regardless
+                    log.debug("polling %s on its event failed: %r", pool, exc)
+
+    async with anyio.create_task_group() as tasks, told:
+        tasks.start_soon(poll)
+        names = EventFilter(event=EventNameFilter(name=[SCHEDULED]))
+        quiet = False  # said once per outage that the stream is gone
+        while True:
+            try:
+                async with get_events_subscriber(filter=names) as subscriber:
+                    quiet = False
+                    async for event in subscriber:
+                        if names_pool(event, pool):
+                            with contextlib.suppress(anyio.WouldBlock):
+                                told.send_nowait(None)  # a poll is already due: it will see it
+            except Exception as exc:  # the server away: poll on the clock until it is back
+                if not quiet:
+                    log.info("no event stream from Prefect (%r); polling on the clock", exc)
+                quiet = True
+            await anyio.sleep(RESUBSCRIBE_SECONDS)

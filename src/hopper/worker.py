@@ -6,7 +6,8 @@ worker serves the same ``process`` work pool but runs the flow runs of Hopper's 
 deployments (their entrypoints live in the project's ``flows/`` folder) in threads of its
 long-lived process, with imports and flow objects already loaded. Any other deployment on the
 pool is handed to the regular process path. Prefect still orchestrates everything: runs are
-created by automations, picked up by polling the pool, and their states, logs and artifacts
+created by automations, picked up by polling the pool (at once when Prefect's event stream
+announces a run of the pool, else every poll interval), and their states, logs and artifacts
 are Prefect's; scale out by starting more workers on the pool.
 
 Cancelling a warm run from the UI is not supported (its "infrastructure" is the worker).
@@ -26,6 +27,7 @@ import anyio.abc
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 
 from hopper.isolate import shared_pool
+from hopper.prefect_api import poll_when_scheduled
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -145,10 +147,13 @@ async def serve(pool: str, *, project_dir: Path, limit: int, readers: int = 0) -
             reader_pool.size,
         )
         try:
-            await worker.start(
-                run_once=False,
-                with_healthcheck=False,
-                printer=lambda *_args, **_kw: None,
-            )
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(poll_when_scheduled, pool, worker.get_and_submit_flow_runs)
+                await worker.start(
+                    run_once=False,
+                    with_healthcheck=False,
+                    printer=lambda *_args, **_kw: None,
+                )
+                tasks.cancel_scope.cancel()
         finally:
             reader_pool.close()
