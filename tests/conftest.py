@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,48 @@ from hopper.models import FileRef
 
 # The session-wide moto server fixture (`moto`), for S3/SQS tests and `hopper up`.
 pytest_plugins = ["tests.moto_server"]
+
+
+# Integration modules whose tests share the session-wide `hopper up` (the `up` fixture of
+# tests/integration/conftest.py); the other integration modules start servers of their own.
+SHARED_UP_MODULES = {
+    "test_end_to_end.py",
+    "test_failures.py",
+    "test_hostile.py",
+    "test_hostile_corpus.py",
+    "test_replay_deployment.py",
+    "test_s3_end_to_end.py",
+}
+
+
+def lane(nodeid: str) -> str:
+    """The lane of a test when pytest-xdist runs the suite in two (``-n 2``).
+
+    Lane ``shared``: the unit tests and every test of the session-wide `hopper up`, in the
+    order written (some rely on what earlier ones left there). Lane ``apart``: the modules
+    that start servers of their own (chaos, scale-out, freshness, tables, metrics, moto's S3
+    and SQS). Each lane runs in one worker, one test after another, so no two bursts compete
+    for the two cores and the session-wide `hopper up` starts once; much of either lane is
+    waiting on real clocks (alert holds, freshness windows, leases), which the other fills.
+    """
+    module = nodeid.split("::", 1)[0]
+    if module.startswith("tests/integration/") and module.rsplit("/", 1)[-1] not in (
+        SHARED_UP_MODULES
+    ):
+        return "apart"
+    return "shared"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Schedule by :func:`lane` (xdist's own ``loadgroup`` marks do not survive pytest 9)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Lanes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return lane(nodeid)
+
+    return Lanes(config, log)
+
 
 CONTRACT = """\
 name: people
