@@ -405,11 +405,13 @@ def test_a_new_version_whose_commit_meets_a_compaction_lands_on_retry(
     _batches(home, ledger, 3)
     before, compacted = commit_module.landed_keys, []
 
-    def compaction_first(table: Any, now_ms: int | None = None) -> dict[str, int]:
+    def compaction_first(
+        table: Any, now_ms: int | None = None, since: float | None = None
+    ) -> dict[str, int]:
         if not compacted:  # between the landing's read of the table and its commit
             compacted.append(True)
             upkeep.compact(_table(home), 128 << 20, upkeep.TableUpkeep(table="hopper.people"))
-        return before(table, now_ms)
+        return before(table, now_ms, since)
 
     monkeypatch.setattr(commit_module, "landed_keys", compaction_first)
     newer = _drop(home, "0-0.csv", [(900, "2024-01-05")])  # replaces ids 0 and 5

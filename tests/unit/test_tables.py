@@ -6,6 +6,7 @@ reader runs in this process (``isolate=False``) to keep the tests quick.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,7 +18,7 @@ from hopper.ingest import ingest
 from hopper.ledger import Ledger, sqlite_url
 from hopper.models import FileRef, FileState, IngestOutcome, IngestRequest
 from hopper.tables import land
-from hopper.tables.commit import LANDED_PROPERTY, landing_key
+from hopper.tables.commit import CLOCK_SKEW_SECONDS, LANDED_PROPERTY, landed_keys, landing_key
 from tests.conftest import CONTRACT, ICEBERG_LAKE, drop_file, make_home
 
 
@@ -130,6 +131,25 @@ def test_a_batch_retried_after_its_commit_does_not_append_again(
     key = landing_key(a.uri, a.fingerprint, 0)
     summary = table.current_snapshot().summary  # type: ignore[attr-defined]
     assert key in summary.additional_properties[LANDED_PROPERTY].split(",")
+
+
+def test_only_snapshots_since_the_batch_was_detected_are_read_for_keys(
+    table_home: HopperConfig, ledger: Ledger
+) -> None:
+    a = _drop(table_home, "a.csv", "id,full name,score\n1,Ada,1\n")
+    ledger.record_detected(a)
+    ledger.claim(a, "run-1")
+    land(table_home, ledger, [ingest(IngestRequest(ref=a, dispatch_id="d1"), table_home)], "d1")
+    table = _table(table_home)
+    key = landing_key(a.uri, a.fingerprint, 0)
+    since = ledger.first_detected([a.uri, "file:///never/seen.csv"])
+    assert since is not None and since <= time.time()
+    assert key in landed_keys(table, since=since)  # type: ignore[arg-type]
+    assert key in landed_keys(table)  # type: ignore[arg-type]  # unbounded: the whole window
+    # A batch detected well after that commit does not read it.
+    later = time.time() + CLOCK_SKEW_SECONDS + 60
+    assert landed_keys(table, since=later) == {}  # type: ignore[arg-type]
+    assert ledger.first_detected(["file:///never/seen.csv"]) is None
 
 
 def test_new_columns_evolve_the_table(table_home: HopperConfig, ledger: Ledger) -> None:

@@ -105,6 +105,24 @@ class Queries(Store):
                     found[(uri, fingerprint)] = int(count)
         return found
 
+    def first_detected(self, uris: Collection[str]) -> float | None:
+        """When the earliest version of these files was detected (epoch seconds), or None.
+
+        No landing of a version in a table can be older: a table lake reads only the
+        snapshots since then when it looks for a batch's earlier commit.
+        """
+        earliest: float | None = None
+        ordered = sorted(set(uris))
+        with self._begin() as conn:
+            for start in range(0, len(ordered), 500):
+                query = sa.select(sa.func.min(files.c.detected_at)).where(
+                    files.c.uri.in_(ordered[start : start + 500])
+                )
+                value = conn.execute(query).scalar_one()
+                if value is not None and (earliest is None or value < earliest):
+                    earliest = float(value)
+        return earliest
+
     def cleanup_due(self, prefixes: Collection[str], limit: int = 500) -> list[FileRecord]:
         """Ingested versions under ``prefixes`` whose source clean-up is not settled yet.
 

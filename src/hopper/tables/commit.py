@@ -16,7 +16,9 @@ key* per source: a hash of its URI, its fingerprint and how many times the ledge
 recorded that version as ingested. A batch whose worker died after the commit and before
 the ledger's update is dispatched again; its retry finds its keys in the table's snapshots
 and does not append again. A replay of the same version, recorded as ingested once more,
-has a new key.
+has a new key. Only the snapshots made since the batch's versions were detected (less
+:data:`CLOCK_SKEW_SECONDS`) are read for keys, so the check costs the same on a table of a
+hundred thousand sources as on a new one.
 
 **Concurrent writers** (several workers, the maintenance run) use Iceberg's optimistic
 concurrency: pyiceberg first retries a commit that lost the race on the refreshed table
@@ -63,6 +65,8 @@ LANDED_PROPERTY = "hopper.landed"
 """Snapshot summary property: the landing keys of the sources it holds, comma-separated."""
 LANDING_WINDOW_SECONDS = 7 * 86400
 """How far back a retried batch looks for its own commit (snapshots older are not read)."""
+CLOCK_SKEW_SECONDS = 600
+"""How far the committing worker's clock may lag the watcher's (which dated the detection)."""
 COMMIT_ATTEMPTS = 8
 """Commits tried before a batch's sources fail (each lost race or fault is one)."""
 APPEND_BYTES = 256 << 20
@@ -74,12 +78,25 @@ def landing_key(uri: str, fingerprint: str, generation: int) -> str:
     return hashlib.sha256(f"{uri}\n{fingerprint}\n{generation}".encode()).hexdigest()[:16]
 
 
-def landed_keys(table: Table, now_ms: int | None = None) -> dict[str, int]:
-    """Landing key → snapshot id, from the table's recent snapshots' summaries."""
+def landed_keys(
+    table: Table, now_ms: int | None = None, since: float | None = None
+) -> dict[str, int]:
+    """Landing key → snapshot id, from the table's recent snapshots' summaries.
+
+    Args:
+        table: the table.
+        now_ms: the time now (epoch milliseconds).
+        since: no snapshot older than this (epoch seconds, less :data:`CLOCK_SKEW_SECONDS`)
+            can hold the keys looked for: the earliest detection of the batch's versions.
+            Without it, the whole :data:`LANDING_WINDOW_SECONDS` is read.
+    """
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    oldest = now_ms - LANDING_WINDOW_SECONDS * 1000
+    if since is not None:
+        oldest = max(oldest, int((since - CLOCK_SKEW_SECONDS) * 1000))
     found: dict[str, int] = {}
     for snapshot in table.metadata.snapshots:
-        if snapshot.timestamp_ms < now_ms - LANDING_WINDOW_SECONDS * 1000:
+        if snapshot.timestamp_ms < oldest:
             continue
         summary = snapshot.summary
         text = summary.additional_properties.get(LANDED_PROPERTY) if summary else None
@@ -150,9 +167,10 @@ def land(
         pending = Pending(outcome, key, outcome.uri in replaced)
         datasets.setdefault(outcome.dataset or "", []).append(pending)
     store = store_for(config.lake.path, s3)
+    since = ledger.first_detected({o.uri for o in staged})
     for dataset, group in datasets.items():
         try:
-            _land_dataset(config, dataset, group, dispatch_id, store, sleep)
+            _land_dataset(config, dataset, group, dispatch_id, store, sleep, since)
         except TerminalError as exc:  # e.g. one source its table refuses, or no contract
             log.error("%s: %d sources refused: %s", dataset, len(group), exc)
             for pending in group:
@@ -267,6 +285,7 @@ def _land_dataset(
     dispatch_id: str,
     store: Any,
     sleep: Any,
+    since: float | None = None,
 ) -> None:
     from pyiceberg.exceptions import CommitFailedException, ValidationException
 
@@ -279,7 +298,7 @@ def _land_dataset(
         try:
             table = _load_table(config, dataset, schema)
             table = _evolve_for(table, group, schema)
-            landed = _commit(config, table, group, dispatch_id)
+            landed = _commit(config, table, group, dispatch_id, since)
         except (CommitFailedException, ValidationException) as exc:
             # lost the race (a replacement's delete also meets a concurrent compaction's
             # rewrite as a ValidationException): redo it all on the table as it now is
@@ -336,12 +355,21 @@ def _chunks(rows: list[pa.Table], schema: pa.Schema) -> Iterator[pa.Table]:
         yield pa.concat_tables(gathered)
 
 
-def _commit(config: HopperConfig, table: Table, group: list[Pending], dispatch_id: str) -> Landed:
-    """One transaction: delete the replaced sources' rows, append the batch's; settle each."""
+def _commit(
+    config: HopperConfig,
+    table: Table,
+    group: list[Pending],
+    dispatch_id: str,
+    since: float | None = None,
+) -> Landed:
+    """One transaction: delete the replaced sources' rows, append the batch's; settle each.
+
+    ``since`` bounds the snapshots read for landing keys (:func:`landed_keys`).
+    """
     from pyiceberg.expressions import In
 
     live = [p for p in group if p.outcome.state is FileState.INGESTED]
-    already = landed_keys(table)
+    already = landed_keys(table, since=since)
     fresh = [p for p in live if p.key not in already]
     schema = table.schema().as_arrow()
     rows: list[pa.Table] = []
