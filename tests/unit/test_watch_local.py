@@ -219,3 +219,20 @@ def test_a_file_its_writer_finished_skips_the_stability_wait(tmp_path: Path) -> 
         assert late.name == "c.csv" and late.size == len("x\n3\n")
     finally:
         folder.stop()
+
+
+def test_a_file_event_wakes_the_loop_that_waits_on_it(tmp_path: Path) -> None:
+    import threading
+
+    root = tmp_path / "inbox"
+    (root / "sales").mkdir(parents=True)
+    wake = threading.Event()
+    folder = LocalFolder(FolderSource(path=root), [], ignore=IGNORE, stable_seconds=60, wake=wake)
+    folder.start()
+    try:
+        assert not wake.wait(0.3)  # nothing happened: nothing wakes it
+        (root / "sales" / "a.csv").write_text("x\n1\n")
+        assert wake.wait(5)
+        assert [r.name for r in _poll_until(folder, 1, timeout=3)] == ["a.csv"]  # not in 60 s
+    finally:
+        folder.stop()

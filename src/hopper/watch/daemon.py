@@ -47,6 +47,7 @@ BATCH_WAIT = 1.0  # seconds a burst's first files may wait for the rest of their
 REVIVE_SECONDS = 5.0  # longest period of the revival clock (a quarter of the lease if shorter)
 ALERT_SECONDS = 2.0  # period of the alert clock (holds and digest windows are in seconds)
 CLEANUP_SECONDS = 5.0  # period of the source clean-up clock (after_ingest: delete | archive)
+GATHER_SECONDS = 0.02  # after a file-system event, how long events gather before a step
 
 
 def _size(record: FileRecord) -> int:
@@ -107,8 +108,11 @@ def _cursor_path(config: HopperConfig, source: S3Source) -> Path:
     return config.state_dir / "s3" / f"{source.bucket}-{digest}.json"
 
 
-def build_sources(config: HopperConfig) -> list[Source]:
-    """One source object per configured source (S3 clients created here, once each)."""
+def build_sources(config: HopperConfig, wake: threading.Event | None = None) -> list[Source]:
+    """One source object per configured source (S3 clients created here, once each).
+
+    ``wake`` is set by the local folders' file-system events (see :meth:`Watcher.run`).
+    """
     sources: list[Source] = []
     for spec in config.sources:
         if isinstance(spec, FolderSource):
@@ -118,6 +122,7 @@ def build_sources(config: HopperConfig) -> list[Source]:
                     config.routing,
                     ignore=config.watch.ignore,
                     stable_seconds=config.watch.stable_seconds,
+                    wake=wake,
                 )
             )
             continue
@@ -181,7 +186,8 @@ class Watcher:
         self.poll_seconds = poll_seconds
         self.confirm_poll_seconds = confirm_poll_seconds
         self.lease_seconds = lease_seconds
-        self.sources = build_sources(config)
+        self.news = threading.Event()  # a file-system event: step now, not at the next tick
+        self.sources = build_sources(config, self.news)
         self.alerts = AlertDispatcher(ledger, config.alert_policy, emit, ui_url)
         self.policy = RevivalPolicy(lease_seconds=lease_seconds)
         self.cleaner = Cleaner(config, ledger, lazy_clients(config))
@@ -202,6 +208,7 @@ class Watcher:
     def stop(self) -> None:
         """Ask the loop to end (safe from a signal handler)."""
         self.stopping.set()
+        self.news.set()
 
     def run(self, on_ready: Callable[[], None] | None = None) -> None:
         """Watch until :meth:`stop` is called; call ``on_ready`` once every source is watched."""
@@ -213,7 +220,10 @@ class Watcher:
         try:
             while not self.stopping.is_set():
                 self.step()
-                self.stopping.wait(self.poll_seconds)
+                if self.news.wait(self.poll_seconds):
+                    self.news.clear()
+                    # A burst's events come in a stream: gather a few before the next step.
+                    self.stopping.wait(GATHER_SECONDS)
         finally:
             for source in self.sources:
                 source.stop()

@@ -57,11 +57,13 @@ class _Nominator(FileSystemEventHandler):
         by_event: set[Path],
         folders: set[str],
         lock: threading.Lock,
+        wake: threading.Event | None,
     ) -> None:
         self._candidates = candidates
         self._by_event = by_event
         self._folders = folders
         self._lock = lock
+        self._wake = wake
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         try:
@@ -73,6 +75,8 @@ class _Nominator(FileSystemEventHandler):
                 else:
                     self._candidates.add(Path(path))
                     self._by_event.add(Path(path))  # complete once nobody writes it
+            if self._wake is not None:
+                self._wake.set()  # the watcher looks at once, not at its next tick
         except Exception:  # pragma: no cover - a bug here must not end the observer
             log.exception("cannot record the watchdog event %r", event)
 
@@ -87,8 +91,11 @@ class LocalFolder(FolderScan):
         *,
         ignore: list[str],
         stable_seconds: float,
+        wake: threading.Event | None = None,
     ) -> None:
+        """``wake`` is set at every file-system event, for a loop that waits on it."""
         super().__init__(source, rules, ignore=ignore, stable_seconds=stable_seconds)
+        self._wake = wake
         self._watching = False
         self._observer: Observer | None = None  # type: ignore[valid-type]
         self._restart_at = 0.0
@@ -112,7 +119,9 @@ class LocalFolder(FolderScan):
         observer = Observer()
         try:
             observer.schedule(
-                _Nominator(self._candidates, self._by_event, self._new_folders, self._lock),
+                _Nominator(
+                    self._candidates, self._by_event, self._new_folders, self._lock, self._wake
+                ),
                 str(self.root),
                 recursive=self.recursive,
                 event_filter=[
