@@ -281,3 +281,23 @@ def test_the_table_a_batch_creates_can_retry_a_commit_that_lost_a_race(
     _table(table_home).append(rows)  # another batch commits first (and makes branch main)
     mine.append(rows)  # lost the race: pyiceberg refreshes the table and commits again
     assert len(_table(table_home).scan().to_arrow()) == 2
+
+
+def test_a_transaction_works_out_its_metadata_once_per_staged_change(
+    table_home: HopperConfig, ledger: Ledger
+) -> None:
+    from hopper.tables.transaction import transaction
+
+    _run(table_home, ledger, [_drop(table_home, "a.csv", "id,full name,score\n1,Ada,1\n")], "d1")
+    table = _table(table_home)
+    txn = transaction(table)  # type: ignore[arg-type]
+    first = txn.table_metadata
+    assert txn.table_metadata is first  # read again, not replayed and copied again
+    txn.set_properties({"hopper.test": "1"})
+    staged = txn.table_metadata
+    assert staged is not first and staged.properties["hopper.test"] == "1"
+    plain = table.transaction()  # type: ignore[attr-defined]
+    plain.set_properties({"hopper.test": "1"})
+    # What pyiceberg works out itself (but for the time it stamps on each working-out).
+    stamp = {"last_updated_ms"}
+    assert plain.table_metadata.model_dump(exclude=stamp) == staged.model_dump(exclude=stamp)

@@ -51,6 +51,7 @@ from hopper.sink.table_stage import stage_folder
 from hopper.stores import store_for
 from hopper.tables.catalog import open_catalog, table_identifier, table_location
 from hopper.tables.schema import SchemaConflict, conform, create_table, evolve, for_table
+from hopper.tables.transaction import transaction
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -386,7 +387,7 @@ def _commit(
             DISPATCH_PROPERTY: dispatch_id,
             LANDED_PROPERTY: ",".join(p.key for p in fresh),
         }
-        with table.transaction() as txn:
+        with transaction(table) as txn:
             if replaced:
                 # pyiceberg's In takes (term, values) at run time; its pydantic fields mislead mypy.
                 where = In(SOURCE_URI, replaced)  # type: ignore[call-arg, arg-type]

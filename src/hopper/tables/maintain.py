@@ -49,6 +49,7 @@ from hopper.config import HopperConfig, MaintainOptions
 from hopper.errors import ConfigError, HopperError, TransientError
 from hopper.tables.catalog import open_catalog, table_identifier
 from hopper.tables.commit import LANDING_WINDOW_SECONDS
+from hopper.tables.transaction import transaction
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -438,7 +439,7 @@ def rewrite(table: Table, tasks: list[FileScanTask]) -> list[DataFile]:
 
 def _replace(table: Table, groups: list[_Group], live: dict[str, FileScanTask]) -> int | None:
     """One snapshot: the groups' input files deleted, their outputs added."""
-    with table.transaction() as txn:
+    with transaction(table) as txn:
         props = {MAINTENANCE_PROPERTY: "compaction"}
         with txn.update_snapshot(snapshot_properties=props).overwrite() as replace:
             for group in groups:
