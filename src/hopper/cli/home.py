@@ -87,6 +87,9 @@ columns:
     type: string
   - name: amount
     type: float64
+# Alert once when no file of this dataset has landed for a day (`hopper deploy` sets it up):
+# expect:
+#   every: 24h
 """
 
 
