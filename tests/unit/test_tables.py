@@ -113,14 +113,20 @@ def test_a_replay_of_the_same_version_replaces_rather_than_adds(
     assert _rows(_table(table_home)) == [(1, "Ada")]
 
 
+def _landed_unrecorded(home: HopperConfig, ledger: Ledger) -> FileRef:
+    """``a.csv`` detected, claimed and landed by batch ``d1``, whose worker then died."""
+    a = _drop(home, "a.csv", "id,full name,score\n1,Ada,1\n")
+    ledger.record_detected(a)
+    ledger.claim(a, "run-1")
+    first = ingest(IngestRequest(ref=a, dispatch_id="d1"), home, isolate=False)
+    land(home, ledger, [first], "d1")  # the worker dies here: the ledger never hears
+    return a
+
+
 def test_a_batch_retried_after_its_commit_does_not_append_again(
     table_home: HopperConfig, ledger: Ledger
 ) -> None:
-    a = _drop(table_home, "a.csv", "id,full name,score\n1,Ada,1\n")
-    ledger.record_detected(a)
-    ledger.claim(a, "run-1")
-    first = ingest(IngestRequest(ref=a, dispatch_id="d1"), table_home, isolate=False)
-    land(table_home, ledger, [first], "d1")  # the worker dies here: the ledger never hears
+    a = _landed_unrecorded(table_home, ledger)
     snapshots = len(_table(table_home).snapshots())  # type: ignore[attr-defined]
     again = ingest(IngestRequest(ref=a, dispatch_id="d2"), table_home, isolate=False)
     (outcome,) = land(table_home, ledger, [again], "d2")
@@ -136,10 +142,7 @@ def test_a_batch_retried_after_its_commit_does_not_append_again(
 def test_only_snapshots_since_the_batch_was_detected_are_read_for_keys(
     table_home: HopperConfig, ledger: Ledger
 ) -> None:
-    a = _drop(table_home, "a.csv", "id,full name,score\n1,Ada,1\n")
-    ledger.record_detected(a)
-    ledger.claim(a, "run-1")
-    land(table_home, ledger, [ingest(IngestRequest(ref=a, dispatch_id="d1"), table_home)], "d1")
+    a = _landed_unrecorded(table_home, ledger)
     table = _table(table_home)
     key = landing_key(a.uri, a.fingerprint, 0)
     since = ledger.first_detected([a.uri, "file:///never/seen.csv"])
