@@ -127,33 +127,36 @@ async def serve(pool: str, *, project_dir: Path, limit: int, readers: int = 0) -
     """Run a warm worker on ``pool`` until cancelled, with ``readers`` reader processes.
 
     The reader pool is made here, before any flow run, so the runs share it
-    (0 readers: one per core).
+    (0 readers: one per core). Beside the worker runs its wake-up on Prefect's event stream
+    (:func:`~hopper.prefect_api.poll_when_scheduled`), in a task group entered before the
+    worker: Prefect's worker enters and leaves its own task groups in ``start``, which must
+    nest inside any other.
     """
-    async with WarmWorker(
-        work_pool_name=pool,
-        limit=limit,
-        project_dir=project_dir,
-        prefetch_seconds=5,
-    ) as worker:
-        loaded = worker.preload()
-        reader_pool = shared_pool(readers)
-        reader_pool.warm()  # the first files need not wait for the readers' Python to start
-        log.info(
-            "warm worker %s serving pool %s (limit %d, %d flows loaded, %d reader processes)",
-            worker.name,
-            pool,
-            limit,
-            loaded,
-            reader_pool.size,
-        )
-        try:
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(poll_when_scheduled, pool, worker.get_and_submit_flow_runs)
+    async with anyio.create_task_group() as beside:
+        async with WarmWorker(
+            work_pool_name=pool,
+            limit=limit,
+            project_dir=project_dir,
+            prefetch_seconds=5,
+        ) as worker:
+            loaded = worker.preload()
+            reader_pool = shared_pool(readers)
+            reader_pool.warm()  # the first files need not wait for the readers' Python
+            log.info(
+                "warm worker %s serving pool %s (limit %d, %d flows loaded, %d reader processes)",
+                worker.name,
+                pool,
+                limit,
+                loaded,
+                reader_pool.size,
+            )
+            beside.start_soon(poll_when_scheduled, pool, worker.get_and_submit_flow_runs)
+            try:
                 await worker.start(
                     run_once=False,
                     with_healthcheck=False,
                     printer=lambda *_args, **_kw: None,
                 )
-                tasks.cancel_scope.cancel()
-        finally:
-            reader_pool.close()
+            finally:
+                reader_pool.close()
+        beside.cancel_scope.cancel()
