@@ -51,7 +51,9 @@ class HopperSettings(BaseSettings):
         "default: the server `hopper up` starts on host and port.",
     )
     worker_poll_seconds: float = Field(
-        default=0.5, description="How often the worker started by `hopper up` polls for runs."
+        default=0.5,
+        description="How often the worker started by `hopper up` polls for runs (it also "
+        "takes a run at once when Prefect's event stream announces it).",
     )
     worker: Literal["warm", "process"] = Field(
         default="warm",
