@@ -252,3 +252,6 @@ def test_iceberg_commit_benchmark_runs_in_process(tmp_path: Path) -> None:
     pq.write_table(rows.slice(10), folder / "b.parquet")
     scan = iceberg.scan_speed(tmp_path / "large", iceberg.COMMIT_DATASET, folder, repeats=1)
     assert scan["same_rows"] and scan["parquet_files"] == 2 and scan["speedup"] > 0
+    # each round: one process per reader, its warm-up read kept apart from the timed ones
+    assert len(scan["iceberg_seconds"]) == len(scan["parquet_seconds"]) == iceberg.SCAN_ROUNDS
+    assert len(scan["first_read_in_process"]["iceberg"]) == iceberg.SCAN_ROUNDS
