@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hopper.config import HopperConfig
+from hopper.config import FolderSource, HopperConfig
 from hopper.events import BatchDetected, FileAlert, FileDetected, HopperEvent
 from hopper.home import Home
 from hopper.ledger import Lease, Ledger, sqlite_url
@@ -198,6 +198,47 @@ def test_two_watchers_sharing_a_ledger_dispatch_each_file_once(home: HopperConfi
     assert len(uris) == 20 and len(set(uris)) == 20
 
 
+def test_watchers_sharing_a_ledger_each_send_only_their_own_folders_files(
+    home: HopperConfig, tmp_path: Path
+) -> None:
+    """Each machine its own hopper.yaml and folder, one ledger: nobody sends another's file.
+
+    A watcher sends its own ``hopper.yaml`` with every file, and a run refuses a file that
+    hopper.yaml does not cover; so a file taken by the other watcher would fail.
+    """
+    server = ScriptedServer()
+    server.up = True
+    ledger_url = sqlite_url(home.state_dir)
+    watchers = []
+    for name in ("a", "b"):
+        folder = tmp_path / f"inbox-{name}"
+        (folder / "people").mkdir(parents=True)
+        for i in range(3):
+            (folder / "people" / f"{name}{i}.csv").write_text(f"id\n{i}\n")
+        config = home.model_copy(
+            update={"sources": [FolderSource(path=folder)], "path": tmp_path / f"{name}.yaml"}
+        )
+        watchers.append(Watcher(config, Ledger(ledger_url), server, server.emit))
+    for watcher in watchers:
+        _scan(watcher)
+        assert len(watcher.detect()) == 3
+    a, b = watchers
+    assert {Path(r.ref.uri).name for r in a.ledger.due_for_dispatch(60)} == {
+        "a0.csv", "a1.csv", "a2.csv", "b0.csv", "b1.csv", "b2.csv"
+    }  # fmt: skip
+    assert a.dispatch() == 3  # its own three, though all six are due
+    assert b.dispatch() == 3
+    sent = {
+        (r.ref.uri.rsplit("/", 1)[-1], batch.config_path)
+        for batch in server.batches()
+        for r in a.ledger.dispatched_under(batch.dispatch_id)
+    }
+    assert sent == {
+        *((f"a{i}.csv", str(tmp_path / "a.yaml")) for i in range(3)),
+        *((f"b{i}.csv", str(tmp_path / "b.yaml")) for i in range(3)),
+    }
+
+
 def test_files_whose_run_crashed_before_starting_are_sent_again(home: HopperConfig) -> None:
     ledger = Ledger(sqlite_url(home.state_dir))
     server = ScriptedServer()
@@ -224,7 +265,8 @@ def test_files_of_a_lost_worker_are_sent_again_once_its_lease_lapses(home: Hoppe
     server = ScriptedServer()
     server.up = True
     watcher = Watcher(home, ledger, server, server.emit, lease_seconds=0.8)
-    refs = [FileRef(uri=f"file:///in/people/{n}.csv", size=1, mtime=1.0) for n in "abc"]
+    inbox = home.sources[0].path.resolve() / "people"
+    refs = [FileRef(uri=(inbox / f"{n}.csv").as_uri(), size=1, mtime=1.0) for n in "abc"]
     ledger.record_many(refs)
     ledger.claim(refs[0], "run-alive")  # its worker renews the lease
     ledger.claim(refs[1], "run-lost")  # its worker was killed mid-run
@@ -280,9 +322,12 @@ class CountingServer(ScriptedServer):
         return self.up
 
 
-def _lost_run(ledger: Ledger, server: ScriptedServer, name: str = "lost.csv") -> FileRef:
-    """A file a killed worker was running: claimed, dispatched, then never renewed."""
-    ref = FileRef(uri=f"file:///in/people/{name}", size=1, mtime=1.0, dataset="people")
+def _lost_run(
+    home: HopperConfig, ledger: Ledger, server: ScriptedServer, name: str = "lost.csv"
+) -> FileRef:
+    """A file of ``home``'s inbox a killed worker was running: claimed, then never renewed."""
+    uri = (home.sources[0].path.resolve() / "people" / name).as_uri()
+    ref = FileRef(uri=uri, size=1, mtime=1.0, dataset="people")
     ledger.record_many([ref])
     ledger.mark_dispatched(ref.uri, ref.fingerprint, "d-old")
     ledger.claim(ref, "run-lost")
@@ -315,7 +360,7 @@ def test_a_restarted_watcher_revives_lost_runs_with_nothing_new_to_dispatch(
     the lost run's files must be sent again within one lease period."""
     ledger = Ledger(sqlite_url(home.state_dir))
     server = CountingServer()
-    ref = _lost_run(ledger, server)
+    ref = _lost_run(home, ledger, server)
     time.sleep(0.6)  # the lease (0.5 s) lapses before the watcher starts
     watcher = Watcher(
         home, ledger, server, server.emit, poll_seconds=0.02, confirm_poll_seconds=0.1,
@@ -383,7 +428,7 @@ def test_a_lost_batch_is_sent_again_as_batches(home: HopperConfig) -> None:
     watcher = Watcher(
         home.model_copy(update={"watch": watch}), ledger, server, server.emit, lease_seconds=0.3
     )
-    refs = [_lost_run(ledger, server, f"{i}.csv") for i in range(10)]
+    refs = [_lost_run(home, ledger, server, f"{i}.csv") for i in range(10)]
     time.sleep(0.4)
     assert watcher.revive() == 10
     assert watcher.dispatch() == 10

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from dataclasses import replace
 from typing import Any
 
@@ -103,28 +104,41 @@ class Ledger(Queries, AlertBook):
         with self._begin() as conn:
             return enter(conn, refs, time.time())
 
-    def due_for_dispatch(self, confirm_seconds: float, limit: int = 500) -> list[FileRecord]:
+    def due_for_dispatch(
+        self,
+        confirm_seconds: float,
+        limit: int = 500,
+        prefixes: Collection[str] | None = None,
+    ) -> list[FileRecord]:
         """Versions to (re)dispatch: never dispatched, or dispatched with no run confirmed.
 
         A version is re-dispatched after ``confirm_seconds``, then after twice that, and so
         on (capped at 32×): a slow server is not flooded with duplicate requests.
+
+        Args:
+            confirm_seconds: how long a dispatched version waits for its run.
+            limit: at most this many.
+            prefixes: only versions whose URI starts with one of these (a watcher's own
+                sources: watchers sharing a ledger each send only what their
+                ``hopper.yaml`` covers); None, every version.
         """
+        if prefixes is not None and not prefixes:
+            return []
         now = time.time()
         cutoff = now - confirm_seconds
-        query = (
-            sa.select(files)
-            .where(
-                sa.or_(
-                    files.c.state == FileState.DETECTED.value,
-                    sa.and_(
-                        files.c.state == FileState.DISPATCHED.value,
-                        files.c.dispatched_at < cutoff,
-                    ),
-                )
-            )
-            .order_by(files.c.detected_at)
-            .limit(limit)
+        due = sa.or_(
+            files.c.state == FileState.DETECTED.value,
+            sa.and_(
+                files.c.state == FileState.DISPATCHED.value,
+                files.c.dispatched_at < cutoff,
+            ),
         )
+        mine = (
+            sa.or_(*(files.c.uri.startswith(p, autoescape=True) for p in sorted(prefixes)))
+            if prefixes is not None
+            else sa.true()
+        )
+        query = sa.select(files).where(due, mine).order_by(files.c.detected_at).limit(limit)
         with self._begin() as conn:
             found = [FileRecord.from_row(r) for r in conn.execute(query)]
         return [

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from hopper import events, metrics
 from hopper.alerts import AlertDispatcher
 from hopper.batching import cut_batches, is_full
-from hopper.cleanup import Cleaner, lazy_clients
+from hopper.cleanup import Cleaner, lazy_clients, source_prefix
 from hopper.config import FolderSource, HopperConfig, S3Source
 from hopper.errors import TransientError
 from hopper.ledger import FileRecord, Ledger
@@ -188,6 +188,10 @@ class Watcher:
         self.lease_seconds = lease_seconds
         self.news = threading.Event()  # a file-system event: step now, not at the next tick
         self.sources = build_sources(config, self.news)
+        # What this watcher sends: only its own sources' files. Watchers sharing a ledger
+        # (each machine its own hopper.yaml) would otherwise send each other's files with
+        # their own hopper.yaml, which does not cover them, and the run would refuse them.
+        self.prefixes = sorted({source_prefix(s) for s in config.sources})
         self.alerts = AlertDispatcher(ledger, config.alert_policy, emit, ui_url)
         self.policy = RevivalPolicy(lease_seconds=lease_seconds)
         self.cleaner = Cleaner(config, ledger, lazy_clients(config))
@@ -300,7 +304,9 @@ class Watcher:
         together are grouped into ``ingest-batch`` runs of at most ``batch_max_files`` files
         and ``max_batch_bytes`` bytes (:func:`hopper.batching.cut_batches`).
         """
-        due = self.ledger.due_for_dispatch(self.config.watch.confirm_seconds, limit=5000)
+        due = self.ledger.due_for_dispatch(
+            self.config.watch.confirm_seconds, limit=5000, prefixes=self.prefixes
+        )
         if not due or self._filling_batch(due) or not self.server_up():
             return 0
         for record in due:
