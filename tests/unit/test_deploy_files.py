@@ -8,6 +8,7 @@ from pathlib import Path
 import prefect.settings
 import pytest
 import yaml
+from prefect_redis.client import RedisMessagingSettings
 
 from hopper.alerts import WEBHOOK_ENV
 from hopper.cli import _register, app
@@ -44,6 +45,9 @@ def test_environment_names_are_real_settings() -> None:
         for name in service.get("environment", {}) or {}:
             if name.startswith("HOPPER_"):
                 assert name in hopper_vars, name
+            elif name.startswith("PREFECT_REDIS_MESSAGING_"):
+                field = name.removeprefix("PREFECT_REDIS_MESSAGING_").lower()
+                assert field in RedisMessagingSettings.model_fields, name
             elif name.startswith("PREFECT_"):
                 assert hasattr(prefect.settings, name), name
 
@@ -57,8 +61,30 @@ def test_dockerfile_copies_files_that_exist(line: str) -> None:
 
 def test_services_have_health_checks_or_dependencies() -> None:
     services = _compose()["services"]
-    assert {"db", "server", "worker", "watcher"} <= set(services)
-    assert "healthcheck" in services["db"] and "healthcheck" in services["server"]
+    assert {"db", "redis", "server", "server-a", "server-b", "services"} <= set(services)
+    assert {"worker", "watcher"} <= set(services)
+    for name in ("db", "redis", "server", "server-a", "server-b"):
+        assert "healthcheck" in services[name], name
     assert services["worker"]["stop_signal"] == "SIGINT"  # workers stop on SIGINT
     ledger = services["worker"]["environment"]["HOPPER_LEDGER_URL"]
     assert ledger.startswith("postgresql+psycopg://")
+
+
+def test_api_replicas_and_services_share_one_database_and_redis() -> None:
+    """The replicas run no services, one process runs them, all with the same settings."""
+    services = _compose()["services"]
+    servers = {name: services[name] for name in ("migrate", "server-a", "server-b", "services")}
+    environments = [s["environment"] for s in servers.values()]
+    assert all(env == environments[0] for env in environments)
+    env = environments[0]
+    assert env["PREFECT_MESSAGING_BROKER"] == env["PREFECT_MESSAGING_CACHE"]
+    assert env["PREFECT_MESSAGING_BROKER"] == "prefect_redis.messaging"
+    assert env["PREFECT_SERVER_DATABASE_MIGRATE_ON_START"] == "false"  # `migrate` does it
+    for name in ("server-a", "server-b"):
+        assert "--no-services" in servers[name]["command"], name
+    assert servers["services"]["command"][-2:] == ["services", "start"]
+    # The load balancer (the `server` every client names) sends to both replicas.
+    haproxy = (ROOT / "deploy" / "haproxy.cfg").read_text()
+    for name in ("server-a", "server-b"):
+        assert f"server {name} {name}:4200 check" in haproxy, name
+    assert services["worker"]["environment"]["PREFECT_API_URL"] == "http://server:4200/api"

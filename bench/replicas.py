@@ -1,0 +1,263 @@
+"""Prefect beyond one server process: two API replicas and one services process, on Redis.
+
+The topology of docs/deploy.md ("Two API replicas and services apart"), started on one
+machine for the tests and the benchmark:
+
+- Prefect's database on PostgreSQL, migrated once (``prefect server database upgrade``)
+  before any server starts, so two replicas never race to migrate it;
+- Redis (``prefect-redis``) for the messaging broker, the event cache, causal ordering,
+  concurrency leases and Docket: an event one replica receives reaches the services process
+  (triggers, actions, the event persister) and every replica's event stream;
+- two API replicas, ``prefect server start --no-services``, each on its own port;
+- one services process, ``prefect server services start``.
+
+The replicas start one after the other: a replica registers Prefect's block types when it
+starts, and two registering at once into an empty database collide on a unique key (seen:
+``uq_block_type__slug``), which stops one of them. Once the first answers, the others and
+any restart only find the rows there.
+
+Each role runs in a session of its own; :meth:`PrefectReplicas.kill` SIGKILLs one replica as a
+machine lost would, :meth:`PrefectReplicas.restart` brings it back on the same port.
+
+Redis is shared with whatever else uses the machine's server: the topology claims a numbered
+database that is empty (``SET … NX`` on a claim key), names its Docket after itself, and
+empties that database when it stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from bench.procs import descendants, free_port
+
+log = logging.getLogger(__name__)
+
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6379
+CLAIM_KEY = "hopper:topology-claim"
+REDIS_DATABASES = range(1, 16)  # Redis's default 16 databases, leaving 0 to others
+
+
+@contextlib.contextmanager
+def redis_database() -> Iterator[int]:
+    """A Redis database number that held nothing, claimed for this topology; emptied after.
+
+    Raises:
+        RuntimeError: no Redis answers on 127.0.0.1:6379, or every database is in use.
+    """
+    import redis
+
+    claim = uuid.uuid4().hex
+    chosen: int | None = None
+    for number in REDIS_DATABASES:
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=number, socket_timeout=3)
+        try:
+            if client.dbsize() == 0 and client.set(CLAIM_KEY, claim, nx=True):
+                chosen = number
+                break
+        except redis.RedisError as exc:
+            raise RuntimeError(f"no Redis on {REDIS_HOST}:{REDIS_PORT} ({exc})") from exc
+        finally:
+            client.close()
+    if chosen is None:
+        raise RuntimeError(f"every Redis database 1–15 on {REDIS_HOST}:{REDIS_PORT} is in use")
+    try:
+        yield chosen
+    finally:
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=chosen, socket_timeout=10)
+        try:
+            if client.get(CLAIM_KEY) == claim.encode():
+                client.flushdb()
+        finally:
+            client.close()
+
+
+def redis_settings(database: int, name: str) -> dict[str, str]:
+    """The Prefect settings that put a server's shared state on Redis database ``database``.
+
+    Every server process of one deployment (API replicas and services) must have the same.
+    """
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{database}"
+    return {
+        "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
+        "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
+        "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+        "PREFECT_REDIS_MESSAGING_HOST": REDIS_HOST,
+        "PREFECT_REDIS_MESSAGING_PORT": str(REDIS_PORT),
+        "PREFECT_REDIS_MESSAGING_DB": str(database),
+        "PREFECT_SERVER_DOCKET_URL": url,
+        "PREFECT_SERVER_DOCKET_NAME": name,
+    }
+
+
+def healthy(api_url: str) -> bool:
+    """Whether a Prefect API answers its health check."""
+    try:
+        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass
+class PrefectReplicas:
+    """Two (or more) API replicas and one services process sharing PostgreSQL and Redis.
+
+    Use as a context manager; :attr:`api_urls` lists the replicas' API URLs in order.
+    """
+
+    logs: Path
+    database_url: str
+    redis_db: int
+    env: dict[str, str]
+    replicas: int = 2
+    start_timeout: float = 240.0
+    ports: list[int] = field(default_factory=list)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _log_index: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def api_urls(self) -> list[str]:
+        """Each replica's API URL (``http://127.0.0.1:<port>/api``), in order."""
+        return [f"http://127.0.0.1:{port}/api" for port in self.ports]
+
+    @property
+    def server_env(self) -> dict[str, str]:
+        """The environment of every server process: database, Redis, no telemetry."""
+        name = f"hopper-{self.redis_db}-{self.ports[0] if self.ports else 0}"
+        return (
+            self.env
+            | redis_settings(self.redis_db, name)
+            | {
+                "PREFECT_API_DATABASE_CONNECTION_URL": self.database_url,
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_SERVER_DATABASE_MIGRATE_ON_START": "false",
+                "PREFECT_UI_ENABLED": "false",
+            }
+        )
+
+    def replica_name(self, index: int) -> str:
+        return f"replica-{'abcdefgh'[index]}"
+
+    def start(self) -> None:
+        """Migrate the database, then start the services process and every replica."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.ports = [free_port() for _ in range(self.replicas)]
+        env = self.server_env
+        began = time.monotonic()
+        upgrade = subprocess.run(
+            [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=self.start_timeout,
+            check=False,
+        )
+        if upgrade.returncode != 0:
+            raise RuntimeError(f"prefect server database upgrade failed:\n{upgrade.stderr[-2000:]}")
+        log.info("replicas: database migrated in %.1fs", time.monotonic() - began)
+        self._start("services", ["server", "services", "start"])
+        for index in range(self.replicas):  # one at a time: see the module's note
+            self.start_replica(index)
+            self.wait_healthy(index)
+        log.info("replicas: %s up after %.1fs", ", ".join(self.api_urls), time.monotonic() - began)
+
+    def start_replica(self, index: int) -> None:
+        """Start (or start again) replica ``index`` on its port, without services."""
+        port = str(self.ports[index])
+        args = ["server", "start", "--no-services", "--host", "127.0.0.1", "--port", port]
+        self._start(self.replica_name(index), args)
+
+    def wait_healthy(self, index: int) -> None:
+        """Block until replica ``index`` answers, or raise with the tail of its log."""
+        name = self.replica_name(index)
+        deadline = time.monotonic() + self.start_timeout
+        while not healthy(self.api_urls[index]):
+            if self.procs[name].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start:\n{self.tail(name)}")
+            time.sleep(0.25)
+
+    def kill(self, index: int) -> None:
+        """SIGKILL replica ``index`` and everything it started, as a lost machine would."""
+        self.kill_role(self.replica_name(index))
+
+    def restart(self, index: int) -> None:
+        """Start replica ``index`` again on the same port and wait until it answers."""
+        self.start_replica(index)
+        self.wait_healthy(index)
+
+    def kill_role(self, name: str) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def start_services(self) -> None:
+        """Start the services process again (after :meth:`kill_role` of ``services``)."""
+        self._start("services", ["server", "services", "start"])
+
+    def pids(self) -> dict[str, list[int]]:
+        """Each server role's live PIDs (with their children), for CPU accounting."""
+        return {
+            name: [proc.pid, *descendants(proc.pid)]
+            for name, proc in self.procs.items()
+            if proc.poll() is None
+        }
+
+    def log_path(self, name: str) -> Path:
+        return self.logs / f"{name}-{self._log_index.get(name, 0)}.log"
+
+    def tail(self, name: str, lines: int = 30) -> str:
+        path = self.log_path(name)
+        text = path.read_text(errors="replace").splitlines() if path.exists() else []
+        return "\n".join(text[-lines:])
+
+    def _start(self, name: str, args: list[str]) -> None:
+        self._log_index[name] = self._log_index.get(name, -1) + 1
+        with self.log_path(name).open("wb") as out:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "prefect", *args],
+                env=self.server_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop(self) -> None:
+        """SIGINT every role, then SIGKILL what has not exited within 20 s."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + 20
+        for proc in self.procs.values():
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+    def __enter__(self) -> PrefectReplicas:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
