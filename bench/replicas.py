@@ -34,13 +34,18 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from bench.procs import descendants, free_port
+from bench import cases
+from bench.data import write_small_files
+from bench.procs import REPO, descendants, free_port, make_home
+from bench.scaleout import CpuProbe, postgres_databases, postgres_pids
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +125,10 @@ class PrefectReplicas:
 
     logs: Path
     database_url: str
-    redis_db: int
+    redis_db: int | None
     env: dict[str, str]
     replicas: int = 2
+    apart: bool = True  # False: one server process running its own services, no Redis
     start_timeout: float = 240.0
     ports: list[int] = field(default_factory=list)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -136,10 +142,13 @@ class PrefectReplicas:
     @property
     def server_env(self) -> dict[str, str]:
         """The environment of every server process: database, Redis, no telemetry."""
-        name = f"hopper-{self.redis_db}-{self.ports[0] if self.ports else 0}"
+        shared = {}
+        if self.redis_db is not None:
+            name = f"hopper-{self.redis_db}-{self.ports[0] if self.ports else 0}"
+            shared = redis_settings(self.redis_db, name)
         return (
             self.env
-            | redis_settings(self.redis_db, name)
+            | shared
             | {
                 "PREFECT_API_DATABASE_CONNECTION_URL": self.database_url,
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -168,7 +177,8 @@ class PrefectReplicas:
         if upgrade.returncode != 0:
             raise RuntimeError(f"prefect server database upgrade failed:\n{upgrade.stderr[-2000:]}")
         log.info("replicas: database migrated in %.1fs", time.monotonic() - began)
-        self._start("services", ["server", "services", "start"])
+        if self.apart:
+            self._start("services", ["server", "services", "start"])
         for index in range(self.replicas):  # one at a time: see the module's note
             self.start_replica(index)
             self.wait_healthy(index)
@@ -177,7 +187,8 @@ class PrefectReplicas:
     def start_replica(self, index: int) -> None:
         """Start (or start again) replica ``index`` on its port, without services."""
         port = str(self.ports[index])
-        args = ["server", "start", "--no-services", "--host", "127.0.0.1", "--port", port]
+        services = ["--no-services"] if self.apart else []
+        args = ["server", "start", *services, "--host", "127.0.0.1", "--port", port]
         self._start(self.replica_name(index), args)
 
     def wait_healthy(self, index: int) -> None:
@@ -261,3 +272,192 @@ class PrefectReplicas:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# --------------------------------------------------------------------------- clients
+
+
+@dataclass
+class Fleet:
+    """Hopper's own processes (workers, watchers), each in a session of its own."""
+
+    logs: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        """Start ``python -m hopper ARGS`` as ``name``, its output in ``<logs>/<name>.log``."""
+        with (self.logs / f"{name}.log").open("wb") as out:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "hopper", *args],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=REPO,
+            )
+
+    def wait_for_line(self, name: str, text: str, timeout: float = 120) -> None:
+        """Block until ``text`` appears in ``name``'s log, or raise with its tail."""
+        deadline = time.monotonic() + timeout
+        while text not in (self.logs / f"{name}.log").read_text(errors="replace"):
+            if self.procs[name].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not say {text!r}:\n{self.tail(name)}")
+            time.sleep(0.25)
+
+    def tail(self, name: str, lines: int = 25) -> str:
+        text = (self.logs / f"{name}.log").read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def pids(self, prefix: str) -> list[int]:
+        """The live PIDs (with children) of the processes whose name starts with ``prefix``."""
+        return [
+            pid
+            for name, proc in self.procs.items()
+            if name.startswith(prefix) and proc.poll() is None
+            for pid in (proc.pid, *descendants(proc.pid))
+        ]
+
+    def stop(self) -> None:
+        """SIGINT every process, then SIGKILL what has not exited within 20 s."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + 20
+        for proc in self.procs.values():
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+# --------------------------------------------------------------------------- benchmark
+
+DATASET = "bench_replicas"
+WATCHERS = ("a", "b")
+
+
+def redis_pids() -> list[int]:
+    """Every Redis server process on the machine."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if Path(entry.path, "comm").read_text().strip() == "redis-server":
+                    pids.append(int(entry.name))
+    return pids
+
+
+def topology_burst(work: Path, files: int, timeout: float, *, apart: bool) -> dict[str, Any]:
+    """A burst of ``files`` through two watchers and two workers, on one topology.
+
+    ``apart``: two API replicas without services and one services process, on Redis; each
+    watcher and worker talks to one replica (watcher and worker ``a`` to the first, ``b`` to
+    the second). Otherwise one Prefect server process (services inside, in-memory messaging)
+    that every client talks to. Both on fresh PostgreSQL databases (Prefect's and the
+    ledger's), with homes made by ``hopper init``; half the files go to each watcher's inbox.
+    """
+    label = "two replicas + services" if apart else "one server process"
+    root = work / ("replicas" if apart else "single")
+    logs = root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    lake, quarantine = root / "lake", root / "quarantine"
+    shared = f"lake: {lake}\nquarantine: {quarantine}\n"
+    configs = {name: make_home(root / name, [DATASET], extra_yaml=shared) for name in WATCHERS}
+    with contextlib.ExitStack() as stack:
+        prefect_db, ledger_url = stack.enter_context(postgres_databases())
+        redis_db = stack.enter_context(redis_database()) if apart else None
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "HOPPER_"))}
+        base |= {
+            "PREFECT_HOME": str(root / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "HOPPER_LEDGER_URL": ledger_url,
+            "HOPPER_LOG_LEVEL": "INFO",
+        }
+        servers = PrefectReplicas(
+            logs, prefect_db, redis_db, base, replicas=2 if apart else 1, apart=apart
+        )
+        stack.enter_context(servers)
+        urls = servers.api_urls
+        env = {
+            name: base
+            | {"PREFECT_API_URL": urls[i % len(urls)], "HOPPER_CONFIG": str(configs[name])}
+            for i, name in enumerate(WATCHERS)
+        }
+        deployed = subprocess.run(
+            [sys.executable, "-m", "hopper", "deploy", "--config", str(configs["a"])],
+            env=env["a"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO,
+            check=False,
+        )
+        if deployed.returncode != 0:
+            raise RuntimeError(f"hopper deploy failed:\n{deployed.stderr[-2000:]}")
+        fleet = Fleet(logs)
+        stack.callback(fleet.stop)
+        for name in WATCHERS:
+            fleet.start(f"worker-{name}", ["worker", "--pool", "hopper"], env[name])
+            fleet.start(f"watcher-{name}", ["watch", "--config", str(configs[name])], env[name])
+        for name in WATCHERS:
+            fleet.wait_for_line(f"worker-{name}", "serving pool")
+            fleet.wait_for_line(f"watcher-{name}", "startup scan")
+        staging = root / "staging"
+        paths = write_small_files(staging, files, "r", seed=3)
+
+        def roles() -> dict[str, list[int]]:
+            found = {name: pids for name, pids in servers.pids().items()}
+            found |= {"workers": fleet.pids("worker-"), "watchers": fleet.pids("watcher-")}
+            return found | {"postgres": postgres_pids(), "redis": redis_pids()}
+
+        probe = CpuProbe(roles)
+        log.info("replicas: %s: burst of %d", label, files)
+        probe.start()
+        started = time.monotonic()
+        for i, path in enumerate(paths):
+            os.replace(path, root / WATCHERS[i % 2] / "inbox" / DATASET / path.name)
+        landed, bad, seconds = cases.settle(
+            lambda: len(cases.lake_outputs(lake / DATASET)),
+            lambda: len(cases.quarantined(quarantine / DATASET)),
+            files,
+            started,
+            timeout,
+            f"replicas: {label}",
+        )
+        cpu = probe.stop()
+        names = cases.lake_outputs(lake / DATASET)
+        per_source = Counter(cases.source_stem(n) for n in names)
+        return {
+            "topology": label,
+            "files": files,
+            "landed": landed,
+            "quarantined": bad,
+            "seconds": round(seconds, 2),
+            "files_per_s": landed / seconds if seconds > 0 else 0.0,
+            "exactly_once": landed == files and len(per_source) == files and bad == 0,
+            **cpu,
+        }
+
+
+def replicas_bench(work: Path, files: int, timeout: float) -> dict[str, Any]:
+    """The same burst on one Prefect server process, then on two replicas + services."""
+    single = topology_burst(work, files, timeout, apart=False)
+    apart = topology_burst(work, files, timeout, apart=True)
+    ratio = apart["files_per_s"] / single["files_per_s"] if single["files_per_s"] else 0.0
+    return {"files": files, "single": single, "apart": apart, "ratio": round(ratio, 2)}
+
+
+def server_cores(run: dict[str, Any]) -> float:
+    """Cores used by Prefect's own processes (every replica and the services)."""
+    cores: dict[str, float] = run["cpu_cores"]
+    return round(sum(v for k, v in cores.items() if k.startswith(("replica-", "services"))), 2)
+
+
+def describe(run: dict[str, Any]) -> str:
+    """Where the CPU went in one topology's burst, in words."""
+    cores = run["cpu_cores"]
+    parts = ", ".join(f"{role} {value:.2f}" for role, value in sorted(cores.items()))
+    return f"machine {run['machine_busy_percent']:.0f} % busy; cores: {parts}"

@@ -26,14 +26,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cases, chaos, iceberg, scaleout
+from bench import cases, chaos, iceberg, replicas, scaleout
 from bench.procs import REPO, HopperUp, Profile
 from bench.stats import Result, format_table, is_flat, mib
 
 log = logging.getLogger("bench")
 
-BENCHMARKS = ("latency", "big", "rss", "idle", "burst", "scaleout", "chaos", "rss-s3", "iceberg")
-OWN_HOPPER = {"scaleout", "chaos", "rss-s3", "iceberg"}  # run a Hopper (or none) of their own
+BENCHMARKS = (
+    "latency", "big", "rss", "idle", "burst", "scaleout", "replicas", "chaos", "rss-s3", "iceberg",
+)  # fmt: skip
+OWN_HOPPER = {
+    "scaleout",
+    "replicas",
+    "chaos",
+    "rss-s3",
+    "iceberg",
+}  # a Hopper (or none) of their own
 DATASETS = ["bench_latency", "bench_big", "bench_rss", "bench_burst", "bench_burst_base"]
 # The naive Prefect setup the goals are measured against: one flow run per file (no
 # batching) on Prefect's stock process worker (a new Python process per run).
@@ -70,12 +78,14 @@ class Sizes:
     commit_sources_large: int = 100_000
     commit_batch: int = 100
     commit_repeats: int = 7
+    replicas_files: int = 2000
 
 
 FULL = Sizes(20, 10_000, 20, 300, 1000, 2000, 100_000, 60, 600, 2000)
 QUICK = Sizes(
     5, 200, 8, 30, 50, 100, 2_000, 10, 120, 200, 300, 20.0,
     commit_sources_small=200, commit_sources_large=2_000, commit_batch=20, commit_repeats=3,
+    replicas_files=200,
 )  # fmt: skip
 
 
@@ -101,6 +111,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle-seconds", type=float, help="seconds the idle watcher is measured")
     p.add_argument(
         "--scaleout-files", type=int, help="files in each scale-out burst (1, then 2 workers)"
+    )
+    p.add_argument(
+        "--replicas-files",
+        type=int,
+        help="files in the burst on one Prefect server, then on two replicas + services",
     )
     p.add_argument("--chaos-files", type=int, help="files in each chaos burst (one per fault)")
     p.add_argument(
@@ -290,6 +305,21 @@ def scaleout_result(run: dict[str, Any]) -> Result:
         "all once with each; where the ceiling is",
         f"1 worker: {one['files_per_s']:.1f} files/s; {scaleout.ceiling(one)}",
         one["exactly_once"] and two["exactly_once"],
+        {"run": run},
+    )
+
+
+def replicas_result(run: dict[str, Any]) -> Result:
+    """Table row: the same burst on one Prefect server process and on two replicas + services."""
+    single, apart = run["single"], run["apart"]
+    return Result(
+        f"burst of {run['files']:,}, Prefect on 1 process vs 2 replicas + services",
+        f"2 replicas + services: {apart['files_per_s']:.1f} files/s ({run['ratio']:.2f}×); "
+        f"Prefect {replicas.server_cores(apart):.2f} cores; {replicas.describe(apart)}",
+        "all once with each; where the ceiling is",
+        f"1 process: {single['files_per_s']:.1f} files/s; Prefect "
+        f"{replicas.server_cores(single):.2f} cores; {replicas.describe(single)}",
+        single["exactly_once"] and apart["exactly_once"],
         {"run": run},
     )
 
@@ -559,6 +589,14 @@ def run_all(
             "scale-out",
             lambda: scaleout_result(
                 scaleout.scaleout(work, sizes.scaleout_files, timeout=sizes.burst_timeout)
+            ),
+        )
+    if "replicas" in only:
+        attempt(
+            results,
+            "replicas",
+            lambda: replicas_result(
+                replicas.replicas_bench(work, sizes.replicas_files, timeout=sizes.burst_timeout)
             ),
         )
     if "chaos" in only:
