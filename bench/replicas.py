@@ -96,6 +96,9 @@ def redis_settings(database: int, name: str) -> dict[str, str]:
     """
     url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{database}"
     return {
+        # prefect-redis publishes in batches of 5 or every 10 s: a lone event (one file
+        # dropped) would wait up to 10 s before any automation saw it. One at a time.
+        "PREFECT_REDIS_MESSAGING_PUBLISHER_BATCH_SIZE": "1",
         "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
         "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
         "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",

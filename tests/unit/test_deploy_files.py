@@ -9,6 +9,7 @@ import prefect.settings
 import pytest
 import yaml
 from prefect_redis.client import RedisMessagingSettings
+from prefect_redis.messaging import RedisMessagingPublisherSettings
 
 from hopper.alerts import WEBHOOK_ENV
 from hopper.cli import _register, app
@@ -45,6 +46,9 @@ def test_environment_names_are_real_settings() -> None:
         for name in service.get("environment", {}) or {}:
             if name.startswith("HOPPER_"):
                 assert name in hopper_vars, name
+            elif name.startswith("PREFECT_REDIS_MESSAGING_PUBLISHER_"):
+                field = name.removeprefix("PREFECT_REDIS_MESSAGING_PUBLISHER_").lower()
+                assert field in RedisMessagingPublisherSettings.model_fields, name
             elif name.startswith("PREFECT_REDIS_MESSAGING_"):
                 field = name.removeprefix("PREFECT_REDIS_MESSAGING_").lower()
                 assert field in RedisMessagingSettings.model_fields, name
