@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cases, chaos, iceberg, replicas, scaleout
+from bench import bare, cases, chaos, iceberg, replicas, scaleout
+from bench.data import contract_yaml, write_small_files
 from bench.procs import REPO, HopperUp, Profile
 from bench.stats import Result, format_table, is_flat, mib
 
@@ -53,6 +54,7 @@ BASELINE = Profile(
 
 GOAL_P50, GOAL_P95 = 1.5, 3.0
 GOAL_FILES_PER_S = 80.0
+GOAL_BARE_RATIO = 0.6  # of one plain Python process converting the same files (bench/bare.py)
 GOAL_RATIO = 0.8
 GOAL_RSS_BYTES = 1 << 30
 GOAL_IDLE_CPU = 1.0
@@ -241,6 +243,19 @@ def burst_result(run: dict[str, Any], baseline: dict[str, Any] | None) -> Result
         base,
         run["exactly_once"] and run["files_per_s"] >= GOAL_FILES_PER_S,
         {"run": run, "baseline": baseline},
+    )
+
+
+def bare_result(run: dict[str, Any], bare_run: dict[str, Any]) -> Result:
+    """Table row: the burst's files/s against one plain Python process on the same files."""
+    ratio = run["files_per_s"] / bare_run["files_per_s"] if bare_run["files_per_s"] else 0.0
+    return Result(
+        f"burst of {run['files']:,} small files, against bare pyarrow",
+        f"{run['files_per_s']:.1f} files/s ({ratio:.2f}× bare)",
+        f"≥ {GOAL_BARE_RATIO}× bare, same files",
+        f"{bare_run['files_per_s']:.1f} files/s (read_csv + checks + write_table, 1 process)",
+        run["exactly_once"] and ratio >= GOAL_BARE_RATIO,
+        {"bare": bare_run, "ratio": round(ratio, 3)},
     )
 
 
@@ -581,6 +596,18 @@ def run_all(
                     return burst_result(run, baseline_burst)
 
                 attempt(results, "burst", burst_step)
+
+                def bare_step() -> Result:
+                    if parquet.burst is None:
+                        raise RuntimeError("no burst to compare with")
+                    # The very files of the burst (same names, same seed), written again.
+                    files = write_small_files(work / "staging-bare", sizes.burst_files, "b", 2)
+                    bare_run = bare.bare_burst(
+                        files, contract_yaml("bench_burst"), work / "bare-out"
+                    )
+                    return bare_result(parquet.burst, bare_run)
+
+                attempt(results, "burst vs bare", bare_step)
     if "iceberg" in only:
         facts["iceberg"] = iceberg_step(results, work, sizes, candidate, parquet)
     if "scaleout" in only:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from bench import cases, data, iceberg, run
+from bench import bare, cases, data, iceberg, run
 from bench.procs import Profile, make_home
 from bench.stats import Result, format_table, is_flat, percentile, rss_growth
 
@@ -255,3 +255,26 @@ def test_iceberg_commit_benchmark_runs_in_process(tmp_path: Path) -> None:
     # each round: one process per reader, its warm-up read kept apart from the timed ones
     assert len(scan["iceberg_seconds"]) == len(scan["parquet_seconds"]) == iceberg.SCAN_ROUNDS
     assert len(scan["first_read_in_process"]["iceberg"]) == iceberg.SCAN_ROUNDS
+
+
+def test_bare_burst_converts_the_burst_files_and_checks_their_contract(tmp_path: Path) -> None:
+    files = data.write_small_files(tmp_path / "in", 5, "b", seed=2)
+    result = bare.bare_burst(files, data.contract_yaml("bench_burst"), tmp_path / "out")
+    written = sorted((tmp_path / "out").glob("*.parquet"))
+    assert [p.stem for p in written] == [p.stem for p in files]
+    table = pq.read_table(written[0])
+    assert (
+        table.schema.field("day").type == pa.date32()
+        and table.schema.field("id").type == pa.int64()
+    )
+    assert result["files"] == 5 and result["rows"] == sum(
+        pq.read_table(p).num_rows for p in written
+    )
+    assert result["files_per_s"] > 0
+    # The contract is checked, not only read: a null in the non-nullable id is refused.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,amount,city,day\nNA,1.0,Oslo,2021-01-01\n")
+    with pytest.raises(bare.BareError, match="nulls in 'id'"):
+        bare.bare_burst([bad], data.contract_yaml("bench_burst"), tmp_path / "out2")
+    row = run.bare_result({"files": 5, "files_per_s": 3.0, "exactly_once": True}, result)
+    assert row.passed == (3.0 / result["files_per_s"] >= run.GOAL_BARE_RATIO)
