@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -92,3 +93,39 @@ def test_api_replicas_and_services_share_one_database_and_redis() -> None:
     for name in ("server-a", "server-b"):
         assert f"server {name} {name}:4200 check" in haproxy, name
     assert services["worker"]["environment"]["PREFECT_API_URL"] == "http://server:4200/api"
+
+
+def test_prometheus_and_grafana_see_what_hopper_serves() -> None:
+    """The compose home serves metrics where Prometheus scrapes, and Grafana gets the board."""
+    from hopper.config import load_config
+
+    services = _compose()["services"]
+    home = load_config(ROOT / "deploy" / "hopper.yaml")
+    assert home.metrics.enabled and home.metrics.host == "0.0.0.0"
+    for name in ("watcher", "worker", "deploy"):
+        assert "./hopper.yaml:/etc/hopper/hopper.yaml:ro" in services[name]["volumes"], name
+        assert services[name]["environment"]["HOPPER_CONFIG"] == "/etc/hopper/hopper.yaml"
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus-compose.yml").read_text())
+    jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
+    assert jobs["hopper-watcher"]["static_configs"][0]["targets"] == [
+        f"watcher:{home.metrics.watcher_port}"
+    ]
+    assert jobs["hopper-worker"]["dns_sd_configs"][0]["port"] == home.metrics.worker_port
+    prometheus = services["prometheus"]
+    assert "./prometheus-compose.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
+    grafana = services["grafana"]
+    mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in grafana["volumes"])
+    provisioning = (
+        ROOT
+        / "deploy"
+        / mounts["./grafana/provisioning"].replace(
+            "/etc/grafana/provisioning", "grafana/provisioning"
+        )
+    )
+    dashboards = yaml.safe_load((provisioning / "dashboards" / "hopper.yml").read_text())
+    folder = dashboards["providers"][0]["options"]["path"]
+    board = mounts["./grafana/hopper-dashboard.json"]
+    assert board.startswith(folder + "/")
+    assert json.loads((ROOT / "deploy" / "grafana" / "hopper-dashboard.json").read_text())["panels"]
+    sources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    assert sources["datasources"][0]["url"] == "http://prometheus:9090"
