@@ -71,3 +71,6 @@ def test_init_writes_the_defaults_a_home_without_a_watch_block_gets(
     text = (tmp_path / "h" / "hopper.yaml").read_text()
     assert "watch:\n  stable_seconds:" in text  # shown to the user, each value explained
     assert load_config(tmp_path / "h" / "hopper.yaml").watch == WatchOptions()
+    # The repository's own home (the README's first command) shows the same values.
+    repo_home = Path(__file__).resolve().parents[2] / "config" / "hopper.yaml"
+    assert load_config(repo_home).watch == WatchOptions()
