@@ -6,7 +6,9 @@ detected and dispatched, dispatch retries and alerts, and reports the backlog, r
 ledger at scrape time in one grouped query. The warm worker runs flows in its own
 interpreter, so the flows' single call per outcome or batch (:func:`observe`) lands in the
 registry it serves; a plain ``prefect worker`` runs each flow in a fresh process, whose
-counts are lost.
+counts are lost. For S3 sources the watcher also counts the SQS messages it receives and
+deletes (per queue name, never the full URL), and reports each listing cursor's age
+(:class:`ListingAgeCollector`).
 
 What is measured:
 
@@ -16,14 +18,24 @@ What is measured:
   an S3 object's ``LastModified``) to the moment the worker has recorded the outcome in the
   ledger (for a batch, the batch's last outcome), for ingested files only. Clock skew
   between the source's clock and the worker's shows here.
+- ``hopper_sqs_messages_received`` / ``hopper_sqs_messages_deleted``: every message one
+  ``ReceiveMessage`` call returned (unreadable ones included), and every message SQS
+  confirmed deleted (after its refs were recorded, or at once if it named nothing to ingest).
+  The difference is what is in flight or left for the dead-letter queue.
+- ``hopper_s3_listing_cursor_age_seconds``: seconds since the end of the last complete
+  listing whose finds the daemon has since recorded, so the cursor holds everything that
+  listing saw. Absent until a source's first such listing; growing past a few
+  ``listing_seconds`` means listings fail or the daemon cannot record what they find.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -94,6 +106,18 @@ LATENCY = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+SQS_RECEIVED = Counter(
+    "hopper_sqs_messages_received",
+    "SQS messages received by the watcher for an S3 source (unreadable ones included).",
+    ("queue", "source"),
+    registry=REGISTRY,
+)
+SQS_DELETED = Counter(
+    "hopper_sqs_messages_deleted",
+    "SQS messages the watcher deleted (recorded, or naming nothing to ingest).",
+    ("queue", "source"),
+    registry=REGISTRY,
+)
 
 
 def source_of(uri: str) -> str:
@@ -118,6 +142,26 @@ def dispatched(records: Iterable[FileRecord]) -> None:
         DISPATCHED.labels(*labels).inc()
         if record.dispatch_count:
             DISPATCH_RETRIES.labels(*labels).inc()
+
+
+def queue_name(queue_url: str) -> str:
+    """The ``queue`` label: the last path segment of a queue URL, i.e. the queue's name.
+
+    Only the path is read, so nothing of a URL's user info or query string reaches a label.
+    """
+    return urlsplit(queue_url).path.rstrip("/").rsplit("/", 1)[-1] or "unknown"
+
+
+def sqs_received(queue_url: str, root: str, count: int) -> None:
+    """Count messages one ``ReceiveMessage`` call returned for the source at ``root``."""
+    if count:
+        SQS_RECEIVED.labels(queue_name(queue_url), source_of(root)).inc(count)
+
+
+def sqs_deleted(queue_url: str, root: str, count: int) -> None:
+    """Count messages SQS confirmed deleted for the source at ``root``."""
+    if count:
+        SQS_DELETED.labels(queue_name(queue_url), source_of(root)).inc(count)
 
 
 def alerted(plan: AlertPlan | None) -> None:
@@ -236,6 +280,58 @@ def watch_backlog(ledger: Ledger, datasets: Iterable[str] = ()) -> BacklogCollec
     collector = BacklogCollector(ledger, datasets)
     REGISTRY.register(collector)
     return collector
+
+
+class ListingAgeCollector(Collector):
+    """The age of each S3 listing cursor, computed at scrape time from when it was confirmed.
+
+    The listing reports the wall-clock time a complete listing ended once its finds are part
+    of the cursor (:func:`listing_confirmed`); the age is taken at scrape time, so a listing
+    that stops completing shows as a gauge that keeps growing, without a timer thread.
+    Labels: ``source`` (``s3``, as :func:`source_of` says) and ``root``
+    (``s3://bucket/prefix/``), since one watcher may list several prefixes.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()  # written by the daemon, read by the HTTP thread
+        self._confirmed: dict[str, float] = {}
+
+    def confirmed(self, root: str, at: float) -> None:
+        """A listing of ``root`` that ended at ``at`` (epoch seconds) is now in the cursor."""
+        with self._lock:
+            self._confirmed[root] = max(at, self._confirmed.get(root, at))
+
+    def ages(self) -> dict[str, float]:
+        """``root → seconds`` since its last confirmed listing ended."""
+        now = self.clock()
+        with self._lock:
+            confirmed = dict(self._confirmed)
+        return {root: max(0.0, now - at) for root, at in sorted(confirmed.items())}
+
+    def collect(self) -> Iterator[Metric]:
+        """One gauge, a sample per listed root (none before a root's first listing)."""
+        gauge = GaugeMetricFamily(
+            "hopper_s3_listing_cursor_age_seconds",
+            "Seconds since the last complete S3 listing whose finds are in the cursor.",
+            labels=["source", "root"],
+        )
+        for root, age in self.ages().items():
+            gauge.add_metric([source_of(root), root], age)
+        yield gauge
+
+    def describe(self) -> Iterator[Metric]:
+        """Nothing up front: the samples come and go with the sources."""
+        return iter(())
+
+
+LISTING_AGE = ListingAgeCollector()
+REGISTRY.register(LISTING_AGE)
+
+
+def listing_confirmed(root: str, at: float) -> None:
+    """Record that a listing of ``root`` ending at ``at`` (epoch seconds) is in its cursor."""
+    LISTING_AGE.confirmed(root, at)
 
 
 def serve(options: MetricsOptions, port: int, what: str) -> str | None:

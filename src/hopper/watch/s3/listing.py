@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from hopper import metrics
 from hopper.config import RoutingRule, S3Source
 from hopper.errors import SourceGoneError
 from hopper.models import FileRef
@@ -70,6 +71,7 @@ class S3Listing:
         self._save_due = False  # save at the next ack, not lazily
         self._saved_at = time.monotonic()
         self._next_scan = 0.0  # the first poll() lists at once
+        self._listed_at: float | None = None  # end of a complete listing not yet acknowledged
         self._versioned: bool | None = None
 
     @property
@@ -123,6 +125,7 @@ class S3Listing:
             del self._pending[key]
         if gone:
             self._dirty = self._save_due = True  # saved at the next ack
+        self._listed_at = time.time()
         log.log(
             logging.INFO if new or gone else logging.DEBUG,
             "listed %s: %d objects, %d new or changed, %d gone",
@@ -217,6 +220,11 @@ class S3Listing:
         lazy_due = time.monotonic() - self._saved_at >= self.source.listing_seconds
         if self._save_due or (self._dirty and lazy_due):
             self._save()
+        # The cursor now holds everything the last complete listing found, once those finds
+        # were polled and whatever had to be saved is saved: only then is its age reset.
+        if self._listed_at is not None and not self._pending and not self._save_due:
+            metrics.listing_confirmed(self.root, self._listed_at)
+            self._listed_at = None
 
     def _save(self) -> None:
         try:

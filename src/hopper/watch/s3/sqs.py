@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from hopper import metrics
 from hopper.config import RoutingRule, S3Source
 from hopper.errors import ConfigError, SourceGoneError
 from hopper.models import FileRef
@@ -196,6 +197,7 @@ class SqsNotifications:
             MessageSystemAttributeNames=["ApproximateReceiveCount"],
         )
         messages = response.get("Messages", [])
+        metrics.sqs_received(self.queue_url, self.root, len(messages))
         useless: list[tuple[str, str]] = []
         for message in messages:
             received = self._handle(message)
@@ -291,7 +293,9 @@ class SqsNotifications:
                     exc,
                 )
                 continue
-            for failed in result.get("Failed", []):
+            failures = result.get("Failed", [])
+            metrics.sqs_deleted(self.queue_url, self.root, len(batch) - len(failures))
+            for failed in failures:
                 message_id = batch[int(failed["Id"])][0]
                 log.warning(
                     "cannot delete message %s from %s for %s (%s); it will be delivered again",
