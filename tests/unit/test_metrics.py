@@ -121,7 +121,7 @@ def test_the_shipped_scrape_config_targets_the_default_ports() -> None:
 def test_the_dashboard_queries_only_metrics_hopper_serves(ledger: Ledger) -> None:
     path = Path(__file__).parents[2] / "deploy" / "grafana" / "hopper-dashboard.json"
     exprs = [t["expr"] for p in json.loads(path.read_text())["panels"] for t in p["targets"]]
-    queried = {name for e in exprs for name in re.findall(r"\bhopper_[a-z_]+", e)}
+    queried = {name for e in exprs for name in re.findall(r"\bhopper_[a-z0-9_]+", e)}
     registry = CollectorRegistry()
     registry.register(metrics.BacklogCollector(ledger, ["sales"]))
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
