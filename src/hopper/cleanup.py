@@ -27,7 +27,13 @@ watched source (:meth:`~hopper.config.HopperConfig.archive_problem`), and the wa
 only close-writes and moves *into* its folders. :func:`bring_back` is replay's side: an
 archived file is moved back to where it was (same name, same bytes, same mtime: the same
 version, the same lineage and output path), replayed, then archived again; a deleted one
-cannot be replayed, and says so.
+cannot be replayed, and says so. An archived S3 object comes back to its key the same way,
+so the flow run reads only under its source, as for a first ingestion: by a server-side copy
+(S3 gives a copy of a single-part object the same ETag, and the archive's copy is made by the
+same transfer, so the identity survives the round trip), or, in a versioned bucket, by
+removing the delete marker the archive's delete left, which makes the very version current
+again. A copy that S3 gives another identity would be a new version: it is undone, and the
+replay refused, saying how to ingest it anew.
 """
 
 from __future__ import annotations
@@ -337,6 +343,8 @@ def bring_back(record: FileRecord, config: HopperConfig, s3_for: S3For) -> None:
     Raises:
         SourceGoneError: the source was deleted (or gone) after ingestion, or its archived
             copy is missing; the message says which, when, and what to do.
+        HopperError: an S3 object cannot come back as the same version (see
+            :func:`_restore_object`).
     """
     refusal = replay_refusal(record)
     if refusal:
@@ -350,16 +358,18 @@ def bring_back(record: FileRecord, config: HopperConfig, s3_for: S3For) -> None:
         return  # something is there (the file, or a new version): replay takes it as it is
     archived = record.archived_uri
     location = str(path_of_file_uri(archived)) if archived.startswith("file://") else archived
-    if not ref.is_local:
-        raise SourceGoneError(
-            f"{ref.uri}: archived to {archived}; replaying an S3 object from the archive is "
-            f"not supported yet. Copy it back (aws s3 cp {archived} {ref.uri}) and replay again"
-        )
-    store = store_for(location, s3_for(None))
+    # An S3 source's objects were archived through the source's own client (server side).
+    store = store_for(location, s3_for(None) if ref.is_local else s3)
     if not store.exists(location):
         raise SourceGoneError(
-            f"{ref.uri}: its archived copy {archived} is missing; it cannot be replayed"
+            f"{ref.uri}: the source is gone and its archived copy {archived} is missing; it "
+            "cannot be replayed. Drop the file again to ingest it anew"
         )
+    if not ref.is_local:
+        _restore_object(ref, location, store, s3)
+        store.delete(location + CLAIM_SUFFIX)  # archived again under the replay's day
+        log.info("restored %s from %s for its replay", ref.uri, archived)
+        return
     path = ref.local_path()
     if isinstance(store, LocalStore):
         try:
@@ -389,3 +399,59 @@ def _download(store: Store, location: str, path: Path, mtime: float) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     store.delete(location)
+
+
+def _restore_object(ref: FileRef, location: str, store: Store, s3: Any) -> None:
+    """Put an archived S3 object back at its key as the same version, or refuse.
+
+    Raises:
+        HopperError: S3 gave the copy another ETag or version id (an object uploaded in
+            parts of another size, or a versioned bucket whose version has expired): it
+            would be a new version, so the copy is undone and the archived one stays.
+    """
+    if not store.reaches(ref.uri):  # an archive in a folder (hopper.yaml changed since)
+        raise HopperError(
+            f"{ref.uri}: archived to {location}, not to S3, so it cannot be copied back "
+            "server side; copy it back by hand and replay again"
+        )
+    if not _undelete(ref, s3):
+        store.copy(location, ref.uri)
+        if look(ref, s3) is not Look.SAME:
+            store.delete(ref.uri)
+            raise HopperError(
+                f"{ref.uri}: copied back from {location}, S3 gave it another ETag or version "
+                "id than the ingested version's (an upload in parts of another size, or a "
+                "versioned bucket), so it would be a new version; the copy was undone and the "
+                f"archived one stays. To ingest it as a new version: aws s3 cp {location} "
+                f"{ref.uri}"
+            )
+    store.delete(location)
+
+
+def _undelete(ref: FileRef, s3: Any) -> bool:
+    """In a versioned bucket, make ``ref``'s version current again; True if it now is.
+
+    The archive's delete only put a delete marker over the version. Removing the markers
+    above it restores the very version (same ETag and version id), provided nothing was
+    written to the key since and the version has not expired.
+    """
+    if not ref.version_id:
+        return False
+    from hopper.storage import AWS_ERRORS, parse_s3_uri, s3_error
+
+    bucket, key = parse_s3_uri(ref.uri)
+    versions: list[dict[str, Any]] = []
+    markers: list[dict[str, Any]] = []
+    try:
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
+            versions += [v for v in page.get("Versions", []) if v["Key"] == key]
+            markers += [m for m in page.get("DeleteMarkers", []) if m["Key"] == key]
+        ours = [v for v in versions if v["VersionId"] == ref.version_id]
+        if not ours or any(v["LastModified"] > ours[0]["LastModified"] for v in versions):
+            return False
+        for marker in markers:
+            if marker["LastModified"] >= ours[0]["LastModified"]:
+                s3.delete_object(Bucket=bucket, Key=key, VersionId=marker["VersionId"])
+    except AWS_ERRORS as exc:
+        raise s3_error(exc, ref.uri, "restore") from exc
+    return look(ref, s3) is Look.SAME

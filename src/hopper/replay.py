@@ -248,9 +248,10 @@ def dispatch_replay(
     watcher or the next reconciliation, and the error is raised.
 
     A replayed source that was archived after ingestion is first moved back where it was
-    (:func:`hopper.cleanup.bring_back`: the same version, lineage and output path), and is
-    archived again once it lands; one that was deleted raises :class:`SourceGoneError`
-    saying so.
+    (:func:`hopper.cleanup.bring_back`: the same version, lineage and output path; an S3
+    object to its key), so the run reads only under its source, and is archived again once
+    it lands; one that was deleted, or whose archived copy is gone, raises
+    :class:`SourceGoneError` saying so.
     """
     if replay:
         bring_back(record, config, lazy_clients(config))
@@ -327,8 +328,8 @@ def run_replay(
 
     Raises:
         HopperError: a named file is unknown, or the Prefect server does not answer.
-        SourceGoneError: a selected local file no longer exists (the files before it were
-            sent again).
+        SourceGoneError: a selected file or object no longer exists, and no archived copy
+            of it does (the files before it were sent again).
     """
     records = select(ledger, sel)
     if dry_run or not records:
