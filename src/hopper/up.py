@@ -33,6 +33,24 @@ from hopper.settings import HopperSettings
 
 log = logging.getLogger(__name__)
 
+STATE_FILE = "up.json"
+
+
+def recorded_api_url(state_dir: Path) -> str | None:
+    """The Prefect API of the `hopper up` running for this home, if one is.
+
+    Read from ``<state_dir>/up.json``, which `hopper up` writes once it is up and removes on
+    exit; a file left by one that died (its PID gone, or now another program's) is ignored.
+    """
+    try:
+        state = json.loads((state_dir / STATE_FILE).read_text(encoding="utf-8"))
+        pid, url = int(state["pid"]), str(state["api_url"])
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    is_up = "up" in args and any(a == "hopper" or a.endswith("/hopper") for a in args)
+    return url if is_up else None
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -283,7 +301,7 @@ class Supervisor:
     @property
     def state_file(self) -> Path:
         """``<state_dir>/up.json``: the API URL and the PIDs of the running processes."""
-        return self.config.state_dir / "up.json"
+        return self.config.state_dir / STATE_FILE
 
     def write_state(self) -> None:
         """Record what runs, for `hopper status` and for people who need to find a PID."""

@@ -74,3 +74,46 @@ def test_init_writes_the_defaults_a_home_without_a_watch_block_gets(
     # The repository's own home (the README's first command) shows the same values.
     repo_home = Path(__file__).resolve().parents[2] / "config" / "hopper.yaml"
     assert load_config(repo_home).watch == WatchOptions()
+
+
+def test_commands_find_the_hopper_up_running_for_their_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`hopper replay` beside `hopper up --port 4391` talks to that server, not to 4200."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from hopper.cli.run import _default_api_url
+    from tests.conftest import make_home
+
+    config = make_home(tmp_path)
+    state = tmp_path / ".hopper"
+    state.mkdir(exist_ok=True)
+    monkeypatch.delenv("HOPPER_PORT", raising=False)
+
+    def resolved() -> str:
+        monkeypatch.delenv("PREFECT_API_URL", raising=False)
+        _default_api_url(config)
+        return os.environ["PREFECT_API_URL"]
+
+    assert resolved() == "http://127.0.0.1:4200/api"  # nothing running: the default
+    # A live process standing in for `hopper up` (its command line names hopper).
+    up = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "hopper", "up"])
+    try:
+        record = {"pid": up.pid, "api_url": "http://127.0.0.1:4391/api", "children": {}}
+        (state / "up.json").write_text(json.dumps(record))
+        assert resolved() == "http://127.0.0.1:4391/api"
+        # An explicit PREFECT_API_URL still wins.
+        monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4555/api")
+        _default_api_url(config)
+        assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:4555/api"
+    finally:
+        up.kill()
+        up.wait()
+    # The file a dead `hopper up` left behind is ignored.
+    assert resolved() == "http://127.0.0.1:4200/api"
+    # So is one whose PID now belongs to another program (this test's own process).
+    (state / "up.json").write_text(json.dumps({**record, "pid": os.getpid()}))
+    assert resolved() == "http://127.0.0.1:4200/api"

@@ -136,7 +136,7 @@ def status(
         json_output: Print JSON (stable keys, documented in README) instead of tables.
         config: hopper.yaml of the Hopper home.
     """
-    _default_api_url()
+    _default_api_url(config)
     from hopper.prefect_api import replay_deployment_page
 
     with Home.open(config) as home:
@@ -221,7 +221,7 @@ def replay(
         timeout: Seconds --wait waits at most.
         config: hopper.yaml of the Hopper home.
     """
-    _default_api_url()
+    _default_api_url(config)
     from hopper.replay import run_replay, selection
 
     sel = selection(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -13,7 +14,7 @@ from cyclopts import App, Parameter
 from rich.console import Console
 
 from hopper.config import FolderSource, HopperConfig, load_config
-from hopper.errors import HopperError
+from hopper.errors import ConfigError, HopperError
 from hopper.prefect_api import ui_url_of
 from hopper.settings import HopperSettings
 from hopper.stores import store_for
@@ -48,10 +49,21 @@ def prepare_home(cfg: HopperConfig) -> None:
             (source.path / contract.stem).mkdir(exist_ok=True)
 
 
-def _default_api_url() -> None:
-    """Point Prefect at the local server unless PREFECT_API_URL says otherwise."""
+def _default_api_url(config: Path | None = None) -> None:
+    """Point Prefect at the local server unless PREFECT_API_URL says otherwise.
+
+    The local server is the one the home's running `hopper up` recorded (so a command run
+    beside `hopper up --port 4391` finds it), else $HOPPER_HOST and $HOPPER_PORT.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from hopper.up import recorded_api_url
+
     settings = HopperSettings()
-    os.environ.setdefault("PREFECT_API_URL", f"http://{settings.host}:{settings.port}/api")
+    url = None
+    with contextlib.suppress(ConfigError):  # a bad config is reported by the command itself
+        url = recorded_api_url(resolve_config(config).state_dir)
+    os.environ["PREFECT_API_URL"] = url or f"http://{settings.host}:{settings.port}/api"
 
 
 def _on_signals(stop: object) -> None:
@@ -120,7 +132,7 @@ def watch(*, config: ConfigOption = None, ready_file: Path | None = None) -> Non
             scanned for files already there; removed on exit. For supervisors: `hopper up`
             says "Hopper is up." only after it appears.
     """
-    _default_api_url()
+    _default_api_url(config)
     from hopper import metrics
     from hopper.home import Home
     from hopper.watch.daemon import Watcher, check_sources
@@ -163,7 +175,7 @@ def deploy(*, config: ConfigOption = None) -> None:
     Args:
         config: hopper.yaml of the Hopper home (its work_pool is used).
     """
-    _default_api_url()
+    _default_api_url(config)
     from hopper.deploy import deploy as apply
 
     settings = HopperSettings()
@@ -194,7 +206,7 @@ def reconcile(
         stuck_seconds: A running file whose run has not renewed its lease for this long
             counts as lost (default: $HOPPER_LEASE_SECONDS, 60).
     """
-    _default_api_url()
+    _default_api_url(config)
     from hopper.home import Home
     from hopper.reconcile import reconcile as run_reconcile
 
