@@ -19,10 +19,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from bench.data import contract_yaml
 
@@ -281,8 +281,59 @@ def kill_leftovers(tree: dict[int, int]) -> list[int]:
 # --------------------------------------------------------------------------- hopper up
 
 
+class Supervised:
+    """Something started with :meth:`start` and stopped with :meth:`stop`, as a context
+    manager: a failed start stops what it had started before the error goes on."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def stop_sessions(procs: Iterable[subprocess.Popen[Any]], grace: float = 20) -> None:
+    """SIGINT each process's session (started with ``start_new_session``), then SIGKILL
+    whatever has not exited within ``grace`` seconds."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGINT)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def processes_named(comm: str) -> list[int]:
+    """Every process on the machine whose command name is ``comm`` (e.g. ``postgres``)."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if Path(entry.path, "comm").read_text().strip() == comm:
+                    pids.append(int(entry.name))
+    return pids
+
+
 @dataclass
-class HopperUp:
+class HopperUp(Supervised):
     """A `hopper up` in its own temporary home; use as a context manager."""
 
     root: Path
@@ -388,17 +439,6 @@ class HopperUp:
         if killed:
             log.warning("killed %d process(es) left behind by hopper up: %s", len(killed), killed)
         self.proc = None
-
-    def __enter__(self) -> HopperUp:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @contextlib.contextmanager

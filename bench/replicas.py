@@ -44,7 +44,15 @@ import httpx
 
 from bench import cases
 from bench.data import write_small_files
-from bench.procs import REPO, descendants, free_port, make_home
+from bench.procs import (
+    REPO,
+    Supervised,
+    descendants,
+    free_port,
+    make_home,
+    processes_named,
+    stop_sessions,
+)
 from bench.scaleout import CpuProbe, postgres_databases, postgres_pids
 
 log = logging.getLogger(__name__)
@@ -120,7 +128,7 @@ def healthy(api_url: str) -> bool:
 
 
 @dataclass
-class PrefectReplicas:
+class PrefectReplicas(Supervised):
     """Two (or more) API replicas and one services process sharing PostgreSQL and Redis.
 
     Use as a context manager; :attr:`api_urls` lists the replicas' API URLs in order.
@@ -252,29 +260,7 @@ class PrefectReplicas:
 
     def stop(self) -> None:
         """SIGINT every role, then SIGKILL what has not exited within 20 s."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGINT)
-        deadline = time.monotonic() + 20
-        for proc in self.procs.values():
-            while proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-
-    def __enter__(self) -> PrefectReplicas:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        stop_sessions(self.procs.values())
 
 
 # --------------------------------------------------------------------------- clients
@@ -322,18 +308,7 @@ class Fleet:
 
     def stop(self) -> None:
         """SIGINT every process, then SIGKILL what has not exited within 20 s."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGINT)
-        deadline = time.monotonic() + 20
-        for proc in self.procs.values():
-            while proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_sessions(self.procs.values())
 
 
 # --------------------------------------------------------------------------- benchmark
@@ -344,13 +319,7 @@ WATCHERS = ("a", "b")
 
 def redis_pids() -> list[int]:
     """Every Redis server process on the machine."""
-    pids = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if Path(entry.path, "comm").read_text().strip() == "redis-server":
-                    pids.append(int(entry.name))
-    return pids
+    return processes_named("redis-server")
 
 
 def topology_burst(work: Path, files: int, timeout: float, *, apart: bool) -> dict[str, Any]:

@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from bench import cases
-from bench.procs import HopperUp, Profile, descendants, proc_times, start_hopper, terminate
+from bench.procs import (
+    HopperUp,
+    Profile,
+    descendants,
+    proc_times,
+    processes_named,
+    start_hopper,
+    terminate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +83,7 @@ def machine_busy_seconds() -> tuple[float, float]:
 
 def postgres_pids() -> list[int]:
     """Every PostgreSQL server process on the machine (the ledger's and Prefect's backends)."""
-    pids = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if Path(entry.path, "comm").read_text().strip() == "postgres":
-                    pids.append(int(entry.name))
-    return pids
+    return processes_named("postgres")
 
 
 def cpu_seconds(pids: list[int]) -> dict[int, float]:

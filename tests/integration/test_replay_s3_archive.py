@@ -120,6 +120,24 @@ def ledger(tmp_path: Path) -> Ledger:
     return Ledger(sqlite_url(tmp_path / "state"))
 
 
+def _cleaned(
+    tmp_path: Path,
+    moto: MotoServer,
+    ledger: Ledger,
+    after: str = "archive",
+    versioned: bool = False,
+) -> tuple[str, HopperConfig, FileRef, FileRecord]:
+    """An object ingested, then cleaned up (``after``): its bucket, home, ref and record."""
+    landing = moto.bucket()
+    if versioned:
+        moto.s3.put_bucket_versioning(Bucket=landing, VersioningConfiguration={"Status": "Enabled"})
+    config = _home(tmp_path, moto, landing, after=after)
+    ref = _put(moto, landing)
+    _ingest_first(config, ledger, ref, moto.s3)
+    assert Cleaner(config, ledger, lazy_clients(config)).tick() == 1
+    return landing, config, ref, _record(ledger, ref)
+
+
 def test_an_archived_object_comes_back_as_the_same_version_and_lands_again(
     tmp_path: Path, moto: MotoServer, ledger: Ledger
 ) -> None:
@@ -168,14 +186,8 @@ def test_an_archived_object_comes_back_as_the_same_version_and_lands_again(
 def test_a_versioned_object_comes_back_as_its_own_version(
     tmp_path: Path, moto: MotoServer, ledger: Ledger
 ) -> None:
-    landing = moto.bucket()
-    moto.s3.put_bucket_versioning(Bucket=landing, VersioningConfiguration={"Status": "Enabled"})
-    config = _home(tmp_path, moto, landing)
-    ref = _put(moto, landing)
+    landing, config, ref, record = _cleaned(tmp_path, moto, ledger, versioned=True)
     assert ref.version_id
-    _ingest_first(config, ledger, ref, moto.s3)
-    assert Cleaner(config, ledger, lazy_clients(config)).tick() == 1
-    record = _record(ledger, ref)
     assert record.cleanup == "archived"
 
     runs = Runs(config, ledger, moto.s3)
@@ -189,12 +201,7 @@ def test_a_versioned_object_comes_back_as_its_own_version(
 def test_a_copy_that_would_be_a_new_version_is_undone_and_refused(
     tmp_path: Path, moto: MotoServer, ledger: Ledger
 ) -> None:
-    landing = moto.bucket()
-    config = _home(tmp_path, moto, landing)
-    ref = _put(moto, landing)
-    _ingest_first(config, ledger, ref, moto.s3)
-    Cleaner(config, ledger, lazy_clients(config)).tick()
-    record = _record(ledger, ref)
+    landing, config, ref, record = _cleaned(tmp_path, moto, ledger)
     bucket, key = parse_s3_uri(record.archived_uri or "")
     moto.s3.put_object(Bucket=bucket, Key=key, Body=b"id,full name,score\n9,Other,0\n")
 
@@ -210,11 +217,7 @@ def test_a_copy_that_would_be_a_new_version_is_undone_and_refused(
 def test_a_deleted_object_is_refused_saying_the_source_is_gone(
     tmp_path: Path, moto: MotoServer, ledger: Ledger
 ) -> None:
-    landing = moto.bucket()
-    config = _home(tmp_path, moto, landing, after="delete")
-    ref = _put(moto, landing)
-    _ingest_first(config, ledger, ref, moto.s3)
-    assert Cleaner(config, ledger, lazy_clients(config)).tick() == 1
+    landing, config, ref, _ = _cleaned(tmp_path, moto, ledger, after="delete")
     assert _record(ledger, ref).cleanup == "deleted" and _keys(moto, landing) == []
 
     runs = Runs(config, ledger, moto.s3)
@@ -229,12 +232,7 @@ def test_a_deleted_object_is_refused_saying_the_source_is_gone(
 def test_an_archived_object_whose_copy_is_gone_too_is_refused(
     tmp_path: Path, moto: MotoServer, ledger: Ledger
 ) -> None:
-    landing = moto.bucket()
-    config = _home(tmp_path, moto, landing)
-    ref = _put(moto, landing)
-    _ingest_first(config, ledger, ref, moto.s3)
-    Cleaner(config, ledger, lazy_clients(config)).tick()
-    record = _record(ledger, ref)
+    landing, config, ref, record = _cleaned(tmp_path, moto, ledger)
     bucket, key = parse_s3_uri(record.archived_uri or "")
     moto.s3.delete_object(Bucket=bucket, Key=key)
 
@@ -248,11 +246,7 @@ def test_a_run_never_reads_the_archive_itself(
     tmp_path: Path, moto: MotoServer, ledger: Ledger
 ) -> None:
     """A forged run naming the archived copy is refused: replays read under the source."""
-    landing = moto.bucket()
-    config = _home(tmp_path, moto, landing)
-    ref = _put(moto, landing)
-    _ingest_first(config, ledger, ref, moto.s3)
-    Cleaner(config, ledger, lazy_clients(config)).tick()
+    _, config, ref, _ = _cleaned(tmp_path, moto, ledger)
     lake_before = _lake(config)
     archived = _record(ledger, ref).archived_uri or ""
     forged = ref.model_copy(update={"uri": archived})

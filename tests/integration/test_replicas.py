@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -78,40 +75,6 @@ def backends() -> Iterator[tuple[str, str, int]]:
             yield prefect_db, ledger_url, redis_db
     except RuntimeError as exc:  # raised before yielding: PostgreSQL or Redis absent
         pytest.skip(str(exc))
-
-
-class Clients:
-    """Watchers and workers started by the test, each in a session of its own."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        with (self.logs / f"{name}.log").open("wb") as out:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "hopper", *args],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def tail(self, name: str, lines: int = 25) -> str:
-        text = (self.logs / f"{name}.log").read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)
-        deadline = time.monotonic() + 20
-        for proc in self.procs.values():
-            while proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
 
 
 def events(api_url: str, name: str, since: datetime) -> list[dict[str, Any]]:
@@ -170,7 +133,7 @@ def write_home(root: Path, name: str) -> Path:
 def test_two_replicas_services_apart_one_replica_lost_mid_burst(
     backends: tuple[str, str, int], tmp_path: Path
 ) -> None:
-    from bench.replicas import PrefectReplicas
+    from bench.replicas import Fleet, PrefectReplicas
 
     prefect_db, ledger_url, redis_db = backends
     webhook = WebhookReceiver()
@@ -186,7 +149,7 @@ def test_two_replicas_services_apart_one_replica_lost_mid_burst(
         "HOPPER_LOG_LEVEL": "INFO",
         "HOPPER_ALERTS_WEBHOOK_URL": webhook.url,
     }
-    clients = Clients(logs)
+    clients = Fleet(logs)
     began = datetime.now(UTC)
     servers = PrefectReplicas(logs, prefect_db, redis_db, base)
     with servers:
