@@ -51,6 +51,7 @@ def recorded_api_url(state_dir: Path) -> str | None:
     is_up = "up" in args and any(a == "hopper" or a.endswith("/hopper") for a in args)
     return url if is_up else None
 
+
 _PR_SET_PDEATHSIG = 1
 
 
