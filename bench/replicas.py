@@ -47,6 +47,7 @@ from bench.data import write_small_files
 from bench.procs import (
     REPO,
     Supervised,
+    clean_env,
     descendants,
     free_port,
     make_home,
@@ -341,13 +342,14 @@ def topology_burst(work: Path, files: int, timeout: float, *, apart: bool) -> di
     with contextlib.ExitStack() as stack:
         prefect_db, ledger_url = stack.enter_context(postgres_databases())
         redis_db = stack.enter_context(redis_database()) if apart else None
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "HOPPER_"))}
-        base |= {
-            "PREFECT_HOME": str(root / "prefect"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "HOPPER_LEDGER_URL": ledger_url,
-            "HOPPER_LOG_LEVEL": "INFO",
-        }
+        base = clean_env(
+            {
+                "PREFECT_HOME": str(root / "prefect"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "HOPPER_LEDGER_URL": ledger_url,
+                "HOPPER_LOG_LEVEL": "INFO",
+            }
+        )
         servers = PrefectReplicas(
             logs, prefect_db, redis_db, base, replicas=2 if apart else 1, apart=apart
         )

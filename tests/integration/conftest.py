@@ -44,6 +44,18 @@ columns:
     type: float64
 """
 
+CLICKS_CONTRACT = """\
+name: clicks
+format: jsonl
+columns:
+  - name: id
+    type: int64
+    nullable: false
+  - name: page
+    type: string
+"""
+"""The JSON-lines dataset of the scale-out tests (one id and one page per line)."""
+
 BIG_CONTRACT = """\
 name: big
 format: csv

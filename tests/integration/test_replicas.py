@@ -36,23 +36,13 @@ import pytest
 
 from hopper.ledger import Ledger
 from tests.conftest import make_home
-from tests.integration.conftest import WebhookReceiver, hopper, wait_for
+from tests.integration.conftest import CLICKS_CONTRACT, WebhookReceiver, hopper, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.replicas]
 
 GOOD = 2000
 BAD = 6
 ROWS = 2
-CONTRACT = """\
-name: clicks
-format: jsonl
-columns:
-  - name: id
-    type: int64
-    nullable: false
-  - name: page
-    type: string
-"""
 POLICY = """\
 alert_policy:
   hold_seconds: 2
@@ -116,7 +106,7 @@ def ingest_runs(api_url: str) -> list[dict[str, Any]]:
 
 def write_home(root: Path, name: str) -> Path:
     """A hopper.yaml of its own (folder, state) for one watcher; datasets and lake shared."""
-    config = make_home(root, {"clicks": CONTRACT}, extra=POLICY)
+    config = make_home(root, {"clicks": CLICKS_CONTRACT}, extra=POLICY)
     text = (
         config.read_text()
         .replace("sources:\n  - path: inbox\n", f"sources:\n  - path: inbox-{name}\n")
@@ -133,6 +123,7 @@ def write_home(root: Path, name: str) -> Path:
 def test_two_replicas_services_apart_one_replica_lost_mid_burst(
     backends: tuple[str, str, int], tmp_path: Path
 ) -> None:
+    from bench.procs import clean_env
     from bench.replicas import Fleet, PrefectReplicas
 
     prefect_db, ledger_url, redis_db = backends
@@ -140,15 +131,16 @@ def test_two_replicas_services_apart_one_replica_lost_mid_burst(
     configs = {name: write_home(tmp_path, name) for name in ("a", "b")}
     logs = tmp_path / "logs"
     logs.mkdir()
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "HOPPER_"))}
-    base |= {
-        "PREFECT_HOME": str(tmp_path / "prefect"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "HOPPER_LEDGER_URL": ledger_url,
-        "HOPPER_LEASE_SECONDS": "10",
-        "HOPPER_LOG_LEVEL": "INFO",
-        "HOPPER_ALERTS_WEBHOOK_URL": webhook.url,
-    }
+    base = clean_env(
+        {
+            "PREFECT_HOME": str(tmp_path / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "HOPPER_LEDGER_URL": ledger_url,
+            "HOPPER_LEASE_SECONDS": "10",
+            "HOPPER_LOG_LEVEL": "INFO",
+            "HOPPER_ALERTS_WEBHOOK_URL": webhook.url,
+        }
+    )
     clients = Fleet(logs)
     began = datetime.now(UTC)
     servers = PrefectReplicas(logs, prefect_db, redis_db, base)

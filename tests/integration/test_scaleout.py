@@ -34,7 +34,7 @@ import pytest
 
 from hopper.ledger import Ledger
 from tests.conftest import make_home
-from tests.integration.conftest import free_port, hopper, wait_for
+from tests.integration.conftest import CLICKS_CONTRACT, free_port, hopper, wait_for
 
 if TYPE_CHECKING:
     from tests.moto_server import MotoServer
@@ -43,16 +43,6 @@ pytestmark = pytest.mark.integration
 
 FILES = 1000
 ROWS = 3
-CONTRACT = """\
-name: clicks
-format: jsonl
-columns:
-  - name: id
-    type: int64
-    nullable: false
-  - name: page
-    type: string
-"""
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +131,7 @@ def test_two_workers_two_watchers_lose_one_of_each_and_land_every_file_once(
     extra = (
         f"s3:\n  endpoint_url: {moto.endpoint}\nlake: s3://{lake}\nquarantine: s3://{quarantine}\n"
     )
-    config = make_home(tmp_path, {"clicks": CONTRACT}, extra=extra)
+    config = make_home(tmp_path, {"clicks": CLICKS_CONTRACT}, extra=extra)
     config.write_text(
         config.read_text()
         .replace(
