@@ -50,6 +50,9 @@ class BenchError(RuntimeError):
 # --------------------------------------------------------------------------- lake helpers
 
 
+BURST_PREFIX, BURST_SEED = "b", 2  # a burst's file names and contents (see burst())
+
+
 def source_stem(output_name: str) -> str:
     """The source file's stem from a lake output name ``<stem>-<10 hex>.parquet``."""
     return output_name.removesuffix(".parquet").rsplit("-", 1)[0]
@@ -256,7 +259,7 @@ def burst(
     count: int,
     staging: Path,
     timeout: float,
-    prefix: str = "b",
+    prefix: str = BURST_PREFIX,
     probe: Probe | None = None,
 ) -> dict[str, Any]:
     """Move ``count`` small files into the inbox at once; time until every output exists.
@@ -267,7 +270,7 @@ def burst(
         ``ledger_ingested`` count, plus ``exactly_once`` (every file once, none twice).
     """
     log.info("burst: writing %d small files to %s", count, staging)
-    paths = write_small_files(staging, count, prefix, seed=2)
+    paths = write_small_files(staging, count, prefix, seed=BURST_SEED)
     inbox = up.inbox(dataset)
     if probe is not None:
         probe.start()

@@ -40,8 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench import cases
 from bench.data import write_small_files
 from bench.procs import (
@@ -55,6 +53,7 @@ from bench.procs import (
     stop_sessions,
 )
 from bench.scaleout import CpuProbe, postgres_databases, postgres_pids
+from hopper.up import api_healthy
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +117,6 @@ def redis_settings(database: int, name: str) -> dict[str, str]:
         "PREFECT_SERVER_DOCKET_URL": url,
         "PREFECT_SERVER_DOCKET_NAME": name,
     }
-
-
-def healthy(api_url: str) -> bool:
-    """Whether a Prefect API answers its health check."""
-    try:
-        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @dataclass
@@ -207,7 +198,7 @@ class PrefectReplicas(Supervised):
         """Block until replica ``index`` answers, or raise with the tail of its log."""
         name = self.replica_name(index)
         deadline = time.monotonic() + self.start_timeout
-        while not healthy(self.api_urls[index]):
+        while not api_healthy(self.api_urls[index]):
             if self.procs[name].poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not start:\n{self.tail(name)}")
             time.sleep(0.25)

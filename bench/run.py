@@ -36,13 +36,8 @@ log = logging.getLogger("bench")
 BENCHMARKS = (
     "latency", "big", "rss", "idle", "burst", "scaleout", "replicas", "chaos", "rss-s3", "iceberg",
 )  # fmt: skip
-OWN_HOPPER = {
-    "scaleout",
-    "replicas",
-    "chaos",
-    "rss-s3",
-    "iceberg",
-}  # a Hopper (or none) of their own
+# The benchmarks that run a Hopper (or none) of their own:
+OWN_HOPPER = {"scaleout", "replicas", "chaos", "rss-s3", "iceberg"}
 DATASETS = ["bench_latency", "bench_big", "bench_rss", "bench_burst", "bench_burst_base"]
 # The naive Prefect setup the goals are measured against: one flow run per file (no
 # batching) on Prefect's stock process worker (a new Python process per run).
@@ -601,7 +596,12 @@ def run_all(
                     if parquet.burst is None:
                         raise RuntimeError("no burst to compare with")
                     # The very files of the burst (same names, same seed), written again.
-                    files = write_small_files(work / "staging-bare", sizes.burst_files, "b", 2)
+                    files = write_small_files(
+                        work / "staging-bare",
+                        parquet.burst["files"],
+                        cases.BURST_PREFIX,
+                        cases.BURST_SEED,
+                    )
                     bare_run = bare.bare_burst(
                         files, contract_yaml("bench_burst"), work / "bare-out"
                     )

@@ -122,9 +122,9 @@ def up(*, config: ConfigOption = None, port: int | None = None) -> None:
 def watch(*, config: ConfigOption = None, ready_file: Path | None = None) -> None:
     """Watch the configured sources and dispatch each complete file to Prefect.
 
-    Needs a Prefect server ($PREFECT_API_URL, default http://127.0.0.1:4200/api) with the
-    Hopper deployments (`hopper deploy`). While the server is down, files stay pending in
-    the ledger and are dispatched once it is back.
+    Needs a Prefect server ($PREFECT_API_URL, else the home's running `hopper up`, else
+    http://127.0.0.1:4200/api) with the Hopper deployments (`hopper deploy`). While the
+    server is down, files stay pending in the ledger and are dispatched once it is back.
 
     Args:
         config: hopper.yaml of the Hopper home.

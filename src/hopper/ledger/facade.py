@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from hopper.ledger.alerts import AlertBook
-from hopper.ledger.queries import Queries
+from hopper.ledger.queries import Queries, uri_under
 from hopper.ledger.record import FileRecord
 from hopper.ledger.tables import files
 from hopper.ledger.transitions import (
@@ -133,11 +133,7 @@ class Ledger(Queries, AlertBook):
                 files.c.dispatched_at < cutoff,
             ),
         )
-        mine = (
-            sa.or_(*(files.c.uri.startswith(p, autoescape=True) for p in sorted(prefixes)))
-            if prefixes is not None
-            else sa.true()
-        )
+        mine = uri_under(prefixes) if prefixes is not None else sa.true()
         query = sa.select(files).where(due, mine).order_by(files.c.detected_at).limit(limit)
         with self._begin() as conn:
             found = [FileRecord.from_row(r) for r in conn.execute(query)]

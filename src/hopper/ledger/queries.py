@@ -19,6 +19,11 @@ from hopper.ledger.transitions import ALERTING
 from hopper.models import FileState
 
 
+def uri_under(prefixes: Collection[str]) -> sa.ColumnElement[bool]:
+    """The condition that a version's URI starts with one of ``prefixes`` (not empty)."""
+    return sa.or_(*(files.c.uri.startswith(p, autoescape=True) for p in sorted(prefixes)))
+
+
 class Queries(Store):
     """The ledger's read side."""
 
@@ -141,7 +146,7 @@ class Queries(Store):
             .where(
                 files.c.state == FileState.INGESTED.value,
                 files.c.cleaned_at.is_(None),
-                sa.or_(*(files.c.uri.startswith(p, autoescape=True) for p in sorted(prefixes))),
+                uri_under(prefixes),
             )
             .order_by(files.c.updated_at)
             .limit(limit)
