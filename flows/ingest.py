@@ -75,6 +75,7 @@ def _report(outcome: IngestOutcome) -> None:
         {"item": "rows out", "value": outcome.rows_out},
         {"item": "rows rejected", "value": outcome.rows_rejected},
         {"item": "rows rescued", "value": outcome.rows_rescued},
+        {"item": "bytes out", "value": outcome.bytes_out},
         {"item": "seconds", "value": outcome.seconds},
     ]
     if outcome.reason:

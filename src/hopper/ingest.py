@@ -40,6 +40,7 @@ from hopper.sink import (
     quarantine,
     write_rejected_rows,
 )
+from hopper.staging import Written
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ def _ingested(
     ref: FileRef,
     rows_in: int,
     rows_out: int,
-    outputs: list[str],
+    outputs: Written,
     schema: pa.Schema | None,
     config: HopperConfig,
 ) -> IngestOutcome:
@@ -245,6 +246,7 @@ def _ingested(
         rows_out=rows_out,
         outputs=[] if staged else outputs,
         staged=outputs if staged else [],
+        bytes_out=outputs.nbytes,
         schema={f.name: str(f.type) for f in schema} if schema is not None else {},
     )
 

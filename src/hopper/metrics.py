@@ -92,6 +92,10 @@ BYTES_IN = Counter(
     "hopper_bytes_in", "Bytes of source files settled by a worker.", _FILE_LABELS,
     registry=REGISTRY,
 )  # fmt: skip
+BYTES_OUT = Counter(
+    "hopper_bytes_out", "Parquet bytes written to the lake (staged, for a table lake).",
+    _FILE_LABELS, registry=REGISTRY,
+)  # fmt: skip
 DURATION = Histogram(
     "hopper_ingest_duration_seconds",
     "Time spent ingesting one file (the outcome's seconds), by outcome.",
@@ -197,6 +201,7 @@ def observe(
         OUTCOMES.labels(*labels, state).inc()
         ROWS_IN.labels(*labels).inc(outcome.rows_in)
         ROWS_OUT.labels(*labels).inc(outcome.rows_out)
+        BYTES_OUT.labels(*labels).inc(outcome.bytes_out)
         DURATION.labels(dataset, state).observe(outcome.seconds)
         if ref is not None:
             BYTES_IN.labels(*labels).inc(ref.size)

@@ -202,6 +202,10 @@ class IngestOutcome(BaseModel):
         default=0,
         description="Rows written with values rescued into ``_rescued_data`` (bad_rows: rescue).",
     )
+    bytes_out: int = Field(
+        default=0,
+        description="Parquet bytes written for the file (for a table lake, its staged file).",
+    )
     outputs: list[str] = Field(
         default_factory=list,
         description="Lake files written; for a table lake, the table and snapshot "

@@ -39,6 +39,15 @@ from hopper.stores import Store, Writer, store_for
 
 log = logging.getLogger(__name__)
 
+
+class Written(list[str]):
+    """The lake files a write published (a list of paths), and ``nbytes``, the bytes they hold."""
+
+    def __init__(self, paths: Iterable[str] = (), nbytes: int = 0) -> None:
+        super().__init__(paths)
+        self.nbytes = nbytes
+
+
 STAGING = "_staging"
 """The lake's staging folder (its leading ``_`` hides it from readers; no dataset starts so)."""
 JOURNAL = "publish.json"
@@ -78,6 +87,7 @@ class Stage:
         attempt = f"{int(time.time())}-{uuid.uuid4().hex[:12]}"  # when: see sweep_staging
         self.folder = f"{staging_root(lake, dataset)}/{staging_key(uri)}-{attempt}"
         self.moves: list[tuple[str, str]] = []
+        self.sizes: dict[str, int] = {}  # staged file → bytes written to it
 
     def add(self, target: str) -> str:
         """Register a lake file to be published; returns where to write it meanwhile."""
@@ -87,10 +97,21 @@ class Stage:
 
     def write(self, target: str, write: Writer, content_type: str | None = None) -> None:
         """Stage the future content of the lake file ``target`` (``write`` writes it)."""
-        with self.store.open_output(self.add(target), content_type) as out:
+        staged = self.add(target)
+        with self.store.open_output(staged, content_type) as out:
             write(out)
+            self.sizes[staged] = out.tell()
 
-    def publish(self, existing: Iterable[str]) -> list[str]:
+    def wrote(self, staged: str, nbytes: int) -> None:
+        """Note the size of a staged file written by the caller (see :meth:`add`)."""
+        self.sizes[staged] = nbytes
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes written to the staged files so far."""
+        return sum(self.sizes.values())
+
+    def publish(self, existing: Iterable[str]) -> Written:
         """Move the staged files into place, replacing the source's earlier outputs.
 
         Args:
@@ -98,7 +119,7 @@ class Stage:
                 those no new file replaces are removed (stale partitions).
 
         Returns:
-            The lake files written, in the order they were added.
+            The lake files written, in the order they were added, and their bytes.
 
         Raises:
             Whatever the store raises; the lake is then rolled back (or, if that fails too,
@@ -124,7 +145,7 @@ class Stage:
                 self.discard()
                 raise
             self.store.delete_folder(self.folder, [])
-            return targets
+            return Written(targets, self.nbytes)
         journal = f"{self.folder}/{JOURNAL}"
         try:
             self.store.put_text(journal, json.dumps({"uri": self.uri, "entries": entries}))
@@ -145,7 +166,7 @@ class Stage:
             self.store.delete_folder(self.folder, backups)
         except Exception as exc:  # published already; leftovers are hidden and swept later
             log.warning("%s: staging folder %s not removed: %s", self.uri, self.folder, exc)
-        return targets
+        return Written(targets, self.nbytes)
 
     def discard(self) -> None:
         """Undo this attempt: roll back a publish in progress, delete the staged files."""

@@ -107,6 +107,8 @@ def test_counters_add_up_to_the_ledger(up: HopperUp) -> None:
         assert sample(worker, "hopper_files_processed_total", **labels, outcome="failed") == 0
         assert sample(worker, "hopper_rows_out_total", **labels) == rows_out[dataset]
         assert sample(worker, "hopper_bytes_in_total", **labels) > 0
+        lake_bytes = sum(p.stat().st_size for p in up.lake(dataset).rglob("*.parquet"))
+        assert sample(worker, "hopper_bytes_out_total", **labels) == lake_bytes > 0
         latencies = sample(worker, "hopper_drop_to_lake_seconds_count", dataset=dataset)
         assert latencies == GOOD[dataset]
         total = GOOD[dataset] + BAD[dataset]

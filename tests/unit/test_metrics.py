@@ -37,7 +37,9 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
 def test_observe_counts_outcomes_rows_bytes_and_latency() -> None:
     ok, bad = _ref("ok.csv", "m_observe", size=300), _ref("bad.csv", "m_observe", size=50)
     outcomes = [
-        IngestOutcome.of(ok, FileState.INGESTED, rows_in=10, rows_out=9, seconds=0.2),
+        IngestOutcome.of(
+            ok, FileState.INGESTED, rows_in=10, rows_out=9, bytes_out=700, seconds=0.2
+        ),
         IngestOutcome.of(bad, FileState.QUARANTINED, rows_in=4, seconds=0.1),
     ]
     labels = {"dataset": "m_observe", "source": "file"}
@@ -47,6 +49,7 @@ def test_observe_counts_outcomes_rows_bytes_and_latency() -> None:
     assert _value("hopper_rows_in_total", **labels) == 14
     assert _value("hopper_rows_out_total", **labels) == 9
     assert _value("hopper_bytes_in_total", **labels) == 350
+    assert _value("hopper_bytes_out_total", **labels) == 700
     # only the ingested file's latency, from its mtime: 12 s
     assert _value("hopper_drop_to_lake_seconds_count", dataset="m_observe") == 1
     assert _value("hopper_drop_to_lake_seconds_sum", dataset="m_observe") == 12.0

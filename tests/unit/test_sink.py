@@ -5,7 +5,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hopper.sink import output_path, partition_dir, quarantine_file, safe_stem, write_outputs
+from hopper.sink import (
+    StreamingOutputs,
+    output_path,
+    partition_dir,
+    quarantine_file,
+    safe_stem,
+    write_outputs,
+)
+from hopper.sink.table_stage import TableStagingLake
 
 
 def test_output_path_is_pure_and_source_specific(tmp_path: Path) -> None:
@@ -59,6 +67,30 @@ def test_rewrite_replaces_and_removes_stale_partitions(tmp_path: Path) -> None:
     assert [str(f) for f in files] == written2
     assert pq.read_table(files[0]).to_pydict() == {"n": [9]}
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_writes_report_the_bytes_they_published(tmp_path: Path) -> None:
+    table = pa.table({"region": ["EU", "US", "US"] * 100, "n": list(range(300))})
+    lake = tmp_path / "lake"
+    whole = write_outputs(
+        table, lake=str(lake), dataset="sales", partition_by=["region"],
+        source_name="jan.csv", uri="file:///in/sales/jan.csv",
+    )  # fmt: skip
+    assert len(whole) == 2
+    assert whole.nbytes == sum(Path(p).stat().st_size for p in whole) > 0
+    with StreamingOutputs(
+        lake=lake, dataset="sales", partition_by=["region"],
+        source_name="feb.csv", uri="file:///in/sales/feb.csv",
+    ) as out:  # fmt: skip
+        out.write(table.slice(0, 150))
+        out.write(table.slice(150))
+        streamed = out.commit()
+    assert streamed.nbytes == sum(Path(p).stat().st_size for p in streamed) > 0
+    staged = TableStagingLake(str(tmp_path / "tables")).write(
+        table, dataset="sales", partition_by=[], source_name="mar.csv",
+        uri="file:///in/sales/mar.csv", compression="zstd",
+    )  # fmt: skip
+    assert staged.nbytes == Path(staged[0]).stat().st_size > 0
 
 
 def test_quarantine_file_writes_copy_and_reason(tmp_path: Path) -> None:

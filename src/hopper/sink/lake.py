@@ -14,6 +14,7 @@ import pyarrow as pa
 from hopper.config import LakeOptions
 from hopper.sink.parquet_lake import ParquetLake
 from hopper.sink.table_stage import TableStagingLake
+from hopper.staging import Written
 
 
 class LakeStream(Protocol):
@@ -29,7 +30,7 @@ class LakeStream(Protocol):
     def write(self, table: pa.Table) -> None:
         """Add rows."""
 
-    def commit(self) -> list[str]:
+    def commit(self) -> Written:
         """Publish every row written, replacing the source's earlier version; what was written."""
 
 
@@ -49,8 +50,8 @@ class Lake(Protocol):
         source_name: str,
         uri: str,
         compression: str,
-    ) -> list[str]:
-        """Write a whole source's rows; return where they are."""
+    ) -> Written:
+        """Write a whole source's rows; return where they are, and their bytes."""
 
     def stream(
         self,

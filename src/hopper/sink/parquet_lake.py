@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from hopper.contracts.partitions import parse_partitions
 from hopper.sink.names import output_name, output_path, partition_dir, split_partitions
-from hopper.staging import Stage, discard_staged
+from hopper.staging import Stage, Written, discard_staged
 from hopper.stores import Store, Writer, join
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def write_outputs(
     uri: str,
     compression: str = "zstd",
     s3: Any = None,
-) -> list[str]:
+) -> Written:
     """Write a source's rows to the lake (a folder or ``s3://``), replacing earlier outputs.
 
     Every partition's file is staged first and all are published together (see
@@ -94,8 +94,8 @@ def write_outputs(
         s3: an S3 client, for an ``s3://`` lake.
 
     Returns:
-        The files written. Earlier files of the same source that the new version no longer
-        touches (other partitions) are removed as part of the publish.
+        The files written, and their bytes. Earlier files of the same source that the new
+        version no longer touches (other partitions) are removed as part of the publish.
 
     Raises:
         TerminalError: a partition value cannot name a folder, or a partition column is
@@ -140,6 +140,8 @@ class _PartitionFile:
         self.target = target
         self.tmp = staged
         self.output: AbstractContextManager[pa.NativeFile] | None = None
+        self.stream: pa.NativeFile | None = None
+        self.nbytes = 0  # the staged file's size, once closed
         self.writer: pq.ParquetWriter | None = None
         self.schema: pa.Schema | None = None
         self.buffer: list[pa.Table] = []
@@ -157,8 +159,8 @@ class _PartitionFile:
 
     def _open(self, compression: str) -> pq.ParquetWriter:
         self.output = self.store.open_output(self.tmp, PARQUET_CONTENT_TYPE)
-        stream = self.output.__enter__()
-        return pq.ParquetWriter(stream, self.schema, **_writer_options(compression))
+        self.stream = self.output.__enter__()
+        return pq.ParquetWriter(self.stream, self.schema, **_writer_options(compression))
 
     def flush(self, compression: str) -> None:
         if not self.buffer or self.schema is None:
@@ -175,6 +177,8 @@ class _PartitionFile:
             self.writer = self._open(compression)
         if self.writer is not None:
             self.writer.close()
+        if self.stream is not None:
+            self.nbytes = self.stream.tell()
         if self.output is not None:
             output, self.output = self.output, None
             output.__exit__(None, None, None)  # the staged file is complete
@@ -274,14 +278,15 @@ class StreamingOutputs:
         while sum(p.buffered_bytes for p in self.files.values()) > STREAM_BUFFER_BYTES:
             max(self.files.values(), key=lambda p: p.buffered_bytes).flush(self.compression)
 
-    def commit(self) -> list[str]:
+    def commit(self) -> Written:
         """Close every file and publish them together, removing the source's stale outputs.
 
         Returns:
-            The files written (as :func:`write_outputs` returns them).
+            The files written, and their bytes (as :func:`write_outputs` returns them).
         """
         for part in self.files.values():
             part.close(self.compression)
+            self.stage.wrote(part.tmp, part.nbytes)
         name = output_name(self.source_name, self.uri)
         existing = _existing_outputs(
             self.stage.store, self.lake, self.dataset, self.partition_by, name
@@ -315,7 +320,7 @@ class ParquetLake:
         source_name: str,
         uri: str,
         compression: str,
-    ) -> list[str]:
+    ) -> Written:
         """See :class:`Lake` (:func:`write_outputs`)."""
         return write_outputs(
             table,

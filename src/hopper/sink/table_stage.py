@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hopper.sink.parquet_lake import PARQUET_CONTENT_TYPE, ROW_GROUP_ROWS
-from hopper.staging import Stage, discard_staged
+from hopper.staging import Stage, Written, discard_staged
 from hopper.stores import join
 
 
@@ -46,6 +46,7 @@ class StagedTable:
         self.compression = compression
         self.path = stage.add(join(stage.lake, stage.dataset, "table"))
         self.output: AbstractContextManager[pa.NativeFile] | None = None
+        self.stream: pa.NativeFile | None = None
         self.writer: pq.ParquetWriter | None = None
         self.schema: pa.Schema | None = None
         self.committed = False
@@ -62,24 +63,25 @@ class StagedTable:
         if self.writer is None:
             self.schema = table.schema
             self.output = self.stage.store.open_output(self.path, PARQUET_CONTENT_TYPE)
-            stream = self.output.__enter__()
-            self.writer = pq.ParquetWriter(stream, self.schema, **_options(self.compression))
+            self.stream = self.output.__enter__()
+            self.writer = pq.ParquetWriter(self.stream, self.schema, **_options(self.compression))
         elif self.schema is not None and not table.schema.equals(self.schema):
             table = table.cast(self.schema)
         self.writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
 
-    def commit(self) -> list[str]:
-        """Close the staged file; return it (the batch's commit publishes it to the table)."""
+    def commit(self) -> Written:
+        """Close the staged file; return it and its bytes (the batch's commit publishes it)."""
         if self.writer is None:  # no rows at all: nothing to stage
             self.committed = True
             self.stage.discard()
-            return []
+            return Written()
         self.writer.close()
+        nbytes = self.stream.tell() if self.stream is not None else 0
         if self.output is not None:
             output, self.output = self.output, None
             output.__exit__(None, None, None)
         self.committed = True
-        return [self.path]
+        return Written([self.path], nbytes)
 
     def abort(self) -> None:
         """Delete the staged file."""
@@ -113,7 +115,7 @@ class TableStagingLake:
         source_name: str,
         uri: str,
         compression: str,
-    ) -> list[str]:
+    ) -> Written:
         """Stage a whole source's rows; return the staged file (none for no rows)."""
         with self.stream(
             dataset=dataset,
