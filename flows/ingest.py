@@ -160,7 +160,10 @@ def _batch_run_name() -> str:
 
 @flow(name="ingest-batch", flow_run_name=_batch_run_name, log_prints=False)
 def ingest_batch(batch: IngestBatch) -> State[Any]:
-    """Ingest files that arrived together; each keeps its own claim, outcome and events.
+    """Ingest files that arrived together; each keeps its own claim and outcome.
+
+    The files ingested are reported by one ``hopper.batch.ingested`` event per dataset;
+    each quarantined or failed file has its own event.
 
     The run ends ``Completed``, ``Quarantined`` (a Completed state) or ``Failed files``,
     after every outcome is in the ledger.
@@ -185,7 +188,8 @@ def ingest_batch(batch: IngestBatch) -> State[Any]:
             held: list[IngestOutcome] = []  # staged for the table's commit
 
             def record(request_ref: FileRef, outcome: IngestOutcome) -> None:
-                events.emit(events.outcome_event(request_ref, outcome, run_id))
+                if outcome.state is not FileState.INGESTED:  # the ingested: one event below
+                    events.emit(events.outcome_event(request_ref, outcome, run_id))
                 outcomes.append(outcome)
                 unrecorded.append(outcome)
                 if len(unrecorded) >= 50:  # outcomes reach the ledger in small transactions
@@ -205,6 +209,8 @@ def ingest_batch(batch: IngestBatch) -> State[Any]:
             for outcome in landed:
                 record(refs_by_uri[outcome.uri], outcome)
             home.ledger.finish_many(unrecorded, run_id)
+        for event in events.batch_ingested_events(outcomes, refs_by_uri, batch.dispatch_id, run_id):
+            events.emit(event)
         metrics.observe(outcomes, refs_by_uri)
         _report_batch(outcomes, skipped, refs_by_uri)
         for dataset in sorted({o.dataset for o in outcomes if o.dataset}):

@@ -10,7 +10,8 @@ no mail or HTTP code of its own. Retries never alert: only a final outcome is ``
 
 Freshness alerts need no dispatcher: a contract's ``expect: {every: …}`` becomes a Prefect
 *proactive* automation (:func:`freshness_automation`) that fires when a window passes without
-a ``hopper.file.ingested`` event of the dataset, and only once per silence.
+a ``hopper.file.ingested`` (or, from a batch run, ``hopper.batch.ingested``) event of the
+dataset, and only once per silence.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 WEBHOOK_ENV = "HOPPER_ALERTS_WEBHOOK_URL"
 AUTOMATION_PREFIX = "hopper-alert-"
 FRESHNESS_PREFIX = "hopper-freshness-"
-FRESHNESS_VERSION = 1  # bump when freshness_automation's trigger changes shape
+FRESHNESS_VERSION = 2  # bump when freshness_automation's trigger changes shape
 
 
 @dataclass(frozen=True)
@@ -273,6 +274,9 @@ def freshness_body(dataset: str, every: str) -> str:
         f"one at least every {every}.\n"
         f'{{% if event.event == "{events.FILE_INGESTED}" %}}'
         "The last file ingested: {{ event.resource.name }}."
+        f'{{% elif event.event == "{events.BATCH_INGESTED}" %}}'
+        "The last files ingested: {{ event.payload.files }} in one batch, the last listed "
+        "{{ event.payload.names | last }}."
         "{% else %}No file has landed since the expectation was deployed.{% endif %}\n"
         f"Check the source that delivers {dataset}; `hopper status` lists what arrived. "
         "This alert is sent once: the next one only after a file lands and the window "
@@ -285,13 +289,13 @@ def freshness_automation(
 ) -> Automation:
     """The proactive automation alerting once when ``dataset`` gets no file for ``seconds``.
 
-    Each ``hopper.file.ingested`` event of the dataset (and the ``hopper.freshness.armed``
-    event ``hopper deploy`` sends) opens a window of ``seconds``; a later file closes it and
-    opens the next. When a window ends without one, Prefect fires once and, because the
-    trigger has ``after`` events and buckets per dataset, opens no new window until another
-    file lands: one alert per silence, not one per window. (Without ``after``, Prefect
-    opens the next window itself after firing and would alert every window; without
-    ``for_each``, its periodic evaluation would open one too.)
+    Each ``hopper.file.ingested`` or ``hopper.batch.ingested`` event of the dataset (and the
+    ``hopper.freshness.armed`` event ``hopper deploy`` sends) opens a window of ``seconds``; a
+    later file closes it and opens the next. When a window ends without one, Prefect fires
+    once and, because the trigger has ``after`` events and buckets per dataset, opens no new
+    window until another file lands: one alert per silence, not one per window. (Without
+    ``after``, Prefect opens the next window itself after firing and would alert every
+    window; without ``for_each``, its periodic evaluation would open one too.)
 
     Args:
         dataset: the dataset's name.
@@ -315,8 +319,8 @@ def freshness_automation(
         description=f"Hopper freshness: a file of dataset {dataset} at least every {every} "
         f"[spec {spec}]",
         trigger=EventTrigger(
-            after={events.FILE_INGESTED, events.FRESHNESS_ARMED},
-            expect={events.FILE_INGESTED},
+            after={events.FILE_INGESTED, events.BATCH_INGESTED, events.FRESHNESS_ARMED},
+            expect={events.FILE_INGESTED, events.BATCH_INGESTED},
             match={
                 "prefect.resource.id": [events.RESOURCE_MATCH, events.DATASET_PREFIX + dataset],
                 events.DATASET_LABEL: dataset,

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 from hopper.files import replay_command
-from hopper.models import FileRef, IngestBatch, IngestOutcome, IngestRequest
+from hopper.models import FileRef, FileState, IngestBatch, IngestOutcome, IngestRequest
 
 if TYPE_CHECKING:
     from hopper.ledger import FileRecord
@@ -35,6 +35,7 @@ FILE_INGESTED = "hopper.file.ingested"
 FILE_QUARANTINED = "hopper.file.quarantined"
 FILE_FAILED = "hopper.file.failed"
 BATCH_DETECTED = "hopper.batch.detected"
+BATCH_INGESTED = "hopper.batch.ingested"
 
 ALERT_FILE = "hopper.alert.file"
 ALERT_DIGEST = "hopper.alert.digest"
@@ -67,6 +68,11 @@ DIGEST_LINES = 20  # files listed in a digest; the rest are counted
 def file_resource_id(uri: str) -> str:
     """The Prefect resource id of a source file: stable for a URI, safe for any name."""
     return RESOURCE_PREFIX + hashlib.sha256(uri.encode()).hexdigest()[:20]
+
+
+def _file_name(uri: str, refs: Mapping[str, FileRef]) -> str:
+    ref = refs.get(uri)
+    return ref.name if ref is not None else uri.rsplit("/", 1)[-1]
 
 
 def _first_line(reason: str | None) -> str:
@@ -225,6 +231,19 @@ class OutcomePayload(BaseModel):
         )
 
 
+class BatchIngestedPayload(BaseModel):
+    """``hopper.batch.ingested``: the files of one dataset that one batch run ingested."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dispatch_id: str = Field(description="The batch's dispatch id.")
+    files: int = Field(description="How many files of the dataset it ingested.")
+    rows_in: int = Field(description="Rows read from them.")
+    rows_out: int = Field(description="Rows written to the lake.")
+    bytes_out: int = Field(description="Parquet bytes written.")
+    names: list[str] = Field(description="Their names (the first 20).")
+
+
 class FileAlertPayload(BaseModel):
     """``hopper.alert.file``: everything a notification about one file says."""
 
@@ -332,6 +351,18 @@ class FileOutcome(HopperEvent):
     payload: OutcomePayload
 
 
+class BatchIngested(HopperEvent):
+    """A batch run ingested files of one dataset: one event for them all, related to the run.
+
+    A batch's quarantined and failed files still get a :class:`FileOutcome` each.
+    """
+
+    names: ClassVar[tuple[str, ...]] = (BATCH_INGESTED,)
+    event: str = BATCH_INGESTED
+    resource: DatasetResource
+    payload: BatchIngestedPayload
+
+
 class FileAlert(HopperEvent):
     """One failed or quarantined file to notify about (an alert automation sends it)."""
 
@@ -387,6 +418,38 @@ def outcome_event(ref: FileRef, outcome: IngestOutcome, flow_run_id: str | None)
         related=[RelatedResource.flow_run(flow_run_id)] if flow_run_id else [],
         payload=OutcomePayload.of(outcome),
     )
+
+
+def batch_ingested_events(
+    outcomes: list[IngestOutcome],
+    refs: Mapping[str, FileRef],
+    dispatch_id: str,
+    flow_run_id: str | None,
+) -> list[BatchIngested]:
+    """One event per dataset for the ingested files among a batch run's ``outcomes``.
+
+    ``refs`` are the batch's files by URI (for their names).
+    """
+    by_dataset: dict[str, list[IngestOutcome]] = {}
+    for outcome in outcomes:
+        if outcome.state is FileState.INGESTED:
+            by_dataset.setdefault(outcome.dataset or "", []).append(outcome)
+    related = [RelatedResource.flow_run(flow_run_id)] if flow_run_id else []
+    return [
+        BatchIngested(
+            resource=DatasetResource.of(dataset),
+            related=related,
+            payload=BatchIngestedPayload(
+                dispatch_id=dispatch_id,
+                files=len(done),
+                rows_in=sum(o.rows_in for o in done),
+                rows_out=sum(o.rows_out for o in done),
+                bytes_out=sum(o.bytes_out for o in done),
+                names=[_file_name(o.uri, refs) for o in done[:DIGEST_LINES]],
+            ),
+        )
+        for dataset, done in sorted(by_dataset.items())
+    ]
 
 
 def file_alert_event(record: FileRecord, run_url: str, replay_url: str = "") -> FileAlert:

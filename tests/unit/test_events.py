@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from hopper import alerts, events
 from hopper.events import (
     BatchDetected,
+    BatchIngested,
     DigestAlert,
     FileAlert,
     FileDetected,
@@ -91,6 +92,41 @@ def test_batch_event_names_its_dispatch_and_datasets() -> None:
             "config_path": None,
         }
     }
+
+
+def test_a_batch_reports_its_ingested_files_in_one_event_per_dataset() -> None:
+    hr = [
+        FileRef(uri=f"file:///in/hr/{i:02d}.csv", size=1, mtime=1.0, dataset="hr")
+        for i in range(25)
+    ]
+    refs = {r.uri: r for r in [REF, *hr]}
+    outcomes = [
+        IngestOutcome.of(REF, FileState.INGESTED, rows_in=3, rows_out=2, bytes_out=100),
+        *[IngestOutcome.of(r, FileState.INGESTED, rows_in=1, rows_out=1, bytes_out=10) for r in hr],
+        IngestOutcome.of(hr[0], FileState.QUARANTINED, rows_in=9),  # not counted: not ingested
+    ]
+    built = events.batch_ingested_events(outcomes, refs, "b1", "run-9")
+    assert [e.resource.dataset for e in built] == ["hr", "sales"]
+    wire = built[0].emit_arguments()
+    assert wire["event"] == "hopper.batch.ingested"
+    assert wire["resource"] == {
+        "prefect.resource.id": "hopper.dataset.hr",
+        "prefect.resource.name": "hr",
+        "hopper.dataset": "hr",
+    }
+    assert wire["related"] == [
+        {"prefect.resource.id": "prefect.flow-run.run-9", "prefect.resource.role": "flow-run"}
+    ]
+    assert {k: v for k, v in wire["payload"].items() if k != "names"} == {
+        "dispatch_id": "b1",
+        "files": 25,
+        "rows_in": 25,
+        "rows_out": 25,
+        "bytes_out": 250,
+    }
+    assert wire["payload"]["names"] == [f"{i:02d}.csv" for i in range(20)]  # the first 20
+    assert built[1].payload.files == 1 and built[1].payload.names == ["a b.csv"]
+    assert events.batch_ingested_events(outcomes[-1:], refs, "b1", None) == []
 
 
 @pytest.mark.parametrize("state", [FileState.INGESTED, FileState.QUARANTINED, FileState.FAILED])
@@ -206,6 +242,9 @@ def test_prefect_accepts_every_event(tmp_path: Any) -> None:
         events.detected_event(IngestRequest(ref=REF, dispatch_id="d")),
         events.batch_event(IngestBatch(refs=[REF], dispatch_id="b")),
         events.outcome_event(REF, outcome, "run-1"),
+        *events.batch_ingested_events(
+            [outcome.model_copy(update={"state": FileState.INGESTED})], {}, "b", "run-1"
+        ),
         events.file_alert_event(records[0], ""),
         events.digest_event(records, 10.0),
     ]
@@ -213,6 +252,7 @@ def test_prefect_accepts_every_event(tmp_path: Any) -> None:
         FileDetected,
         BatchDetected,
         FileOutcome,
+        BatchIngested,
         FileAlert,
         DigestAlert,
     ]

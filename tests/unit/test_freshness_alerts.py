@@ -45,6 +45,13 @@ def _ingested(dataset: str) -> ReceivedEvent:
     return _received(events.outcome_event(ref, outcome, "run-1"))
 
 
+def _batch_ingested(dataset: str) -> ReceivedEvent:
+    ref = FileRef(uri=f"file:///in/{dataset}/b.csv", size=1, mtime=1.0, dataset=dataset)
+    outcome = IngestOutcome.of(ref, FileState.INGESTED)
+    (event,) = events.batch_ingested_events([outcome], {ref.uri: ref}, "d-1", "run-1")
+    return _received(event)
+
+
 def test_freshness_automation_is_proactive_once_per_silence() -> None:
     automation = freshness_automation("orders", "20s", 20, BLOCKS)
     assert automation.name == FRESHNESS_PREFIX + "orders"
@@ -53,16 +60,19 @@ def test_freshness_automation_is_proactive_once_per_silence() -> None:
     trigger = ServerTrigger.model_validate(automation.trigger.model_dump(mode="json"))
     assert trigger.posture == Posture.Proactive
     assert trigger.within == timedelta(seconds=20) and trigger.threshold == 1
-    assert trigger.expect == {events.FILE_INGESTED}
+    assert trigger.expect == {events.FILE_INGESTED, events.BATCH_INGESTED}
     # `after` plus buckets per dataset: a fired window opens no next one by itself.
-    assert trigger.after == {events.FILE_INGESTED, events.FRESHNESS_ARMED}
+    assert trigger.after == {events.FILE_INGESTED, events.BATCH_INGESTED, events.FRESHNESS_ARMED}
     assert trigger.for_each == {events.DATASET_LABEL}
 
     ingested = _ingested("orders")
+    batch = _batch_ingested("orders")
     armed = _received(events.freshness_armed_event("orders", "20s"))
-    assert trigger.covers(ingested) and trigger.covers(armed)
+    assert trigger.covers(ingested) and trigger.covers(batch) and trigger.covers(armed)
     assert trigger.bucketing_key(ingested) == trigger.bucketing_key(armed) == ("orders",)
+    assert trigger.bucketing_key(batch) == ("orders",)
     assert not trigger.covers(_ingested("people"))
+    assert not trigger.covers(_batch_ingested("people"))
     assert not trigger.covers(_received(events.freshness_armed_event("people", "20s")))
 
 
