@@ -134,7 +134,9 @@ def ingest(
     except TerminalError as exc:  # no contract, or the source is gone
         outcome = quarantine(config, ref, exc, contract, flow_run_id, now, None, s3)
     outcome.seconds = round(time.monotonic() - started, 3)
-    log.info(
+    clean = outcome.state is FileState.INGESTED and not outcome.rows_rejected
+    log.log(  # a clean file is routine: a batch of thousands logs its tally instead
+        logging.DEBUG if clean else logging.INFO,
         "%s → %s (%d rows in, %d out) in %.2fs",
         ref.uri,
         outcome.state.value,

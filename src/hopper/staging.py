@@ -91,7 +91,7 @@ class Stage:
 
     def add(self, target: str) -> str:
         """Register a lake file to be published; returns where to write it meanwhile."""
-        staged = f"{self.folder}/new/{len(self.moves)}.staged"
+        staged = f"{self.folder}/{len(self.moves)}.staged"
         self.moves.append((staged, target))
         return staged
 
@@ -136,7 +136,7 @@ class Stage:
             for path in sorted(earlier - set(targets))
         ]
         for index, entry in enumerate(entries):
-            entry["backup"] = f"{self.folder}/old/{index}.backup"
+            entry["backup"] = f"{self.folder}/{index}.backup"
         if len(entries) == 1 and entries[0]["staged"] is not None:
             # One file replacing (or adding) one: a single atomic step, nothing to roll back.
             try:

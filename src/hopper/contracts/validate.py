@@ -74,7 +74,8 @@ def read_and_conform(
     rescued = rows_rescued(table)
     if rescued:
         logger.warning("%s: %d row(s) with rescued values", source, rescued)
-    logger.info("%s: %d row(s) in, %d out", source, found.raw.num_rows, table.num_rows)
+    # Per file and routine: the worker logs each outcome, and a batch its tally.
+    logger.debug("%s: %d row(s) in, %d out", source, found.raw.num_rows, table.num_rows)
     return ConformResult(
         table, rejected, found.violations, found.raw.num_rows, found.extras, rescued
     )

@@ -72,7 +72,8 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 
 def _warm_up() -> None:
-    """Start Arrow's thread pools before any limit, so their stacks are not counted in it."""
+    """Start Arrow's thread pools before any limit, so their stacks are not counted in it,
+    and import the ingestion code, so the first file does not wait for it."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
     import pyarrow.json as pa_json
@@ -83,6 +84,7 @@ def _warm_up() -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     pq.read_table(pa.BufferReader(sink.getvalue()))
+    import hopper.ingest  # noqa: F401  (what requests name: loaded now, not on the first file)
 
 
 def _apply(limits: Limits) -> None:

@@ -32,7 +32,7 @@ def _options(compression: str) -> dict[str, Any]:
 
 def stage_folder(staged: str) -> str:
     """The staging folder that holds a staged file (what to delete once it is committed)."""
-    return staged.rsplit("/new/", 1)[0]
+    return staged.rpartition("/")[0].removesuffix("/new")  # .../new/0.staged: an older layout
 
 
 class StagedTable:

@@ -100,7 +100,17 @@ class LocalStore(Store):
         Path(path).unlink(missing_ok=True)
 
     def delete_folder(self, folder: str, files: Iterable[str] | None = None) -> None:
-        """See :class:`Store`."""
+        """See :class:`Store` (given its files, and it has no sub-folder: no walk)."""
+        if files is not None:
+            try:
+                for path in files:
+                    Path(path).unlink(missing_ok=True)
+                os.rmdir(folder)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                pass  # sub-folders, or more files than said: remove it whole
         shutil.rmtree(folder, ignore_errors=True)
 
     def prune(self, paths: Iterable[str], stop: str) -> None:
@@ -121,14 +131,14 @@ class LocalStore(Store):
 
     def move(self, source: str, target: str) -> None:
         """See :class:`Store`; a folder removed meanwhile (a concurrent prune) is made again."""
-        for attempt in (1, 2):
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        for attempt in (1, 2, 3):
             try:
                 os.replace(source, target)
                 return
             except FileNotFoundError:
-                if attempt == 2 or not Path(source).exists():
+                if attempt == 3 or not Path(source).exists():
                     raise
+            Path(target).parent.mkdir(parents=True, exist_ok=True)  # then try again
 
     def backup(self, source: str, target: str) -> None:
         """See :class:`Store` (a hard link: no bytes copied; a copy where links fail)."""
