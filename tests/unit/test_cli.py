@@ -84,6 +84,7 @@ def test_commands_find_the_hopper_up_running_for_their_home(
     import os
     import subprocess
     import sys
+    import time
 
     from hopper.cli.run import _default_api_url
     from tests.conftest import make_home
@@ -102,6 +103,10 @@ def test_commands_find_the_hopper_up_running_for_their_home(
     # A live process standing in for `hopper up` (its command line names hopper).
     up = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "hopper", "up"])
     try:
+        cmdline = Path(f"/proc/{up.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while b"\0up" not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)  # the child shows its own command line once it has exec'd
         record = {"pid": up.pid, "api_url": "http://127.0.0.1:4391/api", "children": {}}
         (state / "up.json").write_text(json.dumps(record))
         assert resolved() == "http://127.0.0.1:4391/api"
