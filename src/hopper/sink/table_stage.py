@@ -76,12 +76,13 @@ class StagedTable:
             self.stage.discard()
             return Written()
         self.writer.close()
-        nbytes = self.stream.tell() if self.stream is not None else 0
+        if self.stream is not None:
+            self.stage.wrote(self.path, self.stream.tell())
         if self.output is not None:
             output, self.output = self.output, None
             output.__exit__(None, None, None)
         self.committed = True
-        return Written([self.path], nbytes)
+        return Written([self.path], self.stage.nbytes)
 
     def abort(self) -> None:
         """Delete the staged file."""
