@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hopper.errors import ContractViolation, ReaderCrashedError, TransientError
-from hopper.isolate import Limits, ReaderPool, death_reason
+from hopper.isolate import Call, Limits, ReaderPool, death_reason
 
 ROOT = Path(__file__).resolve().parents[2]
 EASY = Limits(memory_mb=512, cpu_seconds=30)
@@ -187,6 +187,66 @@ def test_calls_from_two_threads_run_at_once_in_two_children(pool: ReaderPool) ->
     (pid_a, start_a, end_a), (pid_b, start_b, end_b) = results
     assert pid_a != pid_b
     assert max(start_a, start_b) < min(end_a, end_b)  # the two calls overlapped
+
+
+def kind_of(what: str) -> int:
+    """One call of a batch: ``what`` says what it does."""
+    if what == "crash":
+        segfault()
+    if what == "reject":
+        reject()
+    if what == "hog":
+        return allocate(2048)
+    if what == "hang":
+        hang(60)
+    return os.getpid()
+
+
+def test_a_batch_of_calls_gives_each_its_own_outcome_in_order(pool: ReaderPool) -> None:
+    kinds = ["ok", "ok", "reject", "crash", "ok", "hog", "ok", "hang", "ok"]
+    calls = [
+        Call(
+            (kind,),
+            Limits(memory_mb=200, cpu_seconds=30, wall_seconds=2 if kind == "hang" else None),
+            f"file:///{i}-{kind}",
+        )
+        for i, kind in enumerate(kinds)
+    ]
+    started = time.monotonic()
+    results = list(pool.call_each(kind_of, calls))
+    assert [index for index, _, _ in results] == list(range(len(kinds)))
+    pids = []
+    for (_, result, error), kind in zip(results, kinds, strict=True):
+        if kind == "ok":
+            assert error is None and isinstance(result, int)
+            pids.append(result)
+        elif kind == "reject":
+            assert isinstance(error, ContractViolation)
+        elif kind == "crash":
+            assert isinstance(error, ReaderCrashedError) and "SIGSEGV" in str(error)
+        elif kind == "hog":
+            assert isinstance(error, ReaderCrashedError) and "200 MiB memory limit" in str(error)
+        else:
+            assert isinstance(error, ReaderCrashedError) and "took longer than 2 s" in str(error)
+    # the first two shared a child; the crash, the hog and the hang each cost only their own
+    # child, and the calls after them went to a fresh one
+    assert pids[0] == pids[1] and len(set(pids)) == 4
+    assert time.monotonic() - started < 30
+    assert pool.call(add, 1, 2, limits=EASY, what="x") == 3  # the pool is whole again
+    assert len(pool.pids()) <= pool.size
+
+
+def test_a_batch_abandoned_part_way_leaves_no_child_behind(pool: ReaderPool) -> None:
+    calls = [Call(("ok",), EASY, f"file:///{i}") for i in range(5)]
+    results = pool.call_each(kind_of, calls)
+    _, first, _ = next(results)
+    results.close()  # the caller stops listening: that child is stopped, not reused
+    assert first not in pool.pids()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _alive(first):
+        time.sleep(0.05)
+    assert not _alive(first)
+    assert pool.call(add, 2, 2, limits=EASY, what="x") == 4
 
 
 def test_children_end_with_the_pool(pool: ReaderPool) -> None:

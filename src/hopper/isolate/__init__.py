@@ -21,7 +21,7 @@ by both sides), :mod:`~hopper.isolate.pool` (the worker's side) and
 :mod:`~hopper.isolate.child` (the child's side).
 """
 
-from hopper.isolate.pool import ReaderPool, death_reason, shared_pool
+from hopper.isolate.pool import Call, ReaderPool, death_reason, shared_pool
 from hopper.isolate.protocol import Limits
 
-__all__ = ["Limits", "ReaderPool", "death_reason", "shared_pool"]
+__all__ = ["Call", "Limits", "ReaderPool", "death_reason", "shared_pool"]

@@ -137,7 +137,7 @@ def _read_exact(stream: IO[bytes], size: int) -> bytes | None:
 
 
 def main() -> None:
-    """Serve requests from the parent until its pipe closes."""
+    """Serve requests from the parent until its pipe closes: one reply per call, in order."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker; it stops us
     replies = os.fdopen(os.dup(1), "wb")
@@ -159,18 +159,19 @@ def main() -> None:
         body = _read_exact(requests, HEADER.unpack(header)[0])
         if body is None:
             return
-        func, args, limits = pickle.loads(body)
-        kind, value = _reply(func, args, limits)
-        # Out of memory, or holding memory the next file's limit would not see: retire.
-        retire = kind == "memory" or _mapped_bytes() - idle > RECYCLE_GROWTH
-        try:
-            data = pickle.dumps((kind, value, retire), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # an unpicklable result is a bug, reported as such
-            data = pickle.dumps(("text", (False, type(exc).__name__, str(exc)), retire))
-        replies.write(HEADER.pack(len(data)) + data)
-        replies.flush()
-        if retire:
-            return
+        func, calls = pickle.loads(body)
+        for args, limits in calls:
+            kind, value = _reply(func, args, limits)
+            # Out of memory, or holding memory the next file's limit would not see: retire.
+            retire = kind == "memory" or _mapped_bytes() - idle > RECYCLE_GROWTH
+            try:
+                data = pickle.dumps((kind, value, retire), protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # an unpicklable result is a bug, reported as such
+                data = pickle.dumps(("text", (False, type(exc).__name__, str(exc)), retire))
+            replies.write(HEADER.pack(len(data)) + data)
+            replies.flush()
+            if retire:  # the calls not begun go to another child
+                return
 
 
 if __name__ == "__main__":

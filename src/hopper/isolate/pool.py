@@ -18,8 +18,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import IO, Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any, NamedTuple, TypeVar
 
 from hopper.errors import ReaderCrashedError, TransientError
 from hopper.isolate.protocol import HEADER, MAX_MESSAGE, Limits
@@ -27,6 +27,14 @@ from hopper.isolate.protocol import HEADER, MAX_MESSAGE, Limits
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class Call(NamedTuple):
+    """One call of :meth:`ReaderPool.call_each`: its arguments, limits, and what it reads."""
+
+    args: tuple[Any, ...]
+    limits: Limits
+    what: str  # the file the call is about, for messages (its URI)
 
 
 class _Died(Exception):
@@ -97,13 +105,16 @@ class _Child:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def call(self, payload: bytes, limits: Limits) -> tuple[str, Any]:
-        """Send one request and wait for its reply; raises :class:`_Died` if none comes."""
+    def send(self, payload: bytes, limits: Limits) -> None:
+        """Send one request (one or several calls); raises :class:`_Died` if it cannot."""
         try:
             self.stdin.write(HEADER.pack(len(payload)) + payload)
             self.stdin.flush()
         except OSError:  # a broken pipe: it died
             raise _Died(self._ended(limits)) from None
+
+    def receive(self, limits: Limits) -> tuple[str, Any]:
+        """Wait for the reply to the next call, within its deadline; raises :class:`_Died`."""
         deadline = time.monotonic() + limits.deadline_seconds
         header = self._read(HEADER.size, deadline, limits)
         (size,) = HEADER.unpack(header)
@@ -191,30 +202,55 @@ class ReaderPool:
             ReaderCrashedError: the child died, ran out of memory or time (terminal).
             Whatever ``func`` raised, re-raised here (a transient error stays transient).
         """
-        payload = pickle.dumps((func, args, limits), protocol=pickle.HIGHEST_PROTOCOL)
-        child = self._acquire()
-        keep = False
-        try:
-            kind, value = child.call(payload, limits)
-            keep = not child.retiring
-        except _Died as died:
-            log.error("%s: %s (reader process %d)", what, died.reason, child.pid)
-            raise ReaderCrashedError(f"{what}: {died.reason}") from None
-        finally:
-            self._release(child, keep)
-        if kind == "ok":
-            return value  # type: ignore[no-any-return]
-        if kind == "memory":
-            raise ReaderCrashedError(
-                f"{what}: the reader exceeded the {limits.memory_mb:g} MiB memory limit "
-                f"(max_memory_mb): {value}"
+        ((_, result, error),) = self.call_each(func, [Call(args, limits, what)])
+        if error is not None:
+            raise error
+        return result  # type: ignore[return-value]
+
+    def call_each(
+        self, func: Callable[..., T], calls: Sequence[Call]
+    ) -> Iterator[tuple[int, T | None, BaseException | None]]:
+        """Run ``func(*call.args)`` for each call, in order, several per message to one child.
+
+        Yields ``(index, result, error)`` for each call as its reply comes: ``error`` is what
+        :meth:`call` would raise for it, else None. Each call keeps its own limits and
+        deadline, exactly as if made alone; the child starts on the next call while the
+        caller handles this one. A child that dies, or retires after a call, takes no more:
+        the calls it had not begun go to another child, so one bad file costs only itself.
+        Abandoning the iterator part way stops the child that was working on the rest.
+        """
+        start = 0
+        while start < len(calls):
+            todo = calls[start:]
+            payload = pickle.dumps(
+                (func, [(c.args, c.limits) for c in todo]), protocol=pickle.HIGHEST_PROTOCOL
             )
-        if kind == "raise":
-            raise value
-        transient, type_name, text = value
-        if transient:
-            raise TransientError(f"{type_name}: {text}")
-        raise RuntimeError(f"{type_name}: {text}")
+            child = self._acquire()
+            keep = False
+            resume = len(calls)
+            try:
+                for offset, call in enumerate(todo):
+                    index = start + offset
+                    try:
+                        if offset == 0:
+                            child.send(payload, call.limits)
+                        kind, value = child.receive(call.limits)
+                    except _Died as died:
+                        log.error("%s: %s (reader process %d)", call.what, died.reason, child.pid)
+                        resume = index + 1
+                        yield index, None, ReaderCrashedError(f"{call.what}: {died.reason}")
+                        break
+                    finished = offset == len(todo) - 1 or child.retiring
+                    if finished:  # every reply read: the child is idle (or exiting)
+                        keep = not child.retiring
+                        resume = index + 1
+                    result, error = _result(kind, value, call)
+                    yield index, result, error
+                    if finished:
+                        break
+            finally:
+                self._release(child, keep)
+            start = resume
 
     def warm(self) -> None:
         """Start every child now, so the first files do not wait for Python to start."""
@@ -270,6 +306,23 @@ class ReaderPool:
             child.close()
         else:
             child.kill()
+
+
+def _result(kind: str, value: Any, call: Call) -> tuple[Any, BaseException | None]:
+    """A child's reply as ``(result, error)``: the error is what the caller is to raise."""
+    if kind == "ok":
+        return value, None
+    if kind == "memory":
+        return None, ReaderCrashedError(
+            f"{call.what}: the reader exceeded the {call.limits.memory_mb:g} MiB memory limit "
+            f"(max_memory_mb): {value}"
+        )
+    if kind == "raise":
+        return None, value
+    transient, type_name, text = value
+    if transient:
+        return None, TransientError(f"{type_name}: {text}")
+    return None, RuntimeError(f"{type_name}: {text}")
 
 
 _pool: ReaderPool | None = None

@@ -1,8 +1,10 @@
 """What the worker and its reader children share: the limits of one call, the wire format.
 
-A request is ``(function, arguments, limits)`` and a reply ``(kind, value, retiring)``, each
-pickled and sent with an 8-byte length in front. Only Hopper's own code is ever pickled:
-the protocol runs between two Hopper processes, never on user data.
+A request is ``(function, [(arguments, limits), …])``: one or several calls of one function,
+each under its own limits. Each call gets its own reply ``(kind, value, retiring)``, in order,
+as soon as it is done. Every message is pickled and sent with an 8-byte length in front.
+Only Hopper's own code is ever pickled: the protocol runs between two Hopper processes,
+never on user data.
 """
 
 from __future__ import annotations
