@@ -123,21 +123,36 @@ def relative_to_source(path: Path, sources: list[FolderSource]) -> str | None:
     return None
 
 
-def is_watched(config: HopperConfig, ref: FileRef) -> bool:
+def is_watched(
+    config: HopperConfig, ref: FileRef, resolved: dict[Path, Path] | None = None
+) -> bool:
     """Whether ``ref`` lies under one of the configured sources (flows read nothing else).
 
     A local path counts if its folder, resolved, lies in a source. Its last component is not
     resolved: a file swapped for a link after detection is the fetch's to refuse (it is
     quarantined, saying so), not a file outside every source. An S3 object counts if a
     source watches its bucket and prefix.
+
+    Args:
+        config: the home's configuration.
+        ref: the file.
+        resolved: folders already resolved, kept by a caller that checks many files at
+            once (the files of one batch share their folders).
     """
     if ref.is_local:
         path = ref.local_path()
         if path.name in ("", ".", ".."):
             return False
+        cache = {} if resolved is None else resolved
+
+        def real(folder: Path) -> Path:
+            if folder not in cache:
+                cache[folder] = folder.resolve()
+            return cache[folder]
+
         try:
-            where = path.parent.resolve() / path.name
-            return any(where.is_relative_to(s.path.resolve()) for s in config.folders)
+            where = real(path.parent) / path.name
+            return any(where.is_relative_to(real(s.path)) for s in config.folders)
         except (OSError, RuntimeError):  # a folder too deep to resolve, or a loop
             return False
     bucket, _, key = ref.uri.removeprefix("s3://").partition("/")

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
@@ -30,7 +31,7 @@ from hopper.errors import (
     is_transient,
 )
 from hopper.files import is_watched
-from hopper.isolate import Limits, ReaderPool, shared_pool
+from hopper.isolate import Call, Limits, ReaderPool, shared_pool
 from hopper.lineage import add_lineage
 from hopper.models import FileRef, FileState, IngestOutcome, IngestRequest
 from hopper.sink import (
@@ -98,78 +99,147 @@ def ingest(
     Raises:
         TransientError: (and other unexpected errors) for the caller to retry or fail.
     """
+    ((_, result),) = ingest_each(
+        [request], config, flow_run_id=flow_run_id, s3s=[s3], isolate=isolate, readers=readers
+    )
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def ingest_each(
+    requests: Sequence[IngestRequest],
+    config: HopperConfig,
+    *,
+    flow_run_id: str | None,
+    s3s: Sequence[Any],
+    isolate: bool = True,
+    readers: ReaderPool | None = None,
+) -> Iterator[tuple[int, IngestOutcome | Exception]]:
+    """:func:`ingest` for several files, read one after another by one reader child.
+
+    Yields ``(index, outcome)`` in the order of ``requests``, each as soon as it is done, or
+    ``(index, error)`` where :func:`ingest` would raise (a transient fault, for the caller to
+    retry). Each file keeps its own limits, outcome and quarantine: the files share only
+    the message to the reader, and the checks of their folders and contracts.
+
+    Args:
+        requests: the files.
+        config: the Hopper home's configuration.
+        flow_run_id: the flow run doing the work.
+        s3s: each file's S3 client (or None), in the order of ``requests``.
+        isolate: see :func:`ingest`.
+        readers: the reader processes (default: the process's shared pool).
+    """
     from hopper.storage import fetch_to_local
 
-    ref = request.ref
-    started = time.monotonic()
     now = datetime.now(UTC)
-    contract: Contract | None = None
-    local: Path | None = None
-    if not is_watched(config, ref):
-        # A run's parameters can be forged by anyone who can reach the Prefect API: never
-        # read (or copy to quarantine) a file that no configured source holds.
-        refused = TerminalError(
-            f"{ref.uri} is not under any source of {config.path or 'hopper.yaml'}: refused, "
-            "neither read nor copied"
-        )
-        log.error("%s", refused)
-        return failed_outcome(ref, refused)
-    try:
-        contract = load_dataset_contract(config, ref)
-        with fetch_to_local(
-            ref.uri,
-            s3,
-            config.state_dir / "tmp",
-            etag=ref.etag,
-            version_id=ref.version_id,
-            follow=lambda link: any(source.follows(link) for source in config.folders),
-        ) as local:
+    folders: dict[Path, Path] = {}  # resolved folders, for is_watched
+    jobs: list[_Job] = []
+    with ExitStack() as local_copies:  # each file's local path lives until the batch ends
+        for index, request in enumerate(requests):
+            ref, s3 = request.ref, s3s[index]
+            began = time.monotonic()
+            if not is_watched(config, ref, folders):
+                # A run's parameters can be forged by anyone who can reach the Prefect API:
+                # never read (or copy to quarantine) a file that no configured source holds.
+                refused = TerminalError(
+                    f"{ref.uri} is not under any source of {config.path or 'hopper.yaml'}: "
+                    "refused, neither read nor copied"
+                )
+                log.error("%s", refused)
+                yield index, _timed(failed_outcome(ref, refused), began)
+                continue
+            contract: Contract | None = None
             try:
-                if isolate:
-                    outcome = _convert_isolated(ref, local, contract, config, now, s3, readers)
-                else:
-                    outcome = _convert(ref, local, contract, config, now, s3)
-            except TerminalError as exc:  # quarantine while the local copy still exists
-                outcome = quarantine(config, ref, exc, contract, flow_run_id, now, local, s3)
-    except TerminalError as exc:  # no contract, or the source is gone
-        outcome = quarantine(config, ref, exc, contract, flow_run_id, now, None, s3)
-    outcome.seconds = round(time.monotonic() - started, 3)
+                contract = load_dataset_contract(config, ref)
+                local = local_copies.enter_context(
+                    fetch_to_local(
+                        ref.uri,
+                        s3,
+                        config.state_dir / "tmp",
+                        etag=ref.etag,
+                        version_id=ref.version_id,
+                        follow=lambda link: any(source.follows(link) for source in config.folders),
+                    )
+                )
+            except TerminalError as exc:  # no contract, or the source is gone
+                outcome = quarantine(config, ref, exc, contract, flow_run_id, now, None, s3)
+                yield index, _timed(outcome, began)
+                continue
+            except Exception as exc:
+                yield index, exc
+                continue
+            jobs.append(_Job(index, ref, local, contract, s3, time.monotonic() - began))
+        began = time.monotonic()
+        for job, result in _converted(jobs, config, now, isolate, readers):
+            if isinstance(result, TerminalError):  # quarantined while the local copy exists
+                try:
+                    if isinstance(result, ReaderCrashedError):  # whatever it staged goes
+                        discard_staged(config.lake.path, job.contract.name, job.ref.uri, job.s3)
+                    result = quarantine(
+                        config, job.ref, result, job.contract, flow_run_id, now, job.local, job.s3
+                    )
+                except Exception as exc:
+                    result = exc
+            if isinstance(result, IngestOutcome):
+                _timed(result, began, job.prepared)
+            began = time.monotonic()
+            yield job.position, result
+
+
+class _Job(NamedTuple):
+    """A file of :func:`ingest_each` ready to convert."""
+
+    position: int  # in the requests
+    ref: FileRef
+    local: Path
+    contract: Contract
+    s3: Any
+    prepared: float  # seconds spent finding its contract and fetching it
+
+
+def _converted(
+    jobs: list[_Job], config: HopperConfig, now: datetime, isolate: bool, readers: ReaderPool | None
+) -> Iterator[tuple[_Job, IngestOutcome | Exception]]:
+    """Each job converted (in a reader child unless not ``isolate``), or why it was not."""
+    if not isolate:
+        for job in jobs:
+            try:
+                yield job, _convert(job.ref, job.local, job.contract, config, now, job.s3)
+            except Exception as exc:
+                yield job, exc
+        return
+    calls = [
+        Call(
+            (job.ref, job.local, job.contract, config, now),
+            Limits(memory_mb=job.contract.max_memory_mb, cpu_seconds=job.contract.max_seconds),
+            job.ref.uri,
+        )
+        for job in jobs
+    ]
+    for index, outcome, error in (readers or shared_pool()).call_each(convert_file, calls):
+        if error is not None:
+            yield jobs[index], error if isinstance(error, Exception) else RuntimeError(error)
+        else:
+            assert outcome is not None
+            yield jobs[index], outcome
+
+
+def _timed(outcome: IngestOutcome, began: float, extra: float = 0.0) -> IngestOutcome:
+    """Note how long the file took (since ``began``, plus ``extra``), and log the outcome."""
+    outcome.seconds = round(time.monotonic() - began + extra, 3)
     clean = outcome.state is FileState.INGESTED and not outcome.rows_rejected
     log.log(  # a clean file is routine: a batch of thousands logs its tally instead
         logging.DEBUG if clean else logging.INFO,
         "%s → %s (%d rows in, %d out) in %.2fs",
-        ref.uri,
+        outcome.uri,
         outcome.state.value,
         outcome.rows_in,
         outcome.rows_out,
         outcome.seconds,
     )
     return outcome
-
-
-def _convert_isolated(
-    ref: FileRef,
-    path: Path,
-    contract: Contract,
-    config: HopperConfig,
-    now: datetime,
-    s3: Any,
-    readers: ReaderPool | None,
-) -> IngestOutcome:
-    """:func:`_convert` in a reader child process, under the contract's limits.
-
-    Raises:
-        ReaderCrashedError: the reader died or exceeded a limit (whatever it had staged in
-            the lake is removed first); the file is then quarantined with that reason.
-    """
-    limits = Limits(memory_mb=contract.max_memory_mb, cpu_seconds=contract.max_seconds)
-    try:
-        return (readers or shared_pool()).call(
-            convert_file, ref, path, contract, config, now, limits=limits, what=ref.uri
-        )
-    except ReaderCrashedError:
-        discard_staged(config.lake.path, contract.name, ref.uri, s3)
-        raise
 
 
 _s3_clients: dict[tuple[str | None, str | None], Any] = {}
@@ -333,11 +403,16 @@ def ingest_with_retries(
     sleep: Callable[[float], None] = time.sleep,
     isolate: bool = True,
     readers: ReaderPool | None = None,
+    first_error: Exception | None = None,
 ) -> IngestOutcome:
     """:func:`ingest` with the contract's retries: exponential backoff, ±50 % jitter.
 
     Used where a Prefect task per file would cost more than the file (batches); single-file
     runs use Prefect's task retries with the same policy.
+
+    Args:
+        first_error: the error of a first attempt already made (by :func:`ingest_each`):
+            this one then begins with the first retry, or raises it if it is not transient.
 
     Raises:
         The last transient error when retries run out, or any non-transient error at once.
@@ -345,6 +420,8 @@ def ingest_with_retries(
     retries, delay = retry_policy(config, request.ref)
     for attempt in range(retries + 1):
         try:
+            if attempt == 0 and first_error is not None:
+                raise first_error
             return ingest(
                 request, config, flow_run_id=flow_run_id, s3=s3, isolate=isolate, readers=readers
             )
@@ -359,6 +436,26 @@ def ingest_with_retries(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+SMALL_FILE_BYTES = 1 << 20
+"""Files up to this size go to a reader several at a time (see :func:`ingest_many`)."""
+MAX_GROUP = 32
+"""The most small files sent to one reader at once."""
+
+
+def groups(requests: list[IngestRequest], workers: int) -> list[list[IngestRequest]]:
+    """``requests`` cut into groups for the readers (pure).
+
+    A file larger than :data:`SMALL_FILE_BYTES` is a group of its own. Small files go in
+    groups of up to :data:`MAX_GROUP`, small enough that each of ``workers`` gets about
+    four groups: the message, the checks and the hand-over are paid per group, and the
+    readers stay evenly busy to the end.
+    """
+    small = [r for r in requests if r.ref.size <= SMALL_FILE_BYTES]
+    large = [[r] for r in requests if r.ref.size > SMALL_FILE_BYTES]
+    size = max(1, min(MAX_GROUP, len(small) // (max(workers, 1) * 4)))
+    return large + [small[i : i + size] for i in range(0, len(small), size)]
+
+
 def ingest_many(
     requests: list[IngestRequest],
     config: HopperConfig,
@@ -368,9 +465,10 @@ def ingest_many(
     readers: ReaderPool | None = None,
     threads: int | None = None,
 ) -> Iterator[tuple[IngestRequest, IngestOutcome]]:
-    """Ingest several files at once, one per reader child; yield each with its outcome.
+    """Ingest several files at once, in groups read by the reader children; yield each with
+    its outcome.
 
-    Outcomes come in the order files finish, not the order of ``requests``.
+    Outcomes come in the order groups finish, not the order of ``requests``.
 
     Each file keeps its own retries and outcome: a file whose retries run out, or that hits
     a bug, is yielded as failed and the others go on.
@@ -381,29 +479,54 @@ def ingest_many(
         flow_run_id: the flow run doing the work.
         s3_for: the S3 client (or None) for a file (see :meth:`hopper.home.Home.s3_for`).
         readers: the reader processes (default: the process's shared pool).
-        threads: files in flight at once (default: the reader pool's size).
+        threads: groups in flight at once (default: the reader pool's size).
     """
     readers = readers or shared_pool()
-    clients = [s3_for(r.ref) for r in requests]  # made here, not raced for in the threads
+    clients = {id(r): s3_for(r.ref) for r in requests}  # made here, not raced for in threads
 
-    def one(request: IngestRequest, s3: Any) -> tuple[IngestRequest, IngestOutcome]:
+    def retried(request: IngestRequest, error: Exception | None) -> IngestOutcome:
         try:
-            outcome = ingest_with_retries(
-                request, config, flow_run_id=flow_run_id, s3=s3, readers=readers
+            return ingest_with_retries(
+                request,
+                config,
+                flow_run_id=flow_run_id,
+                s3=clients[id(request)],
+                readers=readers,
+                first_error=error,
             )
         except Exception as exc:  # retries exhausted or a bug: this file fails, not all
             log.error("%s failed: %s", request.ref.uri, exc)
-            outcome = failed_outcome(request.ref, exc)
-        return request, outcome
+            return failed_outcome(request.ref, exc)
+
+    def run(group: list[IngestRequest]) -> list[tuple[IngestRequest, IngestOutcome]]:
+        done: list[tuple[IngestRequest, IngestOutcome]] = []
+        try:
+            for index, result in ingest_each(
+                group,
+                config,
+                flow_run_id=flow_run_id,
+                s3s=[clients[id(r)] for r in group],
+                readers=readers,
+            ):
+                request = group[index]
+                outcome = result if isinstance(result, IngestOutcome) else retried(request, result)
+                done.append((request, outcome))
+        except Exception as exc:  # a bug in the group's own handling: the rest go one by one
+            log.error("a group of %d files failed (%s); the rest go one by one", len(group), exc)
+            seen = {id(request) for request, _ in done}
+            done += [(r, retried(r, None)) for r in group if id(r) not in seen]
+        return done
 
     size = threads or readers.size
-    if size == 1 or len(requests) <= 1:
-        yield from (one(r, s3) for r, s3 in zip(requests, clients, strict=True))
+    batches = groups(requests, size)
+    if size == 1 or len(batches) <= 1:
+        for group in batches:
+            yield from run(group)
         return
     with ThreadPoolExecutor(max_workers=size, thread_name_prefix="hopper-ingest") as pool:
-        futures = [pool.submit(one, r, s3) for r, s3 in zip(requests, clients, strict=True)]
+        futures = [pool.submit(run, group) for group in batches]
         for future in as_completed(futures):
-            yield future.result()
+            yield from future.result()
 
 
 def failed_outcome(ref: FileRef, exc: BaseException) -> IngestOutcome:

@@ -32,3 +32,14 @@ def slow(table: pa.Table) -> pa.Table:
 
     time.sleep(6)
     return table
+
+
+def crash_on_666(table: pa.Table) -> pa.Table:
+    """Crash the process (a segfault, as a native reader might) on a file with id 666."""
+    import ctypes
+
+    import pyarrow.compute as pc
+
+    if "id" in table.column_names and pc.any(pc.equal(table["id"], 666)).as_py():
+        ctypes.string_at(0)
+    return table

@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from hopper.config import load_config
-from hopper.ingest import ingest, ingest_many
+from hopper.ingest import MAX_GROUP, SMALL_FILE_BYTES, groups, ingest, ingest_many
 from hopper.models import FileRef, FileState, IngestRequest
 from tests.conftest import CONTRACT, make_home
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _request(path: Path) -> IngestRequest:
@@ -59,3 +62,45 @@ def test_a_batch_is_read_by_several_children_each_file_with_its_outcome(tmp_path
     )
     assert sorted(r.ref.uri for r, _ in results) == sorted(p.as_uri() for p in paths)
     assert all(o.state == FileState.INGESTED and o.rows_out == 5 for _, o in results)
+
+
+def test_files_read_in_groups_keep_their_own_outcomes_when_one_crashes_its_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)  # the readers import the transform from tests.integration.faults
+    contract = CONTRACT + 'transform: "tests.integration.faults:crash_on_666"\n'
+    config = load_config(make_home(tmp_path, {"people": contract}))
+    inbox = config.sources[0].path / "people"
+    paths = [_people(inbox / f"p{i}.csv", 5) for i in range(12)]
+    paths[4].write_text("id,full name,score\n666,the crash,1.0\n", encoding="utf-8")
+    paths[7].write_text("id,full name,score\nnot a number,bad,1.0\n", encoding="utf-8")
+    requests = [_request(p) for p in paths]
+    assert [len(g) for g in groups(requests, 1)] == [3, 3, 3, 3]
+
+    results = dict(
+        (r.ref.uri, o)
+        for r, o in ingest_many(
+            requests, config, flow_run_id="r", s3_for=lambda _ref: None, threads=1
+        )
+    )
+    assert sorted(results) == sorted(p.as_uri() for p in paths)  # each file once
+    crashed, bad = results.pop(paths[4].as_uri()), results.pop(paths[7].as_uri())
+    assert crashed.state == FileState.QUARANTINED and "SIGSEGV" in (crashed.reason or "")
+    assert bad.state == FileState.QUARANTINED and "id" in (bad.reason or "")
+    assert all(o.state == FileState.INGESTED and o.rows_out == 5 for o in results.values())
+    landed = {Path(p).name for p in Path(config.lake.path).rglob("*.parquet")}
+    assert len(landed) == 10 and not any(name.startswith(("p4.", "p7.")) for name in landed)
+
+
+def test_groups_keep_large_files_alone_and_spread_small_ones() -> None:
+    def request(size: int) -> IngestRequest:
+        ref = FileRef(uri=f"file:///in/people/{size}-{id(object())}.csv", size=size, mtime=0.0)
+        return IngestRequest(ref=ref, dispatch_id="d")
+
+    small = [request(1000) for _ in range(500)]
+    large = [request(SMALL_FILE_BYTES + 1) for _ in range(2)]
+    cut = groups(small[:250] + large + small[250:], 2)
+    assert [len(g) for g in cut[:2]] == [1, 1] and all(g[0].ref.size > 1000 for g in cut[:2])
+    assert {len(g) for g in cut[2:]} <= {MAX_GROUP, 500 % MAX_GROUP}
+    assert sum(len(g) for g in cut) == 502
+    assert [len(g) for g in groups(small[:10], 2)] == [1] * 10  # few files: one per group
