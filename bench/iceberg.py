@@ -437,7 +437,7 @@ PROFILED = (
         "update_table_metadata",
     ),
     ("pyiceberg: catalog commit (metadata file, SQLite)", "catalog/sql.py", "commit_table"),
-    ("removing staging folders", "hopper/tables/commit.py", "_remove_stage"),
+    ("removing staged files", "hopper/tables/commit.py", "_remove_stage"),
 )
 """Where a commit's time goes: (label, file, function); the spans may nest, so may overlap."""
 

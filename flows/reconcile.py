@@ -1,6 +1,6 @@
 """Prefect entry point ``hopper-reconcile``: re-dispatch files whose runs died; rescan sources.
 
-It also removes staging folders that dead writers left in the lake (a day old or more).
+It also removes staged files that dead writers left in the lake (a day old or more).
 
 Scheduled every few minutes by prefect.yaml; the work is in ``hopper.reconcile``.
 """
@@ -33,7 +33,7 @@ def reconcile(config_path: str | None = None, max_dispatches: int | None = None)
         )
         swept = sweep_staging(home.config.lake.path, home.s3)
     logger.info(
-        "re-dispatched %d, gave up on %d, newly detected %d, %d stale staging folders removed",
+        "re-dispatched %d, gave up on %d, newly detected %d, %d stale staged attempts removed",
         len(report.redispatched),
         len(report.given_up),
         report.detected,

@@ -3,22 +3,25 @@
 A source becomes one Parquet file per partition. Written straight into place, a failure part
 way (a partition value too long for a folder, a full disk, a child process killed for its
 memory) left some partitions of a quarantined file in the lake. So each attempt writes its
-files to its own staging folder, ``<lake>/_staging/<dataset>/<source key>-<attempt>/``, which
-lake readers skip (pyarrow datasets, Hive, Spark and Athena ignore names starting with ``_``,
-and no staged name ends in ``.parquet`` for a ``**/*.parquet`` glob to find), and publishes
-them only once all are written:
+files into the staging folder, ``<lake>/_staging/<dataset>/``, under names that start with
+the attempt's own, ``<source key>-<attempt>.`` (no folder per attempt: making and removing
+one cost more than a small file's conversion). Lake readers skip that folder (pyarrow
+datasets, Hive, Spark and Athena ignore names starting with ``_``, and no staged name ends in
+``.parquet`` for a ``**/*.parquet`` glob to find). The files are published only once all are
+written:
 
-1. a journal (``publish.json``) is written, listing every move: each staged file to its lake
-   path, each earlier file of the source it replaces or makes stale to a backup in the
-   staging folder (a publish of one file, one atomic rename or copy, needs no journal);
+1. a journal (``<attempt>.publish.json``) is written, listing every move: each staged file to
+   its lake path, each earlier file of the source it replaces or makes stale to a backup
+   beside it (a publish of one file, one atomic rename or copy, needs no journal);
 2. the moves are made (renames locally; server-side copies then deletes on S3);
-3. the journal is deleted — the commit point — then the staging folder and its backups.
+3. the journal is deleted — the commit point — then the backups.
 
 Any failure before the commit point is rolled back from the journal (:func:`rollback`): the
 new files are removed and the backups put back, so a replay that fails keeps the earlier
 version's outputs. A writer that was killed cannot roll back itself; whoever supervised it
-calls :func:`discard_staged`, which finds the source's staging folders by their deterministic
-name and does the same. Without a journal, staged files are simply deleted.
+calls :func:`discard_staged`, which finds the source's attempts by their deterministic names
+and does the same. Without a journal, staged files are simply deleted. (Versions before this
+layout kept each attempt in a folder of that name; both are found and undone alike.)
 
 What is *not* promised: for the moment the moves take (renames, or S3 copies), a reader can
 see some partitions of the new version beside others of the old one. Neither a folder nor S3
@@ -54,7 +57,7 @@ JOURNAL = "publish.json"
 
 
 def staging_key(uri: str) -> str:
-    """The stable part of a source's staging folder names (16 hex digits of its URI's hash)."""
+    """The stable part of a source's attempt names (16 hex digits of its URI's hash)."""
     return hashlib.sha256(uri.encode()).hexdigest()[:16]
 
 
@@ -66,7 +69,10 @@ def staging_root(lake: str, dataset: str) -> str:
 class Stage:
     """One attempt at writing one source's outputs: staged files, then :meth:`publish`.
 
-    Nothing is created until the first :meth:`add`. On any failure call :meth:`discard`
+    Its files are ``<attempt>.<n>.staged`` (and, while publishing several, the journal and
+    backups) in the dataset's staging folder, where ``attempt`` is
+    ``<staging root>/<source key>-<time>-<random>``. Nothing is created until the first
+    :meth:`write`. On any failure call :meth:`discard`
     (idempotent): before publishing it deletes the staged files; during publishing it rolls
     the lake back.
     """
@@ -77,7 +83,7 @@ class Stage:
         Args:
             lake: the lake, a folder or an ``s3://`` location.
             dataset: the dataset name (first folder under the lake).
-            uri: the source's URI (names the staging folder, see :func:`discard_staged`).
+            uri: the source's URI (names the attempt, see :func:`discard_staged`).
             s3: an S3 client, for an ``s3://`` lake.
         """
         self.lake = lake.rstrip("/")
@@ -85,13 +91,13 @@ class Stage:
         self.uri = uri
         self.store = store_for(lake, s3)
         attempt = f"{int(time.time())}-{uuid.uuid4().hex[:12]}"  # when: see sweep_staging
-        self.folder = f"{staging_root(lake, dataset)}/{staging_key(uri)}-{attempt}"
+        self.attempt = f"{staging_root(lake, dataset)}/{staging_key(uri)}-{attempt}"
         self.moves: list[tuple[str, str]] = []
         self.sizes: dict[str, int] = {}  # staged file → bytes written to it
 
     def add(self, target: str) -> str:
         """Register a lake file to be published; returns where to write it meanwhile."""
-        staged = f"{self.folder}/{len(self.moves)}.staged"
+        staged = f"{self.attempt}.{len(self.moves)}.staged"
         self.moves.append((staged, target))
         return staged
 
@@ -136,7 +142,7 @@ class Stage:
             for path in sorted(earlier - set(targets))
         ]
         for index, entry in enumerate(entries):
-            entry["backup"] = f"{self.folder}/{index}.backup"
+            entry["backup"] = f"{self.attempt}.{index}.backup"
         if len(entries) == 1 and entries[0]["staged"] is not None:
             # One file replacing (or adding) one: a single atomic step, nothing to roll back.
             try:
@@ -144,9 +150,8 @@ class Stage:
             except BaseException:
                 self.discard()
                 raise
-            self.store.delete_folder(self.folder, [])
             return Written(targets, self.nbytes)
-        journal = f"{self.folder}/{JOURNAL}"
+        journal = f"{self.attempt}.{JOURNAL}"
         try:
             self.store.put_text(journal, json.dumps({"uri": self.uri, "entries": entries}))
             for entry in entries:
@@ -161,35 +166,43 @@ class Stage:
         except BaseException:
             self.discard()
             raise
-        backups = [str(e["backup"]) for e in entries if e["had_old"]]
         try:
-            self.store.delete_folder(self.folder, backups)
+            for entry in entries:
+                if entry["had_old"]:
+                    self.store.delete(entry["backup"])
         except Exception as exc:  # published already; leftovers are hidden and swept later
-            log.warning("%s: staging folder %s not removed: %s", self.uri, self.folder, exc)
+            log.warning("%s: backups of %s not removed: %s", self.uri, self.attempt, exc)
         return Written(targets, self.nbytes)
 
     def discard(self) -> None:
         """Undo this attempt: roll back a publish in progress, delete the staged files."""
         try:
-            rollback(self.store, self.folder, f"{self.lake}/{self.dataset}")
+            rollback(self.store, self.attempt, f"{self.lake}/{self.dataset}")
         except Exception as exc:  # the caller's own error matters more; leave it to a sweep
             log.error(
-                "%s: could not clean up staging folder %s (%s); discard_staged will",
+                "%s: could not clean up staged files %s.* (%s); discard_staged will",
                 self.uri,
-                self.folder,
+                self.attempt,
                 exc,
             )
 
 
-def rollback(store: Store, folder: str, dataset_root: str) -> None:
-    """Undo one staging folder: restore from its journal if publishing began, then delete it.
+def rollback(store: Store, attempt: str, dataset_root: str) -> None:
+    """Undo one attempt: restore from its journal if publishing began, then delete its files.
 
     Per journal entry: a backup that exists is moved back over the lake file (whatever the
     lake file is now); else a lake file that had no earlier version is ours and is deleted;
     else it was not touched yet. Safe to repeat after being interrupted itself.
+
+    Args:
+        store: the lake's store.
+        attempt: the attempt's name, ``<staging root>/<source key>-<time>-<random>``.
+        dataset_root: ``<lake>/<dataset>`` (empty folders are pruned up to it).
     """
-    text = store.read_text(f"{folder}/{JOURNAL}")
-    if text is not None:
+    for journal in (f"{attempt}.{JOURNAL}", f"{attempt}/{JOURNAL}"):  # this layout, older
+        text = store.read_text(journal)
+        if text is None:
+            continue
         entries = json.loads(text)["entries"]
         for entry in reversed(entries):
             if entry["had_old"]:
@@ -199,22 +212,52 @@ def rollback(store: Store, folder: str, dataset_root: str) -> None:
                 store.delete(entry["target"])
         store.prune([e["target"] for e in entries], dataset_root)
         log.warning("rolled back the partial publish of %s", json.loads(text)["uri"])
-        store.delete(f"{folder}/{JOURNAL}")
-    store.delete_folder(folder)
+        store.delete(journal)
+    remove_attempt(store, attempt)
+
+
+def remove_attempt(store: Store, attempt: str, staged: Iterable[str] | None = None) -> None:
+    """Delete an attempt's files (its staged files, backups and journal) without undoing.
+
+    Args:
+        store: the lake's store.
+        attempt: the attempt's name (see :func:`rollback`).
+        staged: its files, if the caller knows them all (no listing then).
+    """
+    if staged is None:
+        root, _, name = attempt.rpartition("/")
+        # with a journal's temp file, if its writer died writing it (``.<name>.….tmp``)
+        staged = store.list_files(f"{attempt}.") + store.list_files(f"{root}/.{name}.")
+        store.delete_folder(attempt)  # an attempt of the older layout, in a folder
+    for path in staged:
+        store.delete(path)
+
+
+def attempt_of(staged: str) -> str:
+    """The attempt a staged file belongs to (pure; either layout)."""
+    folder, _, name = staged.rpartition("/")
+    if name.count(".") >= 2:  # <attempt>.<n>.staged
+        return f"{folder}/{name.split('.')[0]}"
+    return folder.removesuffix("/new")  # <attempt>/<n>.staged or <attempt>/new/<n>.staged
 
 
 def attempts(store: Store, root: str, key: str) -> list[str]:
-    """The staging folders under ``root`` whose names start with ``key-``."""
+    """The attempts under ``root`` whose names start with ``key-`` (either layout)."""
     prefix = f"{root}/{key}-"
-    return sorted({prefix + path[len(prefix) :].split("/")[0] for path in store.list_files(prefix)})
+    return sorted(
+        {
+            prefix + path[len(prefix) :].split("/")[0].split(".")[0]
+            for path in store.list_files(prefix)
+        }
+    )
 
 
 def discard_staged(lake: str, dataset: str, uri: str, s3: Any = None) -> None:
     """Remove what a dead writer of one source left: staged files, and any half-publish.
 
     Call it after a process that was writing ``uri``'s outputs died (killed for its memory or
-    time, or crashed). Every staging folder of that source in that dataset is rolled back
-    (see :func:`rollback`) and removed. Idempotent; nothing there is fine.
+    time, or crashed). Every attempt of that source in that dataset is rolled back (see
+    :func:`rollback`) and its files removed. Idempotent; nothing there is fine.
 
     Args:
         lake: the lake, a folder or an ``s3://`` location (``HopperConfig.lake``).
@@ -228,26 +271,26 @@ def discard_staged(lake: str, dataset: str, uri: str, s3: Any = None) -> None:
     """
     store = store_for(lake, s3)
     root = staging_root(lake, dataset)
-    for folder in attempts(store, root, staging_key(uri)):
-        log.info("%s: discarding staged outputs in %s", uri, folder)
-        rollback(store, folder, f"{lake.rstrip('/')}/{dataset}")
+    for attempt in attempts(store, root, staging_key(uri)):
+        log.info("%s: discarding staged outputs %s", uri, attempt)
+        rollback(store, attempt, f"{lake.rstrip('/')}/{dataset}")
 
 
 SWEEP_AFTER_SECONDS = 24 * 3600.0
-"""Age after which a staging folder is taken as left by a writer that died (see below)."""
+"""Age after which an attempt is taken as left by a writer that died (see below)."""
 
 
 def sweep_staging(lake: str, s3: Any = None, older_than: float = SWEEP_AFTER_SECONDS) -> int:
-    """Remove staging folders older than ``older_than`` seconds, whoever left them.
+    """Remove attempts older than ``older_than`` seconds, whoever left them.
 
     :func:`discard_staged` cleans up after a reader that died while its worker lived; a
-    worker or a host that died with it leaves its staging folders behind (hidden from
-    readers, but taking space). Each folder's name carries when its attempt began; one older
-    than any attempt can run is rolled back (a half publish is undone) and deleted. Folders
-    without a time in their name (written before it was there) are left alone.
+    worker or a host that died with it leaves its staged files behind (hidden from readers,
+    but taking space). Each attempt's name carries when it began; one older than any attempt
+    can run is rolled back (a half publish is undone) and deleted. Attempts without a time
+    in their name (written before it was there) are left alone.
 
     Returns:
-        How many folders were removed.
+        How many attempts were removed.
     """
     store = store_for(lake, s3)
     root = f"{lake.rstrip('/')}/{STAGING}"
@@ -255,13 +298,14 @@ def sweep_staging(lake: str, s3: Any = None, older_than: float = SWEEP_AFTER_SEC
     old: set[tuple[str, str]] = set()
     for path in store.list_files(f"{root}/"):
         parts = path[len(root) + 1 :].split("/")
-        if len(parts) < 3:
+        if len(parts) < 2:
             continue
-        dataset, folder = parts[0], parts[1]
-        stamp = folder.split("-")[1] if folder.count("-") >= 2 else ""
+        # a file, a journal's temp file (.<attempt>.…), or a folder of the older layout
+        dataset, attempt = parts[0], parts[1].lstrip(".").split(".")[0]
+        stamp = attempt.split("-")[1] if attempt.count("-") >= 2 else ""
         if stamp.isdigit() and int(stamp) < cutoff:
-            old.add((dataset, folder))
-    for dataset, folder in sorted(old):
-        log.warning("removing staging folder %s/%s left by a writer that died", dataset, folder)
-        rollback(store, f"{root}/{dataset}/{folder}", f"{lake.rstrip('/')}/{dataset}")
+            old.add((dataset, attempt))
+    for dataset, attempt in sorted(old):
+        log.warning("removing staged files %s/%s left by a writer that died", dataset, attempt)
+        rollback(store, f"{root}/{dataset}/{attempt}", f"{lake.rstrip('/')}/{dataset}")
     return len(old)

@@ -129,10 +129,12 @@ def test_discard_staged_undoes_a_writer_killed_at_any_step(tmp_path: Path, kill_
     _write(lake, OLD)
     before = _lake_state(lake)
     _killed_writer(lake, kill_at)
-    (folder,) = (lake / STAGING / "sales").iterdir()
-    assert folder.name.startswith(staging_key(URI) + "-")
+    staging = lake / STAGING / "sales"
+    (attempt,) = {p.name.lstrip(".").split(".")[0] for p in staging.iterdir()}  # no folder
+    assert attempt.startswith(staging_key(URI) + "-")
+    assert all(p.is_file() for p in staging.iterdir())
     if kill_at > 1:  # the journal was written: the lake may be half published
-        assert json.loads((folder / "publish.json").read_text())["uri"] == URI
+        assert json.loads((staging / f"{attempt}.publish.json").read_text())["uri"] == URI
     if kill_at == 3:
         assert _published(lake) != before
     discard_staged(str(lake), "sales", URI, None)
@@ -140,6 +142,29 @@ def test_discard_staged_undoes_a_writer_killed_at_any_step(tmp_path: Path, kill_
     assert list((lake / STAGING / "sales").iterdir()) == []
     discard_staged(str(lake), "sales", URI, None)  # again: nothing to do
     assert _lake_state(lake) == before
+
+
+def test_discard_staged_undoes_a_half_publish_left_in_the_older_folder_layout(
+    tmp_path: Path,
+) -> None:
+    # A worker of an earlier version, killed while publishing, left its attempt in a folder
+    # (<attempt>/publish.json, <attempt>/0.staged, …): the upgraded worker undoes it alike.
+    lake = tmp_path / "lake"
+    _write(lake, OLD)
+    before = _lake_state(lake)
+    _killed_writer(lake, 3)
+    assert _published(lake) != before
+    staging = lake / STAGING / "sales"
+    (attempt,) = {p.name.split(".")[0] for p in staging.iterdir()}
+    folder = staging / attempt
+    folder.mkdir()
+    for path in list(staging.glob(f"{attempt}.*")):
+        path.rename(folder / path.name.removeprefix(f"{attempt}."))
+    journal = folder / "publish.json"
+    journal.write_text(journal.read_text().replace(f"{attempt}.", f"{attempt}/"))
+    discard_staged(str(lake), "sales", URI, None)
+    assert _lake_state(lake) == before
+    assert list(staging.iterdir()) == []
 
 
 def test_discard_staged_with_nothing_staged_is_a_no_op(tmp_path: Path) -> None:
@@ -267,9 +292,10 @@ def test_the_sweep_removes_only_staging_folders_older_than_its_cutoff(tmp_path: 
     legacy = Path(staging_root(lake, "sales")) / "0123456789abcdef-0a1b2c3d4e5f" / "new"
     legacy.mkdir(parents=True)
     (legacy / "0.staged").write_bytes(b"y")  # a folder named before attempts had a time
+    staged = Path(f"{stage.attempt}.0.staged")
     assert sweep_staging(lake) == 0  # a fresh attempt: a writer may still be at work
-    assert Path(stage.folder).is_dir()
+    assert staged.is_file()
     assert sweep_staging(lake, older_than=-60) == 1  # "a day later"
-    assert not Path(stage.folder).exists()
+    assert not staged.exists()
     assert legacy.is_dir()
     assert not list(Path(lake, "sales").glob("*.parquet"))  # nothing was published by it

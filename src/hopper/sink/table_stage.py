@@ -4,7 +4,7 @@ With ``lake.format: iceberg`` a reader process does not touch the table. It writ
 passed source's rows (lineage and partition columns included) to one staged Parquet file
 under ``<lake>/_staging/<dataset>/`` and returns where; the flow run then commits every
 staged file of its batch to the dataset's table in one snapshot (:mod:`hopper.tables`). A
-source that fails leaves only its staging folder, which :func:`~hopper.staging.discard_staged`
+source that fails leaves only its staged file, which :func:`~hopper.staging.discard_staged`
 removes, as for the Parquet lake.
 """
 
@@ -28,11 +28,6 @@ def _options(compression: str) -> dict[str, Any]:
         "coerce_timestamps": "us",
         "allow_truncated_timestamps": True,
     }
-
-
-def stage_folder(staged: str) -> str:
-    """The staging folder that holds a staged file (what to delete once it is committed)."""
-    return staged.rpartition("/")[0].removesuffix("/new")  # .../new/0.staged: an older layout
 
 
 class StagedTable:

@@ -47,7 +47,7 @@ from hopper.errors import HopperError, TerminalError, TransientError
 from hopper.lineage import SOURCE_URI
 from hopper.models import FileState, IngestOutcome
 from hopper.sink.quarantine import quarantine
-from hopper.sink.table_stage import stage_folder
+from hopper.staging import attempt_of, remove_attempt
 from hopper.stores import store_for
 from hopper.tables.catalog import open_catalog, table_identifier, table_location
 from hopper.tables.schema import SchemaConflict, conform, create_table, evolve, for_table
@@ -143,7 +143,7 @@ def land(
     waiting source ends ingested (``outputs`` names the table and snapshot), quarantined
     (its rows cannot go into its table, :class:`~hopper.tables.schema.SchemaConflict`: the
     file is copied to quarantine with the reason, as a rejected file is), or failed (the
-    commit kept failing); its staging folder is removed either way.
+    commit kept failing); its staged file is removed either way.
 
     Args:
         config: the home's configuration.
@@ -231,9 +231,11 @@ def _refuse(pending: Pending, exc: TerminalError) -> None:
 
 def _remove_stage(store: Any, staged: str) -> None:
     try:
-        store.delete_folder(stage_folder(staged))
+        attempt = attempt_of(staged)
+        flat = staged.startswith(f"{attempt}.")  # one file is the whole attempt: no listing
+        remove_attempt(store, attempt, [staged] if flat else None)
     except Exception as exc:  # committed already; a leftover is hidden and swept later
-        log.warning("staging folder of %s not removed: %s", staged, exc)
+        log.warning("staged file %s not removed: %s", staged, exc)
 
 
 def _read_staged(store: Any, pending: list[Pending]) -> None:
