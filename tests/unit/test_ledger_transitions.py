@@ -56,6 +56,25 @@ def test_what_the_table_forbids() -> None:
     assert {S.DETECTED, S.DISPATCHED, S.QUEUED, S.FAILED} == CLAIMABLE
 
 
+def test_a_burst_is_marked_queued_in_a_few_transactions_each_version_once(
+    tmp_path: Path,
+) -> None:
+    ledger = _ledger(tmp_path)
+    refs = [_ref(f"f{i}.csv") for i in range(1203)]
+    for ref in refs:
+        ledger.record_detected(ref)
+    ledger.take_for_dispatch(ledger.due_for_dispatch(confirm_seconds=60, limit=5000), "d1")
+    assert ledger.claim(refs[0], "run-early")  # a worker was quicker than the confirmation
+    ledger.mark_queued_many([(r.uri, r.fingerprint, f"run-{i // 600}") for i, r in enumerate(refs)])
+    states = [ledger.get(r.uri, r.fingerprint) for r in refs]
+    assert states[0] is not None and states[0].state == S.RUNNING  # not taken back
+    assert all(r is not None and r.state == S.QUEUED for r in states[1:])
+    assert {r.flow_run_id for r in states[1:] if r} == {"run-0", "run-1", "run-2"}
+    assert [h["event"] for h in ledger.history(refs[700].uri)] == [
+        "detected", "dispatched", "queued",
+    ]  # fmt: skip
+
+
 def test_a_version_along_the_watcher_path_notes_each_move(tmp_path: Path) -> None:
     ledger = _ledger(tmp_path)
     ref = _ref()

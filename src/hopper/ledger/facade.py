@@ -249,17 +249,26 @@ class Ledger(Queries, AlertBook):
 
     def mark_queued(self, uri: str, fp: str, flow_run_id: str) -> None:
         """A flow run exists for this version's dispatch: stop re-dispatching it."""
-        step = Move(
-            uri,
-            fp,
-            FileState.QUEUED,
-            "queued",
-            was=FileState.DISPATCHED,
-            flow_run_id=flow_run_id,
-            params={"b_run": flow_run_id},
-        )
-        with self._begin() as conn:
-            move(conn, _QUEUE, [step], time.time())
+        self.mark_queued_many([(uri, fp, flow_run_id)])
+
+    def mark_queued_many(self, found: list[tuple[str, str, str]]) -> None:
+        """:meth:`mark_queued` for many ``(uri, fingerprint, flow run id)``, a few hundred
+        per transaction (a burst's confirmations are not one commit each)."""
+        for start in range(0, len(found), 500):
+            steps = [
+                Move(
+                    uri,
+                    fp,
+                    FileState.QUEUED,
+                    "queued",
+                    was=FileState.DISPATCHED,
+                    flow_run_id=run_id,
+                    params={"b_run": run_id},
+                )
+                for uri, fp, run_id in found[start : start + 500]
+            ]
+            with self._begin() as conn:
+                move(conn, _QUEUE, steps, time.time())
 
     def mark_cleaned(
         self,

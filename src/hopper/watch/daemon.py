@@ -382,8 +382,7 @@ class Watcher:
         except Exception as exc:  # server hiccup: try again on the next round
             log.warning("could not confirm flow runs yet: %s", exc)
             return 0
-        for (uri, fingerprint), run_id in found.items():
-            self.ledger.mark_queued(uri, fingerprint, run_id)
+        self.ledger.mark_queued_many([(uri, fp, run_id) for (uri, fp), run_id in found.items()])
         return len(found)
 
     def revive(self) -> int:
