@@ -71,7 +71,12 @@ def no_writer(path: Path, *, follow_symlinks: bool = False) -> bool:
 
 
 def describe_file(
-    path: Path, relative: str, rules: list[RoutingRule], *, follow_symlinks: bool = True
+    path: Path,
+    relative: str,
+    rules: list[RoutingRule],
+    *,
+    follow_symlinks: bool = True,
+    folder: str | None = None,
 ) -> FileRef | None:
     """A ``FileRef`` for a local file, or None if it changed while being hashed or is not one.
 
@@ -84,6 +89,7 @@ def describe_file(
         relative: its path relative to the watched root (for routing).
         rules: explicit routing rules.
         follow_symlinks: whether ``path`` may be a symbolic link to read through.
+        folder: ``path``'s folder, resolved already (by a caller that resolves many).
 
     Raises:
         OSError: the file cannot be opened or read.
@@ -104,7 +110,8 @@ def describe_file(
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
         return None
     return FileRef(
-        uri=file_uri(path.parent.resolve() / path.name),  # a followed link keeps its name
+        # a followed link keeps its name
+        uri=file_uri(Path(folder or path.parent.resolve()) / path.name),
         size=after.st_size,
         mtime=after.st_mtime,
         dataset=route(relative, rules),

@@ -193,20 +193,30 @@ class FolderScan:
             return None
         return Stat(st.st_size, st.st_mtime_ns)
 
-    def _inside(self, path: Path) -> bool:
-        """Whether the folder holding ``path`` really lies in the source.
+    def _inside(self, path: Path, folders: dict[Path, str | None]) -> str | None:
+        """The real folder holding ``path`` if it really lies in the source, else None.
 
         An event can name a file through a link to a folder elsewhere (a folder moved in
         holding such a link): the file is not the source's, and is never opened.
+
+        Args:
+            path: the file.
+            folders: folders resolved already in this poll (the files of a burst share a
+                few): ``path``'s is looked up there, and added.
         """
-        try:
-            if self._real_root is None:
-                self._real_root = os.path.realpath(self.root, strict=True)
-            real = os.path.realpath(path.parent, strict=True)
-        except (OSError, RuntimeError):
-            return False
-        root = self._real_root
-        return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+        folder = path.parent
+        if folder not in folders:
+            try:
+                if self._real_root is None:
+                    self._real_root = os.path.realpath(self.root, strict=True)
+                real = os.path.realpath(folder, strict=True)
+            except (OSError, RuntimeError):
+                folders[folder] = None
+                return None
+            root = self._real_root
+            inside = real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+            folders[folder] = real if inside else None
+        return folders[folder]
 
     def _relative(self, path: Path) -> str | None:
         try:
@@ -238,11 +248,13 @@ class FolderScan:
             self._by_event.clear()
         ready: list[FileRef] = []
         now = time.time()
+        resolved: dict[Path, str | None] = {}
         for path in candidates:
             rel = self._relative(path)
             if rel is None or any(is_ignored(part, self.ignore) for part in Path(rel).parts):
                 continue
-            if not self._inside(path):
+            real = self._inside(path, resolved)
+            if real is None:
                 self._first_look.pop(path, None)
                 self._reported(str(path), OSError(errno.EXDEV, "reached through a link out"))
                 continue
@@ -273,7 +285,7 @@ class FolderScan:
                 with self._lock:
                     self._candidates.add(path)  # look again on a later poll
                 continue
-            ref = self._ref(path, rel, st.st_size, st.st_mtime, linked=linked)
+            ref = self._ref(path, rel, st.st_size, st.st_mtime, linked=linked, folder=real)
             if ref is not None:
                 self._first_look.pop(path, None)
                 self._future.pop(path, None)
@@ -282,10 +294,10 @@ class FolderScan:
         return ready
 
     def _ref(
-        self, path: Path, rel: str, size: int, mtime: float, *, linked: bool
+        self, path: Path, rel: str, size: int, mtime: float, *, linked: bool, folder: str
     ) -> FileRef | None:
         try:
-            ref = describe_file(path, rel, self.rules, follow_symlinks=linked)
+            ref = describe_file(path, rel, self.rules, follow_symlinks=linked, folder=folder)
         except RuntimeError as exc:  # a link loop in the folders above the file
             self._reported(str(path), OSError(errno.ELOOP, str(exc)))
             return None
