@@ -260,8 +260,10 @@ def test_iceberg_commit_benchmark_runs_in_process(tmp_path: Path) -> None:
 def test_bare_burst_converts_the_burst_files_and_checks_their_contract(tmp_path: Path) -> None:
     files = data.write_small_files(tmp_path / "in", 5, "b", seed=2)
     result = bare.bare_burst(files, data.contract_yaml("bench_burst"), tmp_path / "out")
-    written = sorted((tmp_path / "out").glob("*.parquet"))
+    written = sorted((tmp_path / "out" / "pass-1").glob("*.parquet"))
     assert [p.stem for p in written] == [p.stem for p in files]
+    assert len(list((tmp_path / "out" / "pass-2").glob("*.parquet"))) == 5  # the second pass
+    assert result["seconds"] == min(result["pass_seconds"]) and len(result["pass_seconds"]) == 2
     table = pq.read_table(written[0])
     assert (
         table.schema.field("day").type == pa.date32()
