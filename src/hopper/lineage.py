@@ -74,6 +74,12 @@ _TEMPLATE_BYTES = 4 << 20
 """Largest template chunk of ``_source_uri`` values, in bytes of string data."""
 _TEMPLATE_MAX_ROWS = 1 << 18
 _TEMPLATE_MIN_ROWS = 16
+_SMALL_ROWS = 4096
+"""Up to this many rows, the columns are made directly (a small file's: the template's
+machinery costs more than the values, which take no more memory than a template would)."""
+
+
+_STAMP = pa.timestamp("us", tz="UTC")
 
 
 def _portable(field: pa.Field) -> pa.DataType:
@@ -100,7 +106,7 @@ def _templates(source_uri: str, micros: int, rows: int) -> tuple[pa.Array, pa.Ar
     data = source_uri.encode()
     offsets = (np.arange(rows + 1, dtype=np.int64) * len(data)).astype(np.int32)
     uris = pa.StringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(data * rows))
-    stamps = pa.array(np.full(rows, micros, dtype=np.int64)).cast(pa.timestamp("us", tz="UTC"))
+    stamps = pa.array(np.full(rows, micros, dtype=np.int64)).cast(_STAMP)
     return uris, stamps
 
 
@@ -127,6 +133,11 @@ def lineage_columns(
         template's buffers: memory does not grow with ``num_rows``.
     """
     micros = int(ingested_at.timestamp() * 1_000_000)
+    if num_rows <= _SMALL_ROWS and len(source_uri) <= _TEMPLATE_BYTES // _SMALL_ROWS:
+        return (
+            pa.chunked_array([pa.repeat(pa.scalar(source_uri, pa.string()), num_rows)]),
+            pa.chunked_array([pa.repeat(pa.scalar(micros, _STAMP), num_rows)]),
+        )
     uris, stamps = _templates(source_uri, micros, _template_rows(source_uri, num_rows))
     return _repeated(uris, num_rows), _repeated(stamps, num_rows)
 

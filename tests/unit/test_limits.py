@@ -89,6 +89,20 @@ def test_long_line_is_numbered_whatever_the_line_endings(home: HopperConfig, end
         check_file_limits(path, load_contract(contract))
 
 
+def test_a_file_no_longer_than_max_line_bytes_passes_and_one_byte_more_is_checked(
+    home: HopperConfig,
+) -> None:
+    # A file that fits in max_line_bytes cannot hold a longer line, so it is not scanned;
+    # one byte over, the scan runs and finds its only (unbroken) line too long.
+    path = _file(home, "one.csv")
+    path.write_text("id,full name,score")  # one line, no line break
+    contract = load_contract(Path(home.datasets_dir) / "people.yaml")
+    size = path.stat().st_size
+    check_file_limits(path, contract.model_copy(update={"max_line_bytes": size}))
+    with pytest.raises(TerminalError, match="max_line_bytes"):
+        check_file_limits(path, contract.model_copy(update={"max_line_bytes": size - 1}))
+
+
 def test_line_at_max_line_bytes_is_accepted(home: HopperConfig) -> None:
     path = _file(home, "edge.csv")
     line = "2," + "x" * 50 + ",2.5"

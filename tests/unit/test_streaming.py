@@ -407,6 +407,21 @@ def test_lineage_columns_share_one_template(tmp_path: Path) -> None:
     assert uris.unique().to_pylist() == ["s3://b/k.csv"]
 
 
+@pytest.mark.parametrize("rows", [0, 1, 100, 4096, 4097, 20_000])
+@pytest.mark.parametrize("uri", ["file:///in/a.csv", "s3://b/" + "k" * 2000])
+def test_lineage_columns_hold_the_same_values_made_directly_or_from_a_template(
+    rows: int, uri: str
+) -> None:
+    from hopper.lineage import lineage_columns
+
+    when = datetime(2026, 12, 3, 8, 0, 0, 123456, tzinfo=UTC)
+    uris, stamps = lineage_columns(rows, uri, when)
+    assert uris.type == pa.string() and stamps.type == pa.timestamp("us", tz="UTC")
+    assert len(uris) == len(stamps) == rows
+    assert uris.null_count == stamps.null_count == 0
+    assert set(uris.to_pylist()) <= {uri} and set(stamps.to_pylist()) <= {when}
+
+
 def test_a_row_longer_than_a_block_falls_back_to_the_whole_file(
     tmp_path: Path, small_blocks: None, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -81,6 +81,8 @@ def check_file_limits(path: Path, contract: Contract, *, source: str | None = No
         return
     if codec is None and not lines:
         return
+    if codec is None and not json_lines and size <= contract.max_line_bytes:
+        return  # no line of it can be longer than the whole file: nothing left to check
     allowed = min(limit, max(size, 1) * contract.max_decompression_ratio)
     scan = LineScan(contract.max_line_bytes)
     depth = JsonDepthScan(contract.max_json_depth) if json_lines else None
