@@ -76,3 +76,6 @@ def test_a_replay_whose_run_cannot_be_created_stays_due_for_dispatch(
     assert after is not None and after.state is FileState.DISPATCHED
     assert after.dispatch_id is not None and after.dispatch_id != record.dispatch_id
     assert [r.uri for r in ledger.unconfirmed(limit=10)] == [record.uri]
+    assert ledger.awaiting_runs(limit=10) == [
+        (after.uri, after.fingerprint, after.dispatch_id, after.dispatched_at)
+    ]

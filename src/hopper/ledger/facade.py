@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from hopper.ledger.alerts import AlertBook
 from hopper.ledger.queries import Queries, uri_under
-from hopper.ledger.record import FileRecord
+from hopper.ledger.record import Awaiting, FileRecord
 from hopper.ledger.tables import files
 from hopper.ledger.transitions import (
     ALERTING,
@@ -154,6 +154,19 @@ class Ledger(Queries, AlertBook):
         )
         with self._begin() as conn:
             return [FileRecord.from_row(r) for r in conn.execute(query)]
+
+    def awaiting_runs(self, limit: int = 500) -> list[Awaiting]:
+        """:meth:`unconfirmed`, as only the four fields a confirmation needs (a burst's
+        thousands are read at every round of the watcher, so no whole records)."""
+        c = files.c
+        query = (
+            sa.select(c.uri, c.fingerprint, c.dispatch_id, c.dispatched_at)
+            .where(c.state == FileState.DISPATCHED.value)
+            .order_by(c.dispatched_at)
+            .limit(limit)
+        )
+        with self._begin() as conn:
+            return [Awaiting(*row) for row in conn.execute(query)]
 
     def mark_dispatched(
         self, uri: str, fp: str, dispatch_id: str, *, replay_of: str | None = None

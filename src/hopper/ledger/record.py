@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
 from hopper.models import FileRef, FileState
+
+
+class Awaiting(NamedTuple):
+    """A dispatched version whose flow run the watcher has not seen yet (only what it needs)."""
+
+    uri: str
+    fingerprint: str
+    dispatch_id: str | None
+    dispatched_at: float | None
 
 
 @dataclass(frozen=True)

@@ -367,7 +367,7 @@ class Watcher:
 
     def confirm(self) -> int:
         """Look up flow runs for dispatched versions; mark the found ones queued."""
-        pending = self.ledger.unconfirmed(limit=50_000)  # a whole burst, not one batch
+        pending = self.ledger.awaiting_runs(limit=50_000)  # a whole burst, not one batch
         if not pending:
             return 0
         oldest = min(r.dispatched_at or time.time() for r in pending)
