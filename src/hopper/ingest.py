@@ -500,6 +500,7 @@ def ingest_many(
 
     def run(group: list[IngestRequest]) -> list[tuple[IngestRequest, IngestOutcome]]:
         done: list[tuple[IngestRequest, IngestOutcome]] = []
+        again: list[tuple[IngestRequest, Exception | None]] = []
         try:
             for index, result in ingest_each(
                 group,
@@ -508,14 +509,15 @@ def ingest_many(
                 s3s=[clients[id(r)] for r in group],
                 readers=readers,
             ):
-                request = group[index]
-                outcome = result if isinstance(result, IngestOutcome) else retried(request, result)
-                done.append((request, outcome))
+                if isinstance(result, IngestOutcome):
+                    done.append((group[index], result))
+                else:  # retried once the group is over: its reader is busy with the rest
+                    again.append((group[index], result))
         except Exception as exc:  # a bug in the group's own handling: the rest go one by one
             log.error("a group of %d files failed (%s); the rest go one by one", len(group), exc)
-            seen = {id(request) for request, _ in done}
-            done += [(r, retried(r, None)) for r in group if id(r) not in seen]
-        return done
+            seen = {id(r) for r, _ in done} | {id(r) for r, _ in again}
+            again += [(r, None) for r in group if id(r) not in seen]
+        return done + [(r, retried(r, error)) for r, error in again]
 
     size = threads or readers.size
     batches = groups(requests, size)

@@ -10,6 +10,7 @@ import pytest
 
 from hopper.config import load_config
 from hopper.ingest import MAX_GROUP, SMALL_FILE_BYTES, groups, ingest, ingest_many
+from hopper.isolate import ReaderPool
 from hopper.models import FileRef, FileState, IngestRequest
 from tests.conftest import CONTRACT, make_home
 
@@ -104,3 +105,34 @@ def test_groups_keep_large_files_alone_and_spread_small_ones() -> None:
     assert {len(g) for g in cut[2:]} <= {MAX_GROUP, 500 % MAX_GROUP}
     assert sum(len(g) for g in cut) == 502
     assert [len(g) for g in groups(small[:10], 2)] == [1] * 10  # few files: one per group
+
+
+def test_a_transient_fault_in_a_group_is_retried_without_holding_a_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each reader's first file fails as a network hiccup would. Its retry needs a reader,
+    # while every reader may be serving a group: the retries wait for their groups to end.
+    monkeypatch.chdir(ROOT)  # the readers import the transform from tests.integration.faults
+    contract = (
+        CONTRACT
+        + 'transform: "tests.integration.faults:flaky_once"\n'
+        + "retry_backoff_seconds: 0.1\n"
+    )
+    config = load_config(make_home(tmp_path, {"people": contract}))
+    inbox = config.sources[0].path / "people"
+    paths = [_people(inbox / f"p{i}.csv", 5) for i in range(16)]
+    readers = ReaderPool(2)
+    try:
+        results = list(
+            ingest_many(
+                [_request(p) for p in paths],
+                config,
+                flow_run_id="r",
+                s3_for=lambda _ref: None,
+                readers=readers,
+            )
+        )
+    finally:
+        readers.close()
+    assert sorted(r.ref.uri for r, _ in results) == sorted(p.as_uri() for p in paths)
+    assert all(o.state == FileState.INGESTED for _, o in results)
