@@ -13,9 +13,10 @@ from hopper import migrations
 from hopper.ledger import Ledger, metadata, sqlite_url
 from hopper.models import FileRef
 
-# What later revisions added to the first release's tables (0002: an index; 0003: clean-up).
+# What later revisions added to the first release's tables (0002: an index; 0003: clean-up;
+# 0004: an index for the day's summary).
 LATER_COLUMNS = {"cleaned_at", "cleanup", "archived_uri"}
-LATER_INDEXES = {"ix_files_flow_run_id", "ix_files_cleanup"}
+LATER_INDEXES = {"ix_files_flow_run_id", "ix_files_cleanup", "ix_files_dataset_day"}
 
 
 def first_release_tables() -> sa.MetaData:
@@ -49,7 +50,7 @@ def first_release_tables() -> sa.MetaData:
 
 def test_a_new_ledger_is_at_head_and_matches_the_code(tmp_path: Path) -> None:
     ledger = Ledger(sqlite_url(tmp_path))
-    assert migrations.current(ledger.engine) == migrations.head() == "0003"
+    assert migrations.current(ledger.engine) == migrations.head() == "0004"
     with ledger.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
 

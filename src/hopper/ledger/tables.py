@@ -40,6 +40,7 @@ files = sa.Table(
     sa.Index("ix_files_alert", "alert"),
     sa.Index("ix_files_flow_run_id", "flow_run_id"),
     sa.Index("ix_files_cleanup", "state", "cleaned_at"),
+    sa.Index("ix_files_dataset_day", "dataset", "updated_at", "state"),  # the day's summary
 )
 
 history = sa.Table(
