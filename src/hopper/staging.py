@@ -72,9 +72,8 @@ class Stage:
     Its files are ``<attempt>.<n>.staged`` (and, while publishing several, the journal and
     backups) in the dataset's staging folder, where ``attempt`` is
     ``<staging root>/<source key>-<time>-<random>``. Nothing is created until the first
-    :meth:`write`. On any failure call :meth:`discard`
-    (idempotent): before publishing it deletes the staged files; during publishing it rolls
-    the lake back.
+    :meth:`write`. On any failure call :meth:`discard` (idempotent): before publishing it
+    deletes the staged files; during publishing it rolls the lake back.
     """
 
     def __init__(self, lake: str, dataset: str, uri: str, s3: Any = None) -> None:
