@@ -8,8 +8,11 @@ dataset's contract: address space (``max_memory_mb`` above what the child alread
 CPU time (``max_seconds``), plus a wall-clock deadline kept by the parent. A child that dies
 or runs out of memory ends :meth:`ReaderPool.call` with :class:`~hopper.errors.
 ReaderCrashedError` (terminal: the file is quarantined with that reason) and is replaced by a
-fresh child; the other files of a batch go to the other children. A pool of children is also
-how one worker uses more than one core: a warm worker's flow threads share one interpreter.
+fresh child; the other files of a batch go to the other children. Small files can be sent
+several at once (:meth:`ReaderPool.call_each`), each still under its own limits and with its
+own reply: a child that dies costs the file it was on, and the ones it had not begun go to a
+fresh child. A pool of children is also how one worker uses more than one core: a warm
+worker's flow threads share one interpreter.
 
 Children are plain ``python -m hopper.isolate.child`` processes speaking length-prefixed pickles
 over their standard input and output (never ``fork`` of a threaded worker). They exit when
