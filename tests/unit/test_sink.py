@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from hopper.sink import (
     StreamingOutputs,
@@ -108,6 +109,34 @@ def test_quarantine_file_writes_copy_and_reason(tmp_path: Path) -> None:
     assert Path(copy) == tmp_path / "q" / "sales" / "2024-05-06" / "bad.csv"
     assert Path(copy).read_text() == "x\n1\n"
     assert '"broken"' in (Path(copy).parent / "bad.csv.error.json").read_text()
+
+
+def test_a_reason_file_says_why_from_the_moment_it_appears(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reason file claims the quarantine name before the copy is made; whoever reads it
+    # then (a user, a test polling for it), or after a crash before the final write, reads
+    # why already.
+    from hopper.stores.local import LocalStore
+
+    def crash(self: LocalStore, path: str, text: str) -> None:
+        raise RuntimeError("killed before the final reason")
+
+    monkeypatch.setattr(LocalStore, "put_text", crash)
+    src = tmp_path / "bad.csv"
+    src.write_text("x\n1\n")
+    with pytest.raises(RuntimeError, match="killed"):
+        quarantine_file(
+            source_uri=src.as_uri(),
+            local_copy=src,
+            quarantine=str(tmp_path / "q"),
+            dataset="sales",
+            when=datetime(2024, 5, 6, tzinfo=UTC),
+            reason={"reason": "broken", "replay": "hopper replay x"},
+        )
+    (claim,) = (tmp_path / "q" / "sales" / "2024-05-06").glob("*.error.json")
+    held = json.loads(claim.read_text())
+    assert held["reason"] == "broken" and held["uri"] == src.as_uri()
 
 
 def test_quarantine_of_a_vanished_file_still_writes_the_reason(tmp_path: Path) -> None:

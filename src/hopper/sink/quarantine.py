@@ -141,8 +141,10 @@ def versioned_name(name: str, uri: str, fingerprint: str) -> str:
 
 
 def version_claim(reason: dict[str, Any]) -> bytes:
-    """What claims a quarantine name for a version until its full reason replaces it."""
-    return json.dumps({"uri": reason["uri"], "fingerprint": reason["fingerprint"]}).encode()
+    """What claims a quarantine name for a version: its reason as known before the copy (it
+    names the version), so that whoever reads the file meanwhile already reads why; the
+    final reason (which may add that the source was missing) replaces it."""
+    return json.dumps(reason, indent=2, default=str).encode()
 
 
 def same_version(reason_text: str | bytes, reason: dict[str, Any]) -> bool:
