@@ -235,3 +235,21 @@ def test_a_multipart_upload_is_yielded_as_one_version(
     wired.moto.wait_until(
         lambda: wired.moto.queue_depth(wired.queue_url) == 0, 10, "the queue to drain"
     )
+
+
+def test_stop_does_not_wait_out_a_long_poll_and_a_restart_loses_nothing(wired: Wired) -> None:
+    source = wired.source()
+    source.wait_seconds = 20  # as in production: each receive may hold 20 s
+    source.start()
+    time.sleep(1.0)  # its first long poll is under way (the bucket's test event consumed)
+    began = time.monotonic()
+    source.stop()
+    assert time.monotonic() - began < 3  # not the 20 s the poll may take
+    wired.upload("incoming/sales/late.csv", "id\n1\n")  # may reach the abandoned poll
+    again = wired.source()  # a restart: whatever the old poll took comes back in time
+    again.start()
+    try:
+        (ref,) = poll_until(again, 1, timeout=VISIBILITY + 20)
+        assert ref.uri.endswith("incoming/sales/late.csv")
+    finally:
+        again.stop()

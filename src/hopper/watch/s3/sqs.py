@@ -62,6 +62,10 @@ class _Received:
     refs: list[FileRef]
 
 
+STOP_WAIT_SECONDS = 1.0
+"""How long :meth:`SqsNotifications.stop` waits for the receiving thread to end."""
+
+
 class SqsNotifications:
     """Reads S3 event notifications from SQS, reconciled by a periodic listing.
 
@@ -115,22 +119,29 @@ class SqsNotifications:
     def start(self) -> None:
         """Start the receiving thread."""
         self.listing.start()
-        self._stopping.clear()
+        # A fresh event per thread: one still in the poll of an earlier start, which stop()
+        # did not wait for, ends with its poll instead of receiving on beside this one.
+        self._stopping = threading.Event()
         self._thread = threading.Thread(
-            target=self._receive_loop, name=f"sqs {self.queue_url}", daemon=True
+            target=self._receive_loop,
+            args=(self._stopping,),
+            name=f"sqs {self.queue_url}",
+            daemon=True,
         )
         self._thread.start()
         log.info("watching %s through notifications from %s", self.root, self.queue_url)
 
     def stop(self) -> None:
-        """Stop receiving (waits for the current long poll to end) and save the cursor.
+        """Stop receiving and save the cursor, without waiting out a long poll in flight.
 
-        Messages received but not acknowledged become visible again after their visibility
-        timeout and are delivered on the next start.
+        The receiving thread ends when its poll returns (it is a daemon thread: it does not
+        hold the process up). Messages received but not acknowledged, by then or by that
+        poll, become visible again after their visibility timeout and are delivered on the
+        next start: a stop loses none, and does not wait up to 20 s for the queue.
         """
         self._stopping.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.wait_seconds + 10)
+            self._thread.join(timeout=STOP_WAIT_SECONDS)
             self._thread = None
         self.listing.stop()
 
@@ -159,11 +170,11 @@ class SqsNotifications:
         with self._lock:
             return len(self._buffer) + len(self._inflight)
 
-    def _receive_loop(self) -> None:
+    def _receive_loop(self, stopping: threading.Event) -> None:
         backoff = Backoff()
-        while not self._stopping.is_set():
+        while not stopping.is_set():
             if self.pending() >= self.max_buffered:
-                self._stopping.wait(0.1)
+                stopping.wait(0.1)
                 continue
             try:
                 self.receive_once()
@@ -177,12 +188,12 @@ class SqsNotifications:
                     s3_error(exc, self.queue_url, "receive"),
                     delay,
                 )
-                self._stopping.wait(delay)
+                stopping.wait(delay)
             except Exception:  # a bug must not silently end the thread, nor spin
                 log.exception(
                     "unexpected error receiving from %s for %s", self.queue_url, self.root
                 )
-                self._stopping.wait(5.0)
+                stopping.wait(5.0)
 
     def receive_once(self, wait_seconds: int | None = None) -> int:
         """One ``ReceiveMessage`` call; buffer what names objects. Returns messages received.
