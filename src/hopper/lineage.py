@@ -133,7 +133,7 @@ def lineage_columns(
         template's buffers: memory does not grow with ``num_rows``.
     """
     micros = int(ingested_at.timestamp() * 1_000_000)
-    if num_rows <= _SMALL_ROWS and len(source_uri) <= _TEMPLATE_BYTES // _SMALL_ROWS:
+    if num_rows <= _SMALL_ROWS and len(source_uri.encode()) <= _TEMPLATE_BYTES // _SMALL_ROWS:
         return (
             pa.chunked_array([pa.repeat(pa.scalar(source_uri, pa.string()), num_rows)]),
             pa.chunked_array([pa.repeat(pa.scalar(micros, _STAMP), num_rows)]),
