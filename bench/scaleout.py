@@ -128,7 +128,11 @@ class CpuProbe:
 
 
 def roles(up: HopperUp, extra_workers: list[int]) -> Callable[[], dict[str, list[int]]]:
-    """A function listing the PIDs of each role of ``up`` (plus extra workers) right now."""
+    """A function listing the PIDs of each role of ``up`` (plus extra workers) right now.
+
+    ``readers`` are the workers' reader processes: a part of ``workers``, named apart so that
+    the conversion's CPU can be told from the runs' bookkeeping.
+    """
 
     def read() -> dict[str, list[int]]:
         children = up.state()["children"]
@@ -136,12 +140,12 @@ def roles(up: HopperUp, extra_workers: list[int]) -> Callable[[], dict[str, list
         def tree(pid: int) -> list[int]:
             return [pid, *descendants(pid)]
 
-        workers = tree(int(children["worker"]))
-        for pid in extra_workers:
-            workers += tree(pid)
+        roots = [int(children["worker"]), *extra_workers]
+        readers = [pid for root in roots for pid in descendants(root)]
         return {
             "server": tree(int(children["server"])),
-            "workers": workers,
+            "workers": [*roots, *readers],
+            "readers": readers,
             "watcher": tree(int(children["watcher"])),
             "postgres": postgres_pids(),
         }
@@ -209,9 +213,10 @@ def scaleout(work: Path, files: int, timeout: float) -> dict[str, Any]:
 def ceiling(run: dict[str, Any]) -> str:
     """Where the time goes in a burst, in words: the busiest role and the machine's load."""
     cores = run["cpu_cores"]
-    role = max(cores, key=cores.get)
+    role = max((r for r in cores if r != "readers"), key=cores.get)
     return (
         f"machine {run['machine_busy_percent']:.0f} % busy; {role} {cores[role]:.2f} cores "
-        f"(server {cores['server']:.2f}, workers {cores['workers']:.2f}, "
+        f"(server {cores['server']:.2f}, workers {cores['workers']:.2f} "
+        f"of which readers {cores.get('readers', 0.0):.2f}, "
         f"watcher {cores['watcher']:.2f}, postgres {cores['postgres']:.2f})"
     )

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pytest
 
 from hopper.contracts import Contract, diff_file, read_and_conform, validate_file
+from hopper.contracts.read.detect import HEAD_BYTES
 from hopper.errors import ContractViolation, TerminalError, UnreadableFileError
 
 ORDERS: list[dict[str, Any]] = [
@@ -191,6 +192,31 @@ def test_tsv_with_latin1_and_bom_free_header(tmp_path: Path) -> None:
     path = write(tmp_path, "o.tsv", text, encoding="latin-1")
     table = read_and_conform(path, make_contract(reader={"encoding": "latin-1"})).table
     assert table.column("country").to_pylist() == ["Côte d'Ivoire"]
+
+
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+def test_a_csv_around_the_head_size_reads_every_row(tmp_path: Path, extra: int) -> None:
+    # Shorter than the head read to detect it: parsed from those bytes; else read again.
+    header, row = "id,amount,country\n", "1,2.5,FR\n"
+    rows = (HEAD_BYTES - len(header)) // len(row) - 1
+    last = "2,3,"
+    pad = HEAD_BYTES + extra - len(header) - rows * len(row) - len(last) - 1
+    path = write(tmp_path, "o.csv", header + row * rows + last + "X" * pad + "\n")
+    assert path.stat().st_size == HEAD_BYTES + extra
+    table = read_and_conform(path, make_contract()).table
+    assert table.num_rows == rows + 1
+    assert table.column("country")[-1].as_py() == "X" * pad
+
+
+def test_a_small_csv_is_opened_once_for_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(path: Path) -> None:
+        raise AssertionError(f"{path} opened again")
+
+    monkeypatch.setattr("hopper.contracts.read.csv.open_stream", refuse)
+    path = write(tmp_path, "o.csv", "id,amount,country\n1,2.5,FR\n2,,DE\n")
+    assert read_and_conform(path, make_contract()).table.column("amount").to_pylist() == [2.5, None]
 
 
 # --------------------------------------------------------------------------- the sweep

@@ -166,22 +166,36 @@ def _drift(contract: Contract, extras: list[str]) -> list[Violation]:
 def _check_column(
     values: pa.ChunkedArray, spec: ColumnSpec, contract: Contract, issues: list[Issue]
 ) -> pa.ChunkedArray:
-    """Convert one declared column, record its violations in ``issues``, return typed values."""
-    typed, bad_type = convert_column(values, spec, contract.reader)
-    target = type_to_string(spec.arrow_type())
-    detail = f" with format {' or '.join(map(repr, spec.formats))}" if spec.formats else ""
-    _add(issues, spec, "type", bad_type, values, f"value(s) are not valid {target}{detail}")
-    if spec.default is not None:
+    """Convert one declared column, record its violations in ``issues``, return typed values.
+
+    A column the reader already typed, or without nulls, skips the masks it cannot fail
+    (most columns of most files): a small file's checks would otherwise cost more than
+    reading it.
+    """
+    bad_type: pa.ChunkedArray | None = None  # None: every value converted
+    typed = values
+    if values.type != spec.arrow_type():
+        typed, bad_type = convert_column(values, spec, contract.reader)
+        target = type_to_string(spec.arrow_type())
+        detail = f" with format {' or '.join(map(repr, spec.formats))}" if spec.formats else ""
+        _add(issues, spec, "type", bad_type, values, f"value(s) are not valid {target}{detail}")
+    if spec.default is not None and typed.null_count:
         # Fill true nulls only: values that failed to convert stay null and stay reported.
-        fill = pc.and_(pc.is_null(typed), pc.invert(bad_type))
         default = to_arrow_scalar(spec.default, typed.type)
-        typed = as_chunked(pc.if_else(fill, default, typed))
-    if not spec.nullable:
-        nulls = pc.and_(pc.is_null(typed), pc.invert(bad_type))
+        typed = as_chunked(pc.if_else(_true_nulls(typed, bad_type), default, typed))
+    if not spec.nullable and typed.null_count:
+        nulls = _true_nulls(typed, bad_type)
         _add(issues, spec, "null", nulls, values, "null value(s) but the column is not nullable")
     for kind, mask, what in _check_masks(typed, spec):
         _add(issues, spec, kind, mask, typed, what)
     return typed
+
+
+def _true_nulls(typed: pa.ChunkedArray, bad_type: pa.ChunkedArray | None) -> Any:
+    """The rows null in ``typed`` that were not values failing to convert (``bad_type``)."""
+    if bad_type is None:
+        return pc.is_null(typed)
+    return pc.and_(pc.is_null(typed), pc.invert(bad_type))
 
 
 def _check_masks(typed: pa.ChunkedArray, spec: ColumnSpec) -> list[tuple[str, Any, str]]:

@@ -217,8 +217,14 @@ def read_csv(
     column_types: dict[str, pa.DataType],
     source: str,
     max_rows: int | None,
+    *,
+    content: bytes | None = None,
 ) -> pa.Table:
     """Read a whole CSV/TSV file, or its first ``max_rows`` rows.
+
+    Args:
+        content: the file's whole (decompressed) content when the caller has it already:
+            parsed instead of ``path``, which then only names the file in error messages.
 
     Raises:
         UnreadableFileError: the file is corrupt, truncated, ragged or not decodable.
@@ -227,9 +233,9 @@ def read_csv(
     """
     options = csv_options(reader, delimiter, column_types)
     try:
-        table = _csv_sample(path, options, max_rows) if max_rows else None
+        table = _csv_sample(path, options, max_rows, content) if max_rows else None
         if table is None:
-            with open_stream(path) as stream:
+            with _open(path, content) as stream:
                 table = pacsv.read_csv(stream, *options)
     except MemoryError:
         raise  # read_table names the memory limit
@@ -243,7 +249,14 @@ def read_csv(
     return table
 
 
-def _csv_sample(path: Path, options: tuple[Any, Any, Any], max_rows: int) -> pa.Table | None:
+def _open(path: Path, content: bytes | None) -> pa.NativeFile:
+    """A stream of the file's content: ``content`` if given, else the file, decompressed."""
+    return pa.BufferReader(content) if content is not None else open_stream(path)
+
+
+def _csv_sample(
+    path: Path, options: tuple[Any, Any, Any], max_rows: int, content: bytes | None = None
+) -> pa.Table | None:
     """Stream the first ``max_rows`` rows.
 
     Returns None when a later block contradicts the types Arrow inferred from the first one;
@@ -251,7 +264,7 @@ def _csv_sample(path: Path, options: tuple[Any, Any, Any], max_rows: int) -> pa.
     """
     kept: list[pa.RecordBatch] = []
     rows = 0
-    with open_stream(path) as stream:
+    with _open(path, content) as stream:
         batches = pacsv.open_csv(stream, *options)
         try:
             for batch in batches:

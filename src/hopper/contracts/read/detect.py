@@ -7,6 +7,7 @@ name says, and a CSV file's delimiter is the contract's or sniffed from its firs
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -34,17 +35,22 @@ _EXTENSIONS: dict[str, Format] = {
 DELIMITERS = [",", ";", "\t", "|"]
 """The delimiters :func:`sniff_delimiter` chooses from."""
 _QUOTED = re.compile(r'"[^"]*"')
-_HEAD_BYTES = 64 * 1024
+HEAD_BYTES = 64 * 1024
+"""How much of a file :func:`read_head` returns: the whole of a shorter one."""
 
 
 def compression_of(path: Path) -> str | None:
     """The compression codec of a file (by suffix, else by magic bytes), or None."""
-    codec = _COMPRESSIONS.get(Path(path).suffix.lower())
+    codec = _COMPRESSIONS.get(os.path.splitext(path)[1].lower())
     if codec:
         return codec
     with open(path, "rb") as handle:
-        magic = handle.read(4)
-    return next((codec for sig, codec in _MAGIC.items() if magic.startswith(sig)), None)
+        return _codec_of(handle.read(4))
+
+
+def _codec_of(start: bytes) -> str | None:
+    """The compression codec whose magic bytes ``start`` begins with, or None."""
+    return next((codec for sig, codec in _MAGIC.items() if start.startswith(sig)), None)
 
 
 def open_stream(path: Path) -> pa.NativeFile:
@@ -52,7 +58,7 @@ def open_stream(path: Path) -> pa.NativeFile:
     return pa.input_stream(str(path), compression=compression_of(path))
 
 
-def read_head(path: Path, size: int = _HEAD_BYTES, *, source: str | None = None) -> bytes:
+def read_head(path: Path, size: int = HEAD_BYTES, *, source: str | None = None) -> bytes:
     """The first ``size`` decompressed bytes of a file.
 
     Args:
@@ -64,7 +70,14 @@ def read_head(path: Path, size: int = _HEAD_BYTES, *, source: str | None = None)
         UnreadableFileError: the file cannot be opened or decompressed.
     """
     try:
-        with open_stream(path) as stream:
+        codec = _COMPRESSIONS.get(os.path.splitext(path)[1].lower())
+        if codec is None:  # one open for a plain file: its first bytes say it is plain
+            with open(path, "rb") as handle:
+                head = handle.read(size)
+            codec = _codec_of(head)
+            if codec is None:
+                return head
+        with pa.input_stream(str(path), compression=codec) as stream:
             return bytes(stream.read(size))
     except READ_ERRORS as exc:
         raise UnreadableFileError(

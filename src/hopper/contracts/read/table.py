@@ -16,7 +16,7 @@ import pyarrow as pa
 from hopper.contracts.model import Contract, ReaderOptions
 from hopper.contracts.read.budget import MIB, ReadLimits
 from hopper.contracts.read.csv import fast_type, file_names, read_csv, with_declared_names
-from hopper.contracts.read.detect import csv_delimiter, detect_format, read_head
+from hopper.contracts.read.detect import HEAD_BYTES, csv_delimiter, detect_format, read_head
 from hopper.contracts.read.encoding import encoding_mismatch
 from hopper.contracts.read.failures import unreadable_on_error
 from hopper.contracts.read.jsonl import read_json
@@ -86,7 +86,11 @@ def _read_table(
     logger.debug("reading %s as %s", source, kind)
     if kind in ("csv", "tsv"):
         delimiter = csv_delimiter(head, reader, kind)
-        return read_csv(path, reader, delimiter, column_types or {}, source, max_rows)
+        # A file shorter than the head is all in it: parsed from memory, not opened again.
+        whole = head if len(head) < HEAD_BYTES else None
+        return read_csv(
+            path, reader, delimiter, column_types or {}, source, max_rows, content=whole
+        )
     if kind == "jsonl":
         table = unreadable_on_error(source, kind, lambda: read_json(path, reader, head))
     else:
