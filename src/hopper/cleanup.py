@@ -312,10 +312,10 @@ class Cleaner:
 def lazy_clients(config: HopperConfig) -> S3For:
     """The S3 client of each S3 source (its own endpoint and region) and of the archive.
 
-    Made on first use (:class:`~hopper.storage.LazyS3Client`): a home with only folders and
+    Made on first use (:class:`~hopper.lazy_s3.LazyS3Client`): a home with only folders and
     a local archive never makes one.
     """
-    from hopper.storage import LazyS3Client
+    from hopper.lazy_s3 import LazyS3Client
 
     archive = LazyS3Client(config.s3.endpoint_url, config.s3.region)
     clients: dict[int, Any] = {}

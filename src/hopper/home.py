@@ -60,7 +60,7 @@ class Home:
     @cached_property
     def s3(self) -> Any:
         """The S3 client for the lake, the quarantine and S3 sources (connects on first use)."""
-        from hopper.storage import LazyS3Client
+        from hopper.lazy_s3 import LazyS3Client
 
         return LazyS3Client(self.config.s3.endpoint_url, self.config.s3.region)
 

@@ -250,12 +250,12 @@ def convert_file(
 ) -> IngestOutcome:
     """:func:`_convert` as a reader child runs it: with an S3 client of its own, if it needs one.
 
-    The client is made on first use (:class:`~hopper.storage.LazyS3Client`), so a file that
-    goes from a folder to a local lake never makes one.
+    The client is made on first use (:class:`~hopper.lazy_s3.LazyS3Client`), so a file that
+    goes from a folder to a local lake never makes one, nor loads boto3.
     """
     key = (config.s3.endpoint_url, config.s3.region)
     if key not in _s3_clients:
-        from hopper.storage import LazyS3Client
+        from hopper.lazy_s3 import LazyS3Client
 
         _s3_clients[key] = LazyS3Client(*key)
     return _convert(ref, path, contract, config, now, _s3_clients[key])

@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -105,34 +104,6 @@ def make_s3_client(endpoint_url: str | None = None, region: str | None = None) -
     return boto3.session.Session().client(
         "s3", endpoint_url=endpoint_url, region_name=region, config=_client_config()
     )
-
-
-class LazyS3Client:
-    """A boto3 S3 client made on its first use (by any thread, once), then used as is.
-
-    Handed to code that may or may not reach S3 (it depends on the file and on where the lake
-    and the quarantine are), so that nobody decides in advance whether one is needed and a
-    local-only run never makes one.
-    """
-
-    def __init__(self, endpoint_url: str | None = None, region: str | None = None) -> None:
-        """Remember how to make the client (see :func:`make_s3_client`)."""
-        self._args = (endpoint_url, region)
-        self._client: S3Client | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def client(self) -> S3Client:
-        """The boto3 client (made now if it was not yet)."""
-        with self._lock:
-            if self._client is None:
-                self._client = make_s3_client(*self._args)
-            return self._client
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):  # not yet initialised (copy, pickle): no client for those
-            raise AttributeError(name)
-        return getattr(self.client, name)
 
 
 def make_sqs_client(endpoint_url: str | None = None, region: str | None = None) -> SqsClient:

@@ -10,7 +10,7 @@ import pytest
 
 from hopper.config import load_config
 from hopper.ingest import MAX_GROUP, SMALL_FILE_BYTES, groups, ingest, ingest_many
-from hopper.isolate import ReaderPool
+from hopper.isolate import Limits, ReaderPool
 from hopper.models import FileRef, FileState, IngestRequest
 from tests.conftest import CONTRACT, make_home
 
@@ -136,3 +136,21 @@ def test_a_transient_fault_in_a_group_is_retried_without_holding_a_reader(
         readers.close()
     assert sorted(r.ref.uri for r, _ in results) == sorted(p.as_uri() for p in paths)
     assert all(o.state == FileState.INGESTED for _, o in results)
+
+
+def test_a_reader_that_writes_to_local_folders_never_loads_boto3(tmp_path: Path) -> None:
+    config = load_config(make_home(tmp_path))
+    path = _people(config.sources[0].path / "people" / "p.csv", 5)
+    pool = ReaderPool(1)
+    try:
+        landed = ingest(_request(path), config, flow_run_id="r", readers=pool)
+        assert landed.state == FileState.INGESTED
+        loaded = pool.call(
+            eval,
+            "'boto3' in __import__('sys').modules",
+            limits=Limits(memory_mb=256, cpu_seconds=10),
+            what="the reader's modules",
+        )
+        assert loaded is False
+    finally:
+        pool.close()

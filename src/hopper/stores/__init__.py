@@ -22,7 +22,7 @@ def store_for(location: str, s3: Any = None) -> Store:
     Args:
         location: a lake or quarantine location, or anything under one.
         s3: a boto3 client from :func:`hopper.storage.make_s3_client`, for ``s3://``
-            locations (it may be made lazily, see :class:`hopper.storage.LazyS3Client`).
+            locations (it may be made lazily, see :class:`hopper.lazy_s3.LazyS3Client`).
     """
     if location.startswith("s3://"):
         from hopper.stores.s3 import S3Store

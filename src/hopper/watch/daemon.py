@@ -156,7 +156,7 @@ def check_sources(config: HopperConfig) -> None:
             region = spec.region or config.s3.region
             sqs = make_sqs_client(endpoint, region) if spec.mode == "notifications" else None
             check_s3_source(spec, make_s3_client(endpoint, region), sqs)
-    from hopper.storage import LazyS3Client
+    from hopper.lazy_s3 import LazyS3Client
     from hopper.stores import store_for
 
     s3 = LazyS3Client(config.s3.endpoint_url, config.s3.region)  # made only for an S3 place
