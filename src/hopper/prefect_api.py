@@ -5,7 +5,8 @@ deciding code never builds clients of its own. Links into the Prefect UI are bui
 by pure functions; one of them needs the ``hopper-replay`` deployment's id, which
 :func:`replay_deployment_page` looks up once per process (the reason file of a quarantined
 file is written deep in the flow path, where no client is handed down). The worker's
-wake-up on Prefect's event stream (:func:`poll_when_scheduled`) lives here as well.
+wake-up on Prefect's event stream (:func:`poll_when_scheduled`) lives here as well, with what it
+changes in how Prefect's engine starts the runs it hosts (:func:`skip_suspension_watch`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -353,3 +354,30 @@ async def poll_when_scheduled(pool: str, poll_pool: Callable[[], Awaitable[Any]]
                     log.info("no event stream from Prefect (%r); polling on the clock", exc)
                 quiet = True
             await anyio.sleep(RESUBSCRIBE_SECONDS)
+
+
+@contextlib.contextmanager
+def _no_suspension_watch(*_args: Any, **_kwargs: Any) -> Iterator[None]:
+    """What the warm worker's runs use instead of Prefect's watch for a suspension: nothing."""
+    yield
+
+
+def skip_suspension_watch() -> bool:
+    """Let this process's flow runs start without Prefect's watch for a suspension.
+
+    Prefect's engine gives every run of a deployment a watch for a ``Suspended`` state set
+    from outside: a thread with its own event loop, API client and event-stream subscription,
+    which the run waits for before it starts. Hopper's flows never suspend (an ingestion is
+    replayed, not resumed; a warm run cannot be paused or cancelled from the UI either), so the
+    warm worker, whose in-process runs are only Hopper's, starts them without it: one thread,
+    one client and one subscription on the server less per run, and no wait for them.
+
+    Returns:
+        False if this Prefect has no such watch (nothing to skip).
+    """
+    import prefect.flow_engine as engine
+
+    if not hasattr(engine, "observe_flow_run_suspension"):
+        return False
+    engine.observe_flow_run_suspension = _no_suspension_watch  # type: ignore[assignment]
+    return True

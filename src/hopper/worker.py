@@ -28,7 +28,7 @@ import anyio.abc
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 
 from hopper.isolate import shared_pool
-from hopper.prefect_api import poll_when_scheduled
+from hopper.prefect_api import poll_when_scheduled, skip_suspension_watch
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -142,6 +142,7 @@ async def serve(pool: str, *, project_dir: Path, limit: int, readers: int = 0) -
     nest inside any other.
     """
     sys.setswitchinterval(SWITCH_INTERVAL)
+    skip_suspension_watch()
     async with anyio.create_task_group() as beside:
         async with WarmWorker(
             work_pool_name=pool,
