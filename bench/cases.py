@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -493,6 +494,12 @@ def _cpu_over(pid: int, seconds: float) -> float:
     return cpu_percent(proc_times(pid)[0] - cpu0, time.monotonic() - wall0)
 
 
+def detected_in_log(text: str) -> int:
+    """Files a watcher's log says it detected: one by one, or in a burst's tally."""
+    tallies = re.findall(r"detected (\d+) files \(", text)
+    return text.count("detected file://") + sum(int(n) for n in tallies)
+
+
 def watcher_idle(
     root: Path,
     api_url: str,
@@ -570,7 +577,7 @@ def watcher_idle(
         "rss_max_mib": max(rss),
         "rss_growth_mib": rss_growth(rss),
         "alive_at_end": alive,
-        "dispatched_by_mistake": text.count("detected file://"),
+        "dispatched_by_mistake": detected_in_log(text),
         "ledger_seeding": how,
     }
 

@@ -6,6 +6,7 @@ the server off and on and decide when a flow run "exists".
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from hopper.home import Home
 from hopper.ledger import Lease, Ledger, sqlite_url
 from hopper.models import FileRef, FileState, IngestBatch, IngestOutcome
 from hopper.prefect_api import RunState
-from hopper.watch.daemon import Watcher
+from hopper.watch.daemon import DETECTED_ONE_BY_ONE, Watcher
 
 
 class ScriptedServer:
@@ -151,6 +152,25 @@ def test_files_due_together_are_dispatched_as_batches(home: HopperConfig) -> Non
     batched = [r.uri for b in batches for r in ledger.dispatched_under(b.dispatch_id)]
     assert len(batched) == 4 and len(set(batched)) == 4
     assert {r.state.value for r in ledger.records()} == {"dispatched"}
+
+
+def test_a_burst_is_logged_as_a_tally_and_a_few_files_one_by_one(
+    home: HopperConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    watcher = Watcher(home, Ledger(sqlite_url(home.state_dir)), ScriptedServer(), lambda _: True)
+    caplog.set_level(logging.INFO, logger="hopper.watch.daemon")
+    _drop(home, "one.csv", "two.csv")
+    _scan(watcher)
+    assert len(watcher.detect()) == 2
+    assert sum("detected file://" in m for m in caplog.messages) == 2
+    caplog.clear()
+    _drop(home, *(f"b{i}.csv" for i in range(DETECTED_ONE_BY_ONE + 1)))
+    _scan(watcher)
+    assert len(watcher.detect()) == DETECTED_ONE_BY_ONE + 1  # every file recorded
+    assert not any("detected file://" in m for m in caplog.messages)
+    assert f"detected {DETECTED_ONE_BY_ONE + 1} files (people: {DETECTED_ONE_BY_ONE + 1})" in (
+        caplog.messages
+    )
 
 
 def test_large_files_due_together_are_dispatched_within_the_byte_limit(

@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -279,9 +280,8 @@ class Watcher:
             refs = source.poll()
             for start in range(0, len(refs), 1000):  # a burst is recorded in few transactions
                 recorded = self.ledger.record_many(refs[start : start + 1000])
-                for ref in recorded:
-                    log.info("detected %s (dataset %s)", ref.uri, ref.dataset or "?")
-                    new.append(ref)
+                _log_detected(recorded)
+                new += recorded
                 metrics.detected(recorded)
             source.ack()  # every ref is in the ledger now: the source may forget them
         return new
@@ -418,3 +418,30 @@ class Watcher:
             log.warning("could not read run states yet: %s", exc)
             return 0
         return len(revival.requeued)
+
+
+DETECTED_ONE_BY_ONE = 20
+"""Up to this many files recorded at once are logged one by one; more, as a tally per dataset."""
+
+
+def _log_detected(recorded: list[FileRef]) -> None:
+    """Log newly recorded files: each by name, or a burst's tally (each name then at DEBUG).
+
+    Every file is in the ledger either way (``hopper status``, ``hopper files``); a burst of
+    thousands would otherwise cost the watcher a log line each.
+    """
+    one_by_one = len(recorded) <= DETECTED_ONE_BY_ONE
+    for ref in recorded:
+        log.log(
+            logging.INFO if one_by_one else logging.DEBUG,
+            "detected %s (dataset %s)",
+            ref.uri,
+            ref.dataset or "?",
+        )
+    if not one_by_one:
+        tally = Counter(ref.dataset or "?" for ref in recorded)
+        log.info(
+            "detected %d files (%s)",
+            len(recorded),
+            ", ".join(f"{dataset}: {n}" for dataset, n in sorted(tally.items())),
+        )
