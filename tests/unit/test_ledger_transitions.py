@@ -158,3 +158,26 @@ def test_a_late_outcome_of_a_lapsed_run_still_lands(tmp_path: Path) -> None:
     ledger.finish(_outcome(ref, S.QUARANTINED), "run-slow")
     record = ledger.get(ref.uri, ref.fingerprint)
     assert record is not None and record.state == S.QUARANTINED and record.alert == "pending"
+
+
+def test_a_batch_claim_tells_which_versions_it_won_when_some_are_taken(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    refs = [_ref(f"{i}.csv") for i in range(5)]
+    assert ledger.claim_many(refs[1:4:2], "run-other") == [True, True]  # 1 and 3
+    assert ledger.claim_many(refs, "run-1") == [True, False, True, False, True]
+    for i, ref in enumerate(refs):
+        record = ledger.get(ref.uri, ref.fingerprint)
+        assert record is not None and record.flow_run_id == ("run-other" if i % 2 else "run-1")
+        events = [h["event"] for h in ledger.history(ref.uri)]
+        assert events == (["detected", "running", "skipped"] if i % 2 else ["detected", "running"])
+    # Outcomes of a batch, one of them for a version its run no longer holds.
+    outcomes = [_outcome(ref, S.INGESTED) for ref in refs]
+    ledger.finish_many(outcomes, "run-1")
+    assert [ledger.get(r.uri, r.fingerprint).state for r in refs] == [S.INGESTED] * 5  # type: ignore[union-attr]
+
+
+def test_a_version_twice_in_one_batch_moves_once(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    ref = _ref()
+    assert ledger.claim_many([ref, ref], "run-1") == [True, True]  # the same run holds it
+    assert [h["event"] for h in ledger.history(ref.uri)] == ["detected", "running", "running"]

@@ -32,6 +32,7 @@ from hopper.ledger.transitions import (
     enter,
     history_row,
     move,
+    one_of,
 )
 from hopper.ledger.transitions import log as append_history
 from hopper.models import FileRef, FileState, IngestOutcome
@@ -54,7 +55,7 @@ _QUEUE = Step(values={"flow_run_id": sa.bindparam("b_run")})
 _CLAIM = Step(
     guard=[
         sa.or_(
-            files.c.state.in_(sorted(s.value for s in CLAIMABLE)),
+            one_of(files.c.state, sorted(s.value for s in CLAIMABLE)),
             files.c.flow_run_id == sa.bindparam("g_run"),
         )
     ],
@@ -74,7 +75,7 @@ _FINISH = Step(
         # One alert per incident: a failure waits as "pending" for the alert dispatcher; a
         # later success of the same version cancels an alert not yet sent.
         "alert": sa.case(
-            (files.c.alert.in_(["sent", "digested"]), files.c.alert),
+            (one_of(files.c.alert, ["sent", "digested"]), files.c.alert),
             else_=sa.bindparam("b_alert"),
         ),
         "dataset": sa.bindparam("b_dataset"),
