@@ -28,7 +28,11 @@ import anyio.abc
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 
 from hopper.isolate import shared_pool
-from hopper.prefect_api import poll_when_scheduled, skip_suspension_watch
+from hopper.prefect_api import (
+    poll_when_scheduled,
+    prefect_client_for_run,
+    skip_suspension_watch,
+)
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -125,7 +129,8 @@ def _run_in_thread(flow: Flow[..., Any], flow_run: FlowRun) -> bool:
     from prefect.flow_engine import run_flow
 
     try:
-        run_flow(flow, flow_run=flow_run, return_type="state")
+        with prefect_client_for_run():
+            run_flow(flow, flow_run=flow_run, return_type="state")
     except BaseException:  # the engine records the run's state; keep the worker alive
         log.exception("flow run %s crashed in the warm worker", flow_run.id)
         return False

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -297,3 +298,29 @@ def test_daily_summary_artifact_per_dataset(up: Running) -> None:
         "the daily artifact of people",
     )
     assert "the last 24 hours" in found[0]["data"] and "| ingested |" in found[0]["data"]
+
+
+def test_a_warm_worker_thread_keeps_one_prefect_client_for_its_runs(up: Running) -> None:
+    from prefect.context import SyncClientContext
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from hopper.prefect_api import prefect_client_for_run, thread_client_context
+
+    seen: list[object] = []
+
+    def two_runs() -> None:
+        with temporary_settings({PREFECT_API_URL: up.api_url}):
+            for _ in range(2):
+                with prefect_client_for_run():
+                    context = SyncClientContext.get()
+                    assert context is thread_client_context()
+                    assert context.client.hello().status_code == 200  # open, and answers
+                    seen.append(context)
+            assert SyncClientContext.get() is None  # set for the runs only
+
+    for _ in range(2):
+        thread = threading.Thread(target=two_runs)
+        thread.start()
+        thread.join()
+    assert seen[0] is seen[1] and seen[2] is seen[3]  # one per thread, kept between runs
+    assert seen[0] is not seen[2]
