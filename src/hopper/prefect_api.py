@@ -6,7 +6,8 @@ by pure functions; one of them needs the ``hopper-replay`` deployment's id, whic
 :func:`replay_deployment_page` looks up once per process (the reason file of a quarantined
 file is written deep in the flow path, where no client is handed down). The worker's
 wake-up on Prefect's event stream (:func:`poll_when_scheduled`) lives here as well, with what it
-changes in how Prefect's engine starts the runs it hosts (:func:`skip_suspension_watch`).
+changes in how Prefect's engine starts the runs it hosts: no watch for a suspension
+(:func:`skip_suspension_watch`), and one client per thread (:func:`prefect_client_for_run`).
 """
 
 from __future__ import annotations
