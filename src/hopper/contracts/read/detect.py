@@ -41,11 +41,16 @@ HEAD_BYTES = 64 * 1024
 
 def compression_of(path: Path) -> str | None:
     """The compression codec of a file (by suffix, else by magic bytes), or None."""
-    codec = _COMPRESSIONS.get(os.path.splitext(path)[1].lower())
+    codec = _codec_by_name(path)
     if codec:
         return codec
     with open(path, "rb") as handle:
         return _codec_of(handle.read(4))
+
+
+def _codec_by_name(path: Path) -> str | None:
+    """The compression codec a file's suffix names, or None."""
+    return _COMPRESSIONS.get(os.path.splitext(path)[1].lower())
 
 
 def _codec_of(start: bytes) -> str | None:
@@ -70,7 +75,7 @@ def read_head(path: Path, size: int = HEAD_BYTES, *, source: str | None = None) 
         UnreadableFileError: the file cannot be opened or decompressed.
     """
     try:
-        codec = _COMPRESSIONS.get(os.path.splitext(path)[1].lower())
+        codec = _codec_by_name(path)
         if codec is None:  # one open for a plain file: its first bytes say it is plain
             with open(path, "rb") as handle:
                 head = handle.read(size)
