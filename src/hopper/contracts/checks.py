@@ -174,9 +174,10 @@ def _check_column(
     """
     bad_type: pa.ChunkedArray | None = None  # None: every value converted
     typed = values
-    if values.type != spec.arrow_type():
+    declared = spec.arrow_type()
+    if values.type != declared:
         typed, bad_type = convert_column(values, spec, contract.reader)
-        target = type_to_string(spec.arrow_type())
+        target = type_to_string(declared)
         detail = f" with format {' or '.join(map(repr, spec.formats))}" if spec.formats else ""
         _add(issues, spec, "type", bad_type, values, f"value(s) are not valid {target}{detail}")
     if spec.default is not None and typed.null_count:

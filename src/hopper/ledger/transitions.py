@@ -236,19 +236,14 @@ def _execute(conn: Connection, step: Step, moves: Sequence[Move], now: float) ->
             for i in indexes:
                 moved[i] = True
             continue
-        now_in = _just_moved(conn, [moves[i].uri for i in indexes], to, now)
+        runs = _just_moved(conn, [moves[i].uri for i in indexes], to, now)
         for i in indexes:
             m = moves[i]
-            run = now_in.get((m.uri, m.fingerprint), _NOT_MOVED)
+            key = (m.uri, m.fingerprint)
             # The run it was given, where the step writes one: a run elsewhere moving the
             # same version at the very same instant is not mistaken for this one.
-            moved[i] = run is not _NOT_MOVED and (
-                "b_run" not in m.params or run == m.params["b_run"]
-            )
+            moved[i] = key in runs and ("b_run" not in m.params or runs[key] == m.params["b_run"])
     return moved
-
-
-_NOT_MOVED = object()
 
 
 def _just_moved(

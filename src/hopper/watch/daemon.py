@@ -427,17 +427,14 @@ DETECTED_ONE_BY_ONE = 20
 def _log_detected(recorded: list[FileRef]) -> None:
     """Log newly recorded files: each by name, or a burst's tally (each name then at DEBUG).
 
-    Every file is in the ledger either way (``hopper status``, ``hopper files``); a burst of
-    thousands would otherwise cost the watcher a log line each.
+    Every file is in the ledger either way (``hopper status FILE`` tells its story); a burst
+    of thousands would otherwise cost the watcher a log line each.
     """
     one_by_one = len(recorded) <= DETECTED_ONE_BY_ONE
-    for ref in recorded:
-        log.log(
-            logging.INFO if one_by_one else logging.DEBUG,
-            "detected %s (dataset %s)",
-            ref.uri,
-            ref.dataset or "?",
-        )
+    level = logging.INFO if one_by_one else logging.DEBUG
+    if log.isEnabledFor(level):
+        for ref in recorded:
+            log.log(level, "detected %s (dataset %s)", ref.uri, ref.dataset or "?")
     if not one_by_one:
         tally = Counter(ref.dataset or "?" for ref in recorded)
         log.info(
