@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from bench.data import settle_disk
 from hopper.contracts.model import Contract
 
 log = logging.getLogger(__name__)
@@ -60,9 +61,10 @@ def convert(path: Path, contract: Contract, out: Path) -> int:
 def bare_burst(files: list[Path], contract_yaml: str, out: Path, passes: int = 2) -> dict[str, Any]:
     """Convert ``files`` one after another in this process; files/s (the best pass) and rows.
 
-    The machine has just run a burst (its disk may still be writing it back): of ``passes``
-    passes over the same files, the fastest is the baseline, so that a slow moment makes
-    Hopper's ratio smaller, never larger.
+    The machine has just run a burst: each pass starts once the disk has written back what
+    came before it (:func:`~bench.data.settle_disk`, as the burst itself does), and of
+    ``passes`` passes over the same files the fastest is the baseline, so that a slow moment
+    of the loop makes Hopper's ratio smaller, never larger.
 
     Args:
         files: the burst's files (the same bytes Hopper is given).
@@ -79,6 +81,7 @@ def bare_burst(files: list[Path], contract_yaml: str, out: Path, passes: int = 2
         folder = out / f"pass-{n + 1}"
         folder.mkdir(parents=True, exist_ok=True)
         rows = 0
+        settle_disk()  # the burst's outputs, and the last pass's, are not this pass's to write
         began = time.monotonic()
         for path in files:
             rows += convert(path, contract, folder / f"{path.stem}.parquet")

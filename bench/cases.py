@@ -28,7 +28,14 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from bench.data import HEADER, small_csv, small_name, write_big_csv, write_small_files
+from bench.data import (
+    HEADER,
+    settle_disk,
+    small_csv,
+    small_name,
+    write_big_csv,
+    write_small_files,
+)
 from bench.procs import (
     HopperUp,
     PeakRSS,
@@ -273,6 +280,7 @@ def burst(
     log.info("burst: writing %d small files to %s", count, staging)
     paths = write_small_files(staging, count, prefix, seed=BURST_SEED)
     inbox = up.inbox(dataset)
+    settle_disk()
     if probe is not None:
         probe.start()
     started = time.monotonic()

@@ -99,6 +99,17 @@ def write_small_files(folder: Path, count: int, prefix: str, seed: int = 0) -> l
     return paths
 
 
+def settle_disk() -> None:
+    """Write every dirty page out now (``sync``), so that a timed phase starts on a quiet disk.
+
+    Writing thousands of small files leaves them in the page cache; the kernel writes them
+    back a few seconds later, and charges the waits to whoever writes then. Without this, a
+    burst pays for the writing of its own input, and the bare loop that follows it for the
+    burst's outputs.
+    """
+    os.sync()
+
+
 def small_name(prefix: str, index: int) -> str:
     """File name of small file ``index`` of a series: ``<prefix>-<index, 5 digits>.csv``."""
     return f"{prefix}-{index:05d}.csv"
