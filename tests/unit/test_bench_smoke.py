@@ -280,3 +280,18 @@ def test_bare_burst_converts_the_burst_files_and_checks_their_contract(tmp_path:
         bare.bare_burst([bad], data.contract_yaml("bench_burst"), tmp_path / "out2")
     row = run.bare_result({"files": 5, "files_per_s": 3.0, "exactly_once": True}, result)
     assert row.passed == (3.0 / result["files_per_s"] >= run.GOAL_BARE_RATIO)
+
+
+def test_the_bare_baseline_is_the_fastest_of_the_passes_around_the_burst(tmp_path: Path) -> None:
+    before = run.bare_pass(tmp_path, 4)  # the burst's own names and contents
+    assert sorted(p.name for p in (tmp_path / "staging-bare").iterdir()) == [
+        data.small_name(cases.BURST_PREFIX, i) for i in range(4)
+    ]
+    assert len(before["pass_seconds"]) == 1 and before["files"] == 4
+    slow = {**before, "seconds": before["seconds"] + 10, "pass_seconds": [before["seconds"] + 10]}
+    chosen = bare.fastest([slow, before])
+    assert chosen["seconds"] == before["seconds"]
+    assert chosen["files_per_s"] == before["files_per_s"]
+    assert chosen["pass_seconds"] == [*slow["pass_seconds"], *before["pass_seconds"]]
+    with pytest.raises(ValueError):
+        bare.fastest([])
