@@ -81,6 +81,16 @@ def machine_busy_seconds() -> tuple[float, float]:
     return (sum(fields) - idle) / ticks, sum(fields) / ticks
 
 
+def machine_steal_seconds() -> float:
+    """CPU seconds the hypervisor gave to other guests while this machine wanted them (steal).
+
+    Counted as busy by :func:`machine_busy_seconds`: on a shared virtual machine it is how
+    much slower everything measured here ran, Hopper and its baselines alike.
+    """
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
 def postgres_pids() -> list[int]:
     """Every PostgreSQL server process on the machine (the ledger's and Prefect's backends)."""
     return processes_named("postgres")
@@ -102,16 +112,19 @@ class CpuProbe:
         self.pids_by_role = pids_by_role
         self._before: dict[str, dict[int, float]] = {}
         self._machine = (0.0, 0.0)
+        self._steal = 0.0
         self._began = 0.0
 
     def start(self) -> None:
         """Take the first reading (just before the burst's files are moved in)."""
         self._before = {role: cpu_seconds(pids) for role, pids in self.pids_by_role().items()}
         self._machine = machine_busy_seconds()
+        self._steal = machine_steal_seconds()
         self._began = time.monotonic()
 
     def stop(self) -> dict[str, Any]:
-        """``cpu_cores`` (role → average cores busy) and ``machine_busy_percent`` since start."""
+        """``cpu_cores`` (role → average cores busy), ``machine_busy_percent`` and, of that,
+        ``machine_steal_percent`` since start."""
         wall = time.monotonic() - self._began
         busy, total = machine_busy_seconds()
         cores: dict[str, float] = {}
@@ -124,6 +137,9 @@ class CpuProbe:
         return {
             "cpu_cores": cores,
             "machine_busy_percent": round(100 * (busy - self._machine[0]) / spent, 1),
+            "machine_steal_percent": round(
+                100 * (machine_steal_seconds() - self._steal) / spent, 1
+            ),
         }
 
 
@@ -214,8 +230,10 @@ def ceiling(run: dict[str, Any]) -> str:
     """Where the time goes in a burst, in words: the busiest role and the machine's load."""
     cores = run["cpu_cores"]
     role = max((r for r in cores if r != "readers"), key=cores.get)
+    steal = run.get("machine_steal_percent")
+    stolen = f" ({steal:.0f} % stolen by the hypervisor)" if steal else ""
     return (
-        f"machine {run['machine_busy_percent']:.0f} % busy; {role} {cores[role]:.2f} cores "
+        f"machine {run['machine_busy_percent']:.0f} % busy{stolen}; {role} {cores[role]:.2f} cores "
         f"(server {cores['server']:.2f}, workers {cores['workers']:.2f} "
         f"of which readers {cores.get('readers', 0.0):.2f}, "
         f"watcher {cores['watcher']:.2f}, postgres {cores['postgres']:.2f})"

@@ -166,6 +166,21 @@ def test_machine_cpu_counters_advance() -> None:
     assert busy2 >= busy and total2 > total
 
 
+def test_the_hypervisors_share_is_read_and_named() -> None:
+    from bench.scaleout import ceiling, machine_busy_seconds, machine_steal_seconds
+
+    steal, (busy, _) = machine_steal_seconds(), machine_busy_seconds()
+    assert 0 <= steal <= busy  # stolen time is part of what the machine counts as busy
+    run_ = {
+        "cpu_cores": {"server": 0.4, "workers": 1.1, "readers": 0.8, "watcher": 0.2, "postgres": 0},
+        "machine_busy_percent": 95.0,
+        "machine_steal_percent": 6.0,
+    }
+    assert ceiling(run_).startswith("machine 95 % busy (6 % stolen by the hypervisor); workers")
+    run_["machine_steal_percent"] = 0.0
+    assert ceiling(run_).startswith("machine 95 % busy; workers")
+
+
 def test_iceberg_rows_are_judged_against_the_parquet_lake() -> None:
     lat = {"files": 5, "p50": 1.2, "p95": 2.0}
     assert iceberg.latency_result(lat, {"p50": 0.95, "p95": 1.5}).passed is True
