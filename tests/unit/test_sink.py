@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from hopper.lineage import add_lineage
 from hopper.sink import (
     StreamingOutputs,
     output_path,
@@ -92,6 +93,64 @@ def test_writes_report_the_bytes_they_published(tmp_path: Path) -> None:
         uri="file:///in/sales/mar.csv", compression="zstd",
     )  # fmt: skip
     assert staged.nbytes == Path(staged[0]).stat().st_size > 0
+
+
+def _codecs(path: str) -> dict[str, str]:
+    """Each Parquet leaf column of a file's first row group, and its codec."""
+    group = pq.read_metadata(path).row_group(0)
+    return {
+        group.column(i).path_in_schema: group.column(i).compression
+        for i in range(group.num_columns)
+    }
+
+
+def test_lineage_columns_are_stored_uncompressed_and_the_rest_with_the_codec(
+    tmp_path: Path,
+) -> None:
+    when = datetime(2026, 12, 4, tzinfo=UTC)
+    rows = pa.table({"n": list(range(300)), "city": ["Oslo", "Lima", "Pune"] * 100})
+    table = add_lineage(rows, "file:///in/sales/jan.csv", when)
+    lake = tmp_path / "lake"
+    expected = {"n": "ZSTD", "city": "ZSTD", "_source_uri": "UNCOMPRESSED",
+                "_ingested_at": "UNCOMPRESSED"}  # fmt: skip
+    (whole,) = write_outputs(
+        table, lake=str(lake), dataset="sales", partition_by=[], source_name="jan.csv",
+        uri="file:///in/sales/jan.csv", compression="zstd",
+    )  # fmt: skip
+    assert _codecs(whole) == expected
+    assert pq.read_table(whole).equals(table)  # read back as written
+    with StreamingOutputs(
+        lake=lake, dataset="sales", partition_by=[], source_name="feb.csv",
+        uri="file:///in/sales/feb.csv", compression="zstd",
+    ) as out:  # fmt: skip
+        out.write(table.slice(0, 150))
+        out.write(table.slice(150))
+        (streamed,) = out.commit()
+    assert _codecs(streamed) == expected
+    (staged,) = TableStagingLake(str(tmp_path / "tables")).write(
+        table, dataset="sales", partition_by=[], source_name="mar.csv",
+        uri="file:///in/sales/mar.csv", compression="zstd",
+    )  # fmt: skip
+    assert _codecs(staged) == expected
+    # Nested columns, or a dotted name, are not their own leaf paths: one codec throughout.
+    for extra in (pa.array([{"x": 1}] * 300), pa.array([[1, 2]] * 300)):
+        nested = add_lineage(rows.append_column("extra", extra), "file:///in/sales/n.csv", when)
+        (path,) = write_outputs(
+            nested, lake=str(lake), dataset="nested", partition_by=[], source_name="n.csv",
+            uri="file:///in/sales/n.csv", compression="zstd",
+        )  # fmt: skip
+        assert set(_codecs(path).values()) == {"ZSTD"}
+    dotted = add_lineage(rows.rename_columns(["a.b", "city"]), "file:///in/s/d.csv", when)
+    (path,) = write_outputs(
+        dotted, lake=str(lake), dataset="dotted", partition_by=[], source_name="d.csv",
+        uri="file:///in/s/d.csv", compression="zstd",
+    )  # fmt: skip
+    assert set(_codecs(path).values()) == {"ZSTD"}
+    (plain,) = write_outputs(
+        table, lake=str(lake), dataset="plain", partition_by=[], source_name="jan.csv",
+        uri="file:///in/sales/jan.csv", compression="none",
+    )  # fmt: skip
+    assert set(_codecs(plain).values()) == {"UNCOMPRESSED"}
 
 
 def test_quarantine_file_writes_copy_and_reason(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hopper.contracts.partitions import parse_partitions
+from hopper.lineage import LINEAGE_COLUMNS
 from hopper.sink.names import output_name, output_path, partition_dir, split_partitions
 from hopper.staging import Stage, Written, discard_staged
 from hopper.stores import Store, Writer, join
@@ -44,13 +45,35 @@ class TooManyPartitions(Exception):
     """A streamed file has more partitions than :data:`MAX_STREAM_PARTITIONS`."""
 
 
-def _writer_options(compression: str) -> dict[str, Any]:
-    """Parquet options shared by whole and streamed writes."""
-    return {
-        "compression": None if compression == "none" else compression,
-        "coerce_timestamps": "us",
-        "allow_truncated_timestamps": True,
-    }
+def writer_options(compression: str, schema: pa.Schema) -> dict[str, Any]:
+    """Parquet options of every file Hopper writes: whole, streamed, or staged for a table.
+
+    Timestamps are stored in microseconds (what every reader, and Iceberg, takes). The
+    lineage columns (:data:`~hopper.lineage.LINEAGE_COLUMNS`) repeat one value: Parquet's
+    dictionary holds it once, so compressing them saves nothing and costs each file two
+    codec contexts (about a third of a small file's write). They are left uncompressed
+    where the columns are flat; per-column codecs are keyed by Parquet leaf paths, and only
+    flat names without a dot are their own leaf paths, so any other schema gets the one
+    codec throughout.
+
+    Args:
+        compression: the contract's codec, or ``none``.
+        schema: the schema of the rows to be written.
+    """
+    codec: str | dict[str, str] | None = None if compression == "none" else compression
+    if codec is not None and _lineage_apart(schema):
+        codec = {f.name: "none" if f.name in LINEAGE_COLUMNS else compression for f in schema}
+    return {"compression": codec, "coerce_timestamps": "us", "allow_truncated_timestamps": True}
+
+
+def _lineage_apart(schema: pa.Schema) -> bool:
+    """Whether ``schema`` has lineage columns and every column is its own Parquet leaf."""
+    names = schema.names
+    return (
+        any(name in LINEAGE_COLUMNS for name in names)
+        and len(set(names)) == len(names)
+        and not any("." in f.name or pa.types.is_nested(f.type) for f in schema)
+    )
 
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
@@ -60,7 +83,8 @@ def parquet(table: pa.Table, compression: str = "zstd") -> Writer:
     """What writes ``table`` as a whole Parquet file to a store's stream."""
 
     def write(out: pa.NativeFile) -> None:
-        pq.write_table(table, out, row_group_size=ROW_GROUP_ROWS, **_writer_options(compression))
+        options = writer_options(compression, table.schema)
+        pq.write_table(table, out, row_group_size=ROW_GROUP_ROWS, **options)
 
     return write
 
@@ -160,7 +184,9 @@ class _PartitionFile:
     def _open(self, compression: str) -> pq.ParquetWriter:
         self.output = self.store.open_output(self.tmp, PARQUET_CONTENT_TYPE)
         self.stream = self.output.__enter__()
-        return pq.ParquetWriter(self.stream, self.schema, **_writer_options(compression))
+        assert self.schema is not None  # set by the first add
+        options = writer_options(compression, self.schema)
+        return pq.ParquetWriter(self.stream, self.schema, **options)
 
     def flush(self, compression: str) -> None:
         if not self.buffer or self.schema is None:

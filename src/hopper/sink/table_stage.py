@@ -16,18 +16,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hopper.sink.parquet_lake import PARQUET_CONTENT_TYPE, ROW_GROUP_ROWS
+from hopper.sink.parquet_lake import PARQUET_CONTENT_TYPE, ROW_GROUP_ROWS, writer_options
 from hopper.staging import Stage, Written, discard_staged
 from hopper.stores import join
-
-
-def _options(compression: str) -> dict[str, Any]:
-    """Parquet options of a staged file: microsecond timestamps, as Iceberg tables hold."""
-    return {
-        "compression": None if compression == "none" else compression,
-        "coerce_timestamps": "us",
-        "allow_truncated_timestamps": True,
-    }
 
 
 class StagedTable:
@@ -59,7 +50,8 @@ class StagedTable:
             self.schema = table.schema
             self.output = self.stage.store.open_output(self.path, PARQUET_CONTENT_TYPE)
             self.stream = self.output.__enter__()
-            self.writer = pq.ParquetWriter(self.stream, self.schema, **_options(self.compression))
+            options = writer_options(self.compression, self.schema)
+            self.writer = pq.ParquetWriter(self.stream, self.schema, **options)
         elif self.schema is not None and not table.schema.equals(self.schema):
             table = table.cast(self.schema)
         self.writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
