@@ -7,6 +7,7 @@ flow's task retries them with backoff.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -319,8 +320,14 @@ def _ingested(
         outputs=[] if staged else outputs,
         staged=outputs if staged else [],
         bytes_out=outputs.nbytes,
-        schema={f.name: str(f.type) for f in schema} if schema is not None else {},
+        schema=dict(_type_names(schema)) if schema is not None else {},
     )
+
+
+@functools.lru_cache(maxsize=64)  # a batch's files share a few schemas
+def _type_names(schema: pa.Schema) -> tuple[tuple[str, str], ...]:
+    """Each column's name and type, as the outcome reports them."""
+    return tuple((f.name, str(f.type)) for f in schema)
 
 
 def _convert_streaming(

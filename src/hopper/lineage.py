@@ -142,9 +142,19 @@ def lineage_columns(
     return _repeated(uris, num_rows), _repeated(stamps, num_rows)
 
 
-def portable_schema(schema: pa.Schema) -> pa.Schema:
-    """``schema`` with types every Parquet reader understands (see :func:`add_lineage`)."""
-    return pa.schema([f.with_type(_portable(f)) for f in schema], metadata=schema.metadata)
+@functools.lru_cache(maxsize=64)  # a batch's files share a few schemas
+def _clashes(names: tuple[str, ...]) -> list[str]:
+    return reserved_clashes(list(names))
+
+
+@functools.lru_cache(maxsize=64)
+def _portable_types(schema: pa.Schema) -> tuple[pa.DataType, ...] | None:
+    """Each column's portable type (see :func:`_portable`), or None if none changes.
+
+    Cached by names and types: equal schemas may differ in metadata, which callers keep.
+    """
+    types = tuple(_portable(f) for f in schema)
+    return None if types == tuple(schema.types) else types
 
 
 def add_lineage(table: pa.Table, source_uri: str, ingested_at: datetime) -> pa.Table:
@@ -162,7 +172,7 @@ def add_lineage(table: pa.Table, source_uri: str, ingested_at: datetime) -> pa.T
         ContractViolation: ``table`` already has a column named like a reserved one (see
             :func:`reserved_name`): lineage is never forged nor written twice.
     """
-    clashes = reserved_clashes(table.column_names)
+    clashes = _clashes(tuple(table.column_names))
     if clashes:
         raise ContractViolation(
             f"{source_uri}: column(s) {clashes} are named like Hopper's own columns "
@@ -174,9 +184,11 @@ def add_lineage(table: pa.Table, source_uri: str, ingested_at: datetime) -> pa.T
                 for name in clashes
             ],
         )
-    schema = portable_schema(table.schema)
-    if schema != table.schema:
-        table = table.cast(schema)
+    types = _portable_types(table.schema)
+    if types is not None:
+        schema = table.schema
+        fields = [f.with_type(t) for f, t in zip(schema, types, strict=True)]
+        table = table.cast(pa.schema(fields, metadata=schema.metadata))
     uris, stamps = lineage_columns(table.num_rows, source_uri, ingested_at)
     table = table.append_column(SOURCE_URI, uris)
     return table.append_column(INGESTED_AT, stamps)

@@ -422,6 +422,32 @@ def test_lineage_columns_hold_the_same_values_made_directly_or_from_a_template(
     assert set(uris.to_pylist()) <= {uri} and set(stamps.to_pylist()) <= {when}
 
 
+def test_types_are_made_portable_per_table_keeping_each_ones_own_metadata() -> None:
+    from hopper.lineage import add_lineage
+
+    when = datetime(2026, 12, 4, tzinfo=UTC)
+    nanos = pa.array([1_700_000_000_123_456_000], pa.timestamp("ns", tz="UTC"))
+    outputs = []
+    for owner in ("first", "second"):  # same names and types: the second hits the cache
+        field = pa.field("ts", nanos.type, metadata={"owner": owner})
+        table = pa.table([nanos, pa.nulls(1)], schema=pa.schema(
+            [field, pa.field("empty", pa.null())], metadata={"from": owner}
+        ))  # fmt: skip
+        outputs.append((owner, add_lineage(table, f"file:///in/{owner}.csv", when)))
+    for owner, out in outputs:
+        assert out.schema.field("ts").type == pa.timestamp("us", tz="UTC")
+        assert out.schema.field("empty").type == pa.string()
+        assert out.schema.metadata == {b"from": owner.encode()}
+        assert out.schema.field("ts").metadata == {b"owner": owner.encode()}
+        assert out.column("_source_uri").to_pylist() == [f"file:///in/{owner}.csv"]
+    plain = pa.table({"n": [1]})  # nothing to change: the columns are not copied
+    out = add_lineage(plain, "file:///in/p.csv", when)
+    assert (
+        out.column("n").chunk(0).buffers()[1].address
+        == plain.column("n").chunk(0).buffers()[1].address
+    )
+
+
 def test_a_row_longer_than_a_block_falls_back_to_the_whole_file(
     tmp_path: Path, small_blocks: None, caplog: pytest.LogCaptureFixture
 ) -> None:

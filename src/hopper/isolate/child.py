@@ -41,10 +41,16 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_statm: int | None = None  # /proc/self/statm, opened once: each file reads it twice
+
+
 def _mapped_bytes() -> int:
     """Address space this process maps now (VmSize)."""
-    with open("/proc/self/statm", encoding="ascii") as f:
-        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    global _statm
+    if _statm is None:
+        _statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+    return int(os.pread(_statm, 128, 0).split()[0]) * _PAGE
 
 
 _MEMORY_WORDS = (

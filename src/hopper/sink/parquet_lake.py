@@ -14,6 +14,7 @@ is cleaned up after by :func:`~hopper.staging.discard_staged`.
 
 from __future__ import annotations
 
+import functools
 import logging
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -60,20 +61,28 @@ def writer_options(compression: str, schema: pa.Schema) -> dict[str, Any]:
         compression: the contract's codec, or ``none``.
         schema: the schema of the rows to be written.
     """
-    codec: str | dict[str, str] | None = None if compression == "none" else compression
-    if codec is not None and _lineage_apart(schema):
-        codec = {f.name: "none" if f.name in LINEAGE_COLUMNS else compression for f in schema}
-    return {"compression": codec, "coerce_timestamps": "us", "allow_truncated_timestamps": True}
+    codec = _codecs(compression, schema)
+    return {
+        "compression": dict(codec) if isinstance(codec, tuple) else codec,
+        "coerce_timestamps": "us",
+        "allow_truncated_timestamps": True,
+    }
 
 
-def _lineage_apart(schema: pa.Schema) -> bool:
-    """Whether ``schema`` has lineage columns and every column is its own Parquet leaf."""
+@functools.lru_cache(maxsize=64)  # a batch's files share a few schemas
+def _codecs(compression: str, schema: pa.Schema) -> str | tuple[tuple[str, str], ...] | None:
+    """The codec of every column (pairs of name and codec), or the one codec, or None."""
+    if compression == "none":
+        return None
     names = schema.names
-    return (
+    apart = (
         any(name in LINEAGE_COLUMNS for name in names)
         and len(set(names)) == len(names)
         and not any("." in f.name or pa.types.is_nested(f.type) for f in schema)
     )
+    if not apart:
+        return compression
+    return tuple((name, "none" if name in LINEAGE_COLUMNS else compression) for name in names)
 
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"

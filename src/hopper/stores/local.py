@@ -43,9 +43,13 @@ class LocalStore(Store):
     @contextmanager
     def _output(self, path: str) -> Iterator[pa.NativeFile]:
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with pa.OSFile(path, "wb") as out:
+            out = pa.OSFile(path, "wb")
+        except FileNotFoundError:  # its folder is made on first use, not checked every time
+            target.parent.mkdir(parents=True, exist_ok=True)
+            out = pa.OSFile(path, "wb")
+        try:
+            with out:
                 yield out
         except BaseException:
             target.unlink(missing_ok=True)
