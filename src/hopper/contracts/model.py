@@ -317,7 +317,9 @@ class Contract(BaseModel):
         "date (UTC). Each is a Hive folder level (column=value, day(ts) gives ts_day=…).",
     )
     compression: Literal["zstd", "snappy", "gzip", "none"] = Field(
-        default="zstd", description="Parquet compression codec."
+        default="zstd",
+        description="Parquet compression codec of the data columns (the lineage columns are "
+        "stored uncompressed: Parquet's dictionary holds their one value per file).",
     )
     stream_threshold_mb: float | None = Field(
         default=None,
