@@ -153,6 +153,66 @@ def test_lineage_columns_are_stored_uncompressed_and_the_rest_with_the_codec(
     assert set(_codecs(plain).values()) == {"UNCOMPRESSED"}
 
 
+def test_streamed_row_groups_are_written_on_a_thread_while_rows_arrive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import hopper.sink.parquet_lake as sink_module
+
+    monkeypatch.setattr(sink_module, "ROW_GROUP_ROWS", 100)
+    writers: set[str] = set()
+    real = pq.ParquetWriter.write_table
+
+    def noted(self: pq.ParquetWriter, *args: object, **kwargs: object) -> None:
+        writers.add(threading.current_thread().name)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", noted)
+    table = pa.table({"region": ["EU", "US"] * 250, "n": list(range(500))})
+    with StreamingOutputs(
+        lake=tmp_path, dataset="sales", partition_by=["region"],
+        source_name="jan.csv", uri="file:///in/sales/jan.csv",
+    ) as out:  # fmt: skip
+        for start in range(0, 500, 50):
+            out.write(table.slice(start, 50))
+        written = out.commit()
+    assert any(name.startswith("hopper-parquet") for name in writers)
+    back = pa.concat_tables([pq.read_table(p) for p in sorted(written)])
+    assert sorted(back.column("n").to_pylist()) == list(range(500))  # every row, once
+    for path in written:  # row groups in the order the rows came
+        assert pq.read_table(path).column("n").to_pylist() == sorted(
+            pq.read_table(path).column("n").to_pylist()
+        )
+
+
+def test_a_row_group_write_that_fails_on_the_thread_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hopper.sink.parquet_lake as sink_module
+
+    monkeypatch.setattr(sink_module, "ROW_GROUP_ROWS", 100)
+    calls = []
+    real = pq.ParquetWriter.write_table
+
+    def failing(self: pq.ParquetWriter, *args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", failing)
+    table = pa.table({"n": list(range(1000))})
+    with pytest.raises(OSError, match="No space left"), StreamingOutputs(
+        lake=tmp_path / "lake", dataset="sales", partition_by=[],
+        source_name="jan.csv", uri="file:///in/sales/jan.csv",
+    ) as out:  # fmt: skip
+        for start in range(0, 1000, 100):
+            out.write(table.slice(start, 100))
+        out.commit()
+    assert [p for p in (tmp_path / "lake").rglob("*") if p.is_file()] == []
+
+
 def test_quarantine_file_writes_copy_and_reason(tmp_path: Path) -> None:
     src = tmp_path / "bad.csv"
     src.write_text("x\n1\n")

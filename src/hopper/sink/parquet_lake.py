@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -197,17 +199,29 @@ class _PartitionFile:
         options = writer_options(compression, self.schema)
         return pq.ParquetWriter(self.stream, self.schema, **options)
 
-    def flush(self, compression: str) -> None:
+    def take(self, compression: str) -> Callable[[], None] | None:
+        """The buffered rows as one row group to write (the buffer is emptied), or None.
+
+        The returned call opens the staged file if need be and writes the row group; it may
+        run on another thread, one such call at a time.
+        """
         if not self.buffer or self.schema is None:
-            return
+            return None
         table = pa.concat_tables(self.buffer)
         self.buffer, self.buffered_rows, self.buffered_bytes = [], 0, 0
-        if self.writer is None:
-            self.writer = self._open(compression)
-        self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
+
+        def write() -> None:
+            if self.writer is None:
+                self.writer = self._open(compression)
+            self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
+
+        return write
 
     def close(self, compression: str) -> None:
-        self.flush(compression)
+        """Write what is buffered and close the staged file (no write may be in flight)."""
+        write = self.take(compression)
+        if write is not None:
+            write()
         if self.writer is None and self.schema is not None:  # no rows: an empty file
             self.writer = self._open(compression)
         if self.writer is not None:
@@ -280,6 +294,8 @@ class StreamingOutputs:
         self.files: dict[str, _PartitionFile] = {}
         self.stage = Stage(self.lake, dataset, uri, s3)
         self.committed = False
+        self._writer: ThreadPoolExecutor | None = None  # writes row groups while rows are read
+        self._writing: Future[None] | None = None
 
     def __enter__(self) -> StreamingOutputs:
         return self
@@ -309,9 +325,37 @@ class StreamingOutputs:
                 part = self.files[partition] = _PartitionFile(self.stage.store, target, staged)
             part.add(rows)
             if part.buffered_rows >= ROW_GROUP_ROWS or part.buffered_bytes >= ROW_GROUP_BYTES:
-                part.flush(self.compression)
+                self._flush(part)
         while sum(p.buffered_bytes for p in self.files.values()) > STREAM_BUFFER_BYTES:
-            max(self.files.values(), key=lambda p: p.buffered_bytes).flush(self.compression)
+            self._flush(max(self.files.values(), key=lambda p: p.buffered_bytes))
+
+    def _flush(self, part: _PartitionFile) -> None:
+        """Write ``part``'s buffer as a row group, on the writer thread.
+
+        Encoding and compressing a row group takes about as long as reading and checking
+        it, and Arrow releases the GIL for both: the next rows are read while this group is
+        written. One group is written at a time, and the next waits for it, so memory stays
+        bounded by one group beyond the buffers. A failed write is raised here, at the next
+        flush, or by :meth:`commit`.
+        """
+        write = part.take(self.compression)
+        if write is None:
+            return
+        self._wait()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="hopper-parquet")
+        self._writing = self._writer.submit(write)
+
+    def _wait(self) -> None:
+        """Wait for the row group being written (raising what its write raised)."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
+
+    def _stop_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
 
     def commit(self) -> Written:
         """Close every file and publish them together, removing the source's stale outputs.
@@ -319,6 +363,8 @@ class StreamingOutputs:
         Returns:
             The files written, and their bytes (as :func:`write_outputs` returns them).
         """
+        self._wait()
+        self._stop_writer()
         for part in self.files.values():
             part.close(self.compression)
             self.stage.wrote(part.tmp, part.nbytes)
@@ -332,6 +378,11 @@ class StreamingOutputs:
 
     def abort(self) -> None:
         """Delete every staged file (undoing a publish in progress); the lake is as it was."""
+        try:
+            self._wait()
+        except Exception as exc:  # the error that made us abort matters more
+            log.debug("%s: a row group write failed while aborting: %s", self.uri, exc)
+        self._stop_writer()
         for part in self.files.values():
             part.discard()
         self.files = {}
