@@ -23,6 +23,7 @@ from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from hopper.errors import ContractViolation
 
@@ -157,6 +158,22 @@ def _portable_types(schema: pa.Schema) -> tuple[pa.DataType, ...] | None:
     return None if types == tuple(schema.types) else types
 
 
+def _made_portable(table: pa.Table, types: tuple[pa.DataType, ...]) -> pa.Table:
+    """``table`` with each column whose portable type differs cast to it.
+
+    Nanoseconds are cut to microseconds, as the lake's Parquet writer stores them anyway (a
+    strict cast would refuse any value with sub-microsecond digits); all-null columns become
+    strings. Field and schema metadata are kept.
+    """
+    schema = table.schema
+    for index, (field, portable) in enumerate(zip(schema, types, strict=True)):
+        if field.type != portable:
+            options = pc.CastOptions(target_type=portable, allow_time_truncate=True)
+            column = pc.cast(table.column(index), options=options)
+            table = table.set_column(index, field.with_type(portable), column)
+    return table.replace_schema_metadata(schema.metadata)
+
+
 def add_lineage(table: pa.Table, source_uri: str, ingested_at: datetime) -> pa.Table:
     """Append ``_source_uri`` and ``_ingested_at`` and normalise column types for Parquet.
 
@@ -186,9 +203,7 @@ def add_lineage(table: pa.Table, source_uri: str, ingested_at: datetime) -> pa.T
         )
     types = _portable_types(table.schema)
     if types is not None:
-        schema = table.schema
-        fields = [f.with_type(t) for f, t in zip(schema, types, strict=True)]
-        table = table.cast(pa.schema(fields, metadata=schema.metadata))
+        table = _made_portable(table, types)
     uris, stamps = lineage_columns(table.num_rows, source_uri, ingested_at)
     table = table.append_column(SOURCE_URI, uris)
     return table.append_column(INGESTED_AT, stamps)

@@ -36,6 +36,29 @@ def test_valid_file_is_written_with_lineage(home: HopperConfig) -> None:
     assert outcome.schema_["_ingested_at"] == "timestamp[us, tz=UTC]"
 
 
+def test_nanosecond_timestamps_land_cut_to_microseconds(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from hopper.config import load_config
+    from tests.conftest import make_home
+
+    contract = (
+        "name: events\nversion: 1\nformat: parquet\ncolumns:\n"
+        "  - {name: id, type: int64}\n  - {name: ts, type: 'timestamp[ns, tz=UTC]'}\n"
+    )
+    home = load_config(make_home(tmp_path, {"events": contract}))
+    path = home.sources[0].path / "events" / "e.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nanos = [1_700_000_000_123_456_789, 1_700_000_001_000_000_001]  # sub-microsecond digits
+    ts = pa.array(nanos, pa.timestamp("ns", tz="UTC"))
+    pq.write_table(pa.table({"id": [1, 2], "ts": ts}), path)
+    outcome = ingest(_request(path, "events"), home, isolate=False)
+    assert outcome.state == FileState.INGESTED, outcome.reason
+    back = pq.read_table(outcome.outputs[0]).column("ts")
+    assert back.type == pa.timestamp("us", tz="UTC")
+    assert back.cast(pa.int64()).to_pylist() == [n // 1000 for n in nanos]
+
+
 def test_ingesting_again_replaces_the_output(home: HopperConfig) -> None:
     path = _write(home, "p.csv", "id,full name,score\n1,Ada,1.5\n2,Bob,2\n")
     first = ingest(_request(path), home)
