@@ -1,4 +1,5 @@
 import json
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import hopper.sink.parquet_lake as sink_module
 from hopper.lineage import add_lineage
 from hopper.sink import (
     StreamingOutputs,
@@ -156,10 +158,6 @@ def test_lineage_columns_are_stored_uncompressed_and_the_rest_with_the_codec(
 def test_streamed_row_groups_are_written_on_a_thread_while_rows_arrive(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import threading
-
-    import hopper.sink.parquet_lake as sink_module
-
     monkeypatch.setattr(sink_module, "ROW_GROUP_ROWS", 100)
     writers: set[str] = set()
     real = pq.ParquetWriter.write_table
@@ -189,8 +187,6 @@ def test_streamed_row_groups_are_written_on_a_thread_while_rows_arrive(
 def test_a_row_group_write_that_fails_on_the_thread_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hopper.sink.parquet_lake as sink_module
-
     monkeypatch.setattr(sink_module, "ROW_GROUP_ROWS", 100)
     calls = []
     real = pq.ParquetWriter.write_table

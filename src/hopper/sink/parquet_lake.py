@@ -352,10 +352,14 @@ class StreamingOutputs:
         if writing is not None:
             writing.result()
 
-    def _stop_writer(self) -> None:
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
-            self._writer = None
+    def _end_writes(self) -> None:
+        """Wait for the last row group (raising what its write raised); stop the thread."""
+        try:
+            self._wait()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
 
     def commit(self) -> Written:
         """Close every file and publish them together, removing the source's stale outputs.
@@ -363,8 +367,7 @@ class StreamingOutputs:
         Returns:
             The files written, and their bytes (as :func:`write_outputs` returns them).
         """
-        self._wait()
-        self._stop_writer()
+        self._end_writes()
         for part in self.files.values():
             part.close(self.compression)
             self.stage.wrote(part.tmp, part.nbytes)
@@ -379,10 +382,9 @@ class StreamingOutputs:
     def abort(self) -> None:
         """Delete every staged file (undoing a publish in progress); the lake is as it was."""
         try:
-            self._wait()
+            self._end_writes()
         except Exception as exc:  # the error that made us abort matters more
             log.debug("%s: a row group write failed while aborting: %s", self.uri, exc)
-        self._stop_writer()
         for part in self.files.values():
             part.discard()
         self.files = {}
