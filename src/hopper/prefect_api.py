@@ -4,10 +4,10 @@ Created once per process (CLI command, watcher) and handed to whoever needs it, 
 deciding code never builds clients of its own. Links into the Prefect UI are built here too,
 by pure functions; one of them needs the ``hopper-replay`` deployment's id, which
 :func:`replay_deployment_page` looks up once per process (the reason file of a quarantined
-file is written deep in the flow path, where no client is handed down). The worker's
-wake-up on Prefect's event stream (:func:`poll_when_scheduled`) lives here as well, with what it
-changes in how Prefect's engine starts the runs it hosts: no watch for a suspension
-(:func:`skip_suspension_watch`), and one client per thread (:func:`prefect_client_for_run`).
+file is written deep in the flow path, where no client is handed down). What the warm
+worker changes in how Prefect's engine starts the runs it hosts lives here as well: no watch
+for a suspension (:func:`skip_suspension_watch`), and clients kept between runs
+(:func:`prefect_client_for_run`); when it polls is :mod:`hopper.wake`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 from uuid import UUID
 
-import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from hopper.errors import TransientError
@@ -305,59 +304,6 @@ class PrefectAPI:
         return any(w.last_heartbeat_time and w.last_heartbeat_time >= since for w in workers)
 
 
-RESUBSCRIBE_SECONDS = 5.0  # wait before subscribing again to a lost event stream
-SCHEDULED = "prefect.flow-run.Scheduled"
-
-
-def names_pool(event: Any, pool: str) -> bool:
-    """Whether a Prefect event names ``pool`` as its run's work pool."""
-    return any(
-        r.get("prefect.resource.role") == "work-pool" and r.get("prefect.resource.name") == pool
-        for r in event.related
-    )
-
-
-async def poll_when_scheduled(pool: str, poll_pool: Callable[[], Awaitable[Any]]) -> None:
-    """Call ``poll_pool`` as soon as Prefect announces a run of ``pool`` (runs until cancelled).
-
-    Prefect's event stream says when a run is scheduled (an automation just created it for a
-    file); the worker then polls at once, instead of a fraction of its poll interval later.
-    Announcements that arrive while a poll runs are folded into one more poll. The regular
-    poll stays the safety net: a run whose event was missed (the stream reconnecting, the
-    server restarting) is picked up by it as before.
-    """
-    from prefect.events.clients import get_events_subscriber
-    from prefect.events.filters import EventFilter, EventNameFilter
-
-    told, hear = anyio.create_memory_object_stream[None](1)
-
-    async def poll() -> None:
-        async with hear:
-            async for _ in hear:
-                try:
-                    await poll_pool()
-                except Exception as exc:  # the regular poll carries on regardless
-                    log.debug("polling %s on its event failed: %r", pool, exc)
-
-    async with anyio.create_task_group() as tasks, told:
-        tasks.start_soon(poll)
-        names = EventFilter(event=EventNameFilter(name=[SCHEDULED]))
-        quiet = False  # said once per outage that the stream is gone
-        while True:
-            try:
-                async with get_events_subscriber(filter=names) as subscriber:
-                    quiet = False
-                    async for event in subscriber:
-                        if names_pool(event, pool):
-                            with contextlib.suppress(anyio.WouldBlock):
-                                told.send_nowait(None)  # a poll is already due: it will see it
-            except Exception as exc:  # the server away: poll on the clock until it is back
-                if not quiet:
-                    log.info("no event stream from Prefect (%r); polling on the clock", exc)
-                quiet = True
-            await anyio.sleep(RESUBSCRIBE_SECONDS)
-
-
 @contextlib.contextmanager
 def _no_suspension_watch(*_args: Any, **_kwargs: Any) -> Iterator[None]:
     """What the warm worker's runs use instead of Prefect's watch for a suspension: nothing."""
@@ -385,35 +331,50 @@ def skip_suspension_watch() -> bool:
     return True
 
 
-_threads = threading.local()
-
-
-def thread_client_context() -> Any:
-    """This thread's Prefect client context, opened on first use and kept for the next runs.
+class ClientPool:
+    """Prefect client contexts kept open for the warm worker's runs, one lent to each run.
 
     When no client is in context, Prefect's engine opens one for every run: an SSL context
-    (about 20 ms of CPU here), a new connection and an API version check, each time. The warm
-    worker's threads run one flow run at a time each, so each keeps one client, set as the
-    run's context with :func:`prefect_client_for_run`.
+    (about 20 ms of CPU here), a new connection and an API version check, each time. Keeping
+    one per thread was not enough: a run goes to whichever of anyio's worker threads is free,
+    and in a burst many were new. A run borrows a kept context for its duration
+    (:meth:`lend`) and gives it back; there are never more than the runs at once.
     """
-    from prefect.context import SyncClientContext
 
-    context = getattr(_threads, "client_context", None)
-    if context is None:
+    def __init__(self) -> None:
+        self._free: list[Any] = []
+        self._lock = threading.Lock()
+        self.opened = 0
+
+    def _open(self) -> Any:
+        from prefect.context import SyncClientContext
+
         context = SyncClientContext()
-        # Opened for the thread's life (never left, so never closed), in a throwaway copy of
-        # the current context: it is the run's context only inside prefect_client_for_run.
+        # Opened for the process's life (never left, so never closed), in a throwaway copy
+        # of the current context: it is a run's context only while lent.
         contextvars.copy_context().run(context.__enter__)
-        _threads.client_context = context
-    return context
+        self.opened += 1
+        return context
+
+    @contextlib.contextmanager
+    def lend(self) -> Iterator[Any]:
+        """Make a kept client context the current one until the block ends; yield it."""
+        with self._lock:
+            context = self._free.pop() if self._free else None
+        if context is None:
+            context = self._open()
+        token = type(context).__var__.set(context)
+        try:
+            yield context
+        finally:
+            type(context).__var__.reset(token)
+            with self._lock:
+                self._free.append(context)
 
 
-@contextlib.contextmanager
-def prefect_client_for_run() -> Iterator[None]:
-    """Make this thread's kept client (:func:`thread_client_context`) the one a run uses."""
-    context = thread_client_context()
-    token = type(context).__var__.set(context)
-    try:
-        yield
-    finally:
-        type(context).__var__.reset(token)
+_clients = ClientPool()
+
+
+def prefect_client_for_run() -> contextlib.AbstractContextManager[Any]:
+    """Lend the process's kept Prefect client to the run this thread is about to start."""
+    return _clients.lend()

@@ -7,8 +7,9 @@ deployments (their entrypoints live in the project's ``flows/`` folder) in threa
 long-lived process, with imports and flow objects already loaded. Any other deployment on the
 pool is handed to the regular process path. Prefect still orchestrates everything: runs are
 created by automations, picked up by polling the pool (at once when Prefect's event stream
-announces a run of the pool, else every poll interval), and their states, logs and artifacts
-are Prefect's; scale out by starting more workers on the pool.
+announces a run of the pool or a run of this worker ends, else on a slow clock: see
+:mod:`hopper.wake`), and their states, logs and artifacts are Prefect's; scale out by
+starting more workers on the pool.
 
 Cancelling a warm run from the UI is not supported (its "infrastructure" is the worker).
 """
@@ -28,11 +29,8 @@ import anyio.abc
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 
 from hopper.isolate import shared_pool
-from hopper.prefect_api import (
-    poll_when_scheduled,
-    prefect_client_for_run,
-    skip_suspension_watch,
-)
+from hopper.prefect_api import prefect_client_for_run, skip_suspension_watch
+from hopper.wake import Wake, poll_when_scheduled
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -85,6 +83,18 @@ class WarmWorker(ProcessWorker):
         self._entrypoints: dict[str, str | None] = {}
         self._load_lock = threading.Lock()
         self._threads = anyio.CapacityLimiter(max(1, self._limit or 4))
+        self.wake = Wake()
+
+    async def get_and_submit_flow_runs(self) -> list[FlowRun]:
+        """Prefect's regular poll, every poll interval: it reaches the server only when due."""
+        if not self.wake.regular_poll_due():
+            return []
+        return await self.poll_now()
+
+    async def poll_now(self) -> list[FlowRun]:
+        """Poll the pool and submit the runs it holds, up to the free slots."""
+        self.wake.polled()
+        return await super().get_and_submit_flow_runs()
 
     async def _entrypoint(self, flow_run: FlowRun) -> str | None:
         """The deployment's entrypoint if it is one of Hopper's flows, else None."""
@@ -111,8 +121,13 @@ class WarmWorker(ProcessWorker):
             return self._flows[entrypoint]
 
     def preload(self) -> int:
-        """Import the flows named in ``prefect.yaml`` now, so the first run starts warm."""
+        """Import the flows named in ``prefect.yaml`` now, so the first run starts warm.
+
+        Prefect's API models are completed too (:func:`complete_prefect_models`).
+        """
         import yaml
+
+        complete_prefect_models()
 
         try:
             doc = yaml.safe_load((self.project_dir / "prefect.yaml").read_text(encoding="utf-8"))
@@ -144,10 +159,40 @@ class WarmWorker(ProcessWorker):
         identifier = f"{socket.gethostname()}:{os.getpid()}"
         if task_status is not None:
             task_status.started(identifier)  # type: ignore[arg-type]
-        state = await anyio.to_thread.run_sync(
-            _run_in_thread, flow, flow_run, limiter=self._threads
-        )
+        try:
+            state = await anyio.to_thread.run_sync(
+                _run_in_thread, flow, flow_run, limiter=self._threads
+            )
+        finally:
+            self.wake.request()  # a slot frees: a run that found none may be waiting
         return ProcessWorkerResult(identifier=identifier, status_code=0 if state else 1)
+
+
+def complete_prefect_models() -> int:
+    """Build now what Prefect's client models leave for their first use; how many were left.
+
+    Many of Prefect's response models are defined before the types they refer to, and are
+    built the first time they validate something: the worker's first poll that finds runs
+    paid about a third of a second for them in the middle of a burst. All of them take about
+    40 ms here, at start.
+    """
+    import inspect
+
+    import prefect.client.schemas.objects as objects
+    import prefect.client.schemas.responses as responses
+    from pydantic import BaseModel
+
+    completed = 0
+    for module in (objects, responses):
+        for kind in vars(module).values():
+            if (
+                inspect.isclass(kind)
+                and issubclass(kind, BaseModel)
+                and not kind.__pydantic_complete__
+                and kind.model_rebuild(raise_errors=False)
+            ):
+                completed += 1
+    return completed
 
 
 def _run_in_thread(flow: Flow[..., Any], flow_run: FlowRun) -> bool:
@@ -168,7 +213,7 @@ async def serve(pool: str, *, project_dir: Path, limit: int, readers: int = 0) -
 
     The reader pool is made here, before any flow run, so the runs share it
     (0 readers: one per core). Beside the worker runs its wake-up on Prefect's event stream
-    (:func:`~hopper.prefect_api.poll_when_scheduled`), in a task group entered before the
+    (:func:`~hopper.wake.poll_when_scheduled`), in a task group entered before the
     worker: Prefect's worker enters and leaves its own task groups in ``start``, which must
     nest inside any other.
     """
@@ -192,7 +237,7 @@ async def serve(pool: str, *, project_dir: Path, limit: int, readers: int = 0) -
                 loaded,
                 reader_pool.size,
             )
-            beside.start_soon(poll_when_scheduled, pool, worker.get_and_submit_flow_runs)
+            beside.start_soon(poll_when_scheduled, pool, worker.poll_now, worker.wake)
             try:
                 await worker.start(
                     run_once=False,

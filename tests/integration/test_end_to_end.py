@@ -300,27 +300,32 @@ def test_daily_summary_artifact_per_dataset(up: Running) -> None:
     assert "the last 24 hours" in found[0]["data"] and "| ingested |" in found[0]["data"]
 
 
-def test_a_warm_worker_thread_keeps_one_prefect_client_for_its_runs(up: Running) -> None:
+def test_the_warm_worker_keeps_prefect_clients_for_its_runs(up: Running) -> None:
     from prefect.context import SyncClientContext
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from hopper.prefect_api import prefect_client_for_run, thread_client_context
+    from hopper.prefect_api import ClientPool
 
+    pool = ClientPool()
     seen: list[object] = []
 
-    def two_runs() -> None:
-        with temporary_settings({PREFECT_API_URL: up.api_url}):
-            for _ in range(2):
-                with prefect_client_for_run():
-                    context = SyncClientContext.get()
-                    assert context is thread_client_context()
-                    assert context.client.hello().status_code == 200  # open, and answers
-                    seen.append(context)
-            assert SyncClientContext.get() is None  # set for the runs only
+    def one_run() -> None:
+        with temporary_settings({PREFECT_API_URL: up.api_url}), pool.lend() as lent:
+            context = SyncClientContext.get()
+            assert context is lent
+            assert context.client.hello().status_code == 200  # open, and answers
+            seen.append(context)
+        assert SyncClientContext.get() is None  # set for the run only
 
-    for _ in range(2):
-        thread = threading.Thread(target=two_runs)
+    for _ in range(3):  # runs one after another, each on a new thread: one client for all
+        thread = threading.Thread(target=one_run)
         thread.start()
         thread.join()
-    assert seen[0] is seen[1] and seen[2] is seen[3]  # one per thread, kept between runs
-    assert seen[0] is not seen[2]
+    assert seen[0] is seen[1] is seen[2] and pool.opened == 1
+    with (
+        temporary_settings({PREFECT_API_URL: up.api_url}),
+        pool.lend() as first,
+        pool.lend() as second,  # two runs at once: two clients
+    ):
+        assert first is not second
+    assert pool.opened == 2

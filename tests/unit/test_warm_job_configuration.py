@@ -1,4 +1,4 @@
-"""The warm worker's job configuration: Prefect's settings as variables, made once."""
+"""The warm worker's start: its job configuration made once, Prefect's models completed."""
 
 from __future__ import annotations
 
@@ -56,3 +56,13 @@ def test_other_settings_in_effect_are_serialised_anew(serialisations: list[int])
         assert inside == ProcessJobConfiguration._base_environment()
     assert WarmJobConfiguration._base_environment() == outside
     assert outside.get("PREFECT_LOGGING_LEVEL") != "DEBUG"
+
+
+def test_prefect_models_are_completed_before_the_first_run() -> None:
+    from prefect.client.schemas.responses import WorkerFlowRunResponse
+
+    from hopper.worker import complete_prefect_models
+
+    complete_prefect_models()
+    assert WorkerFlowRunResponse.__pydantic_complete__  # the worker's poll validates these
+    assert complete_prefect_models() == 0  # nothing left the second time
