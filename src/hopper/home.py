@@ -5,10 +5,15 @@ Every command, the watcher and every flow run start the same way: read the setti
 does that once and owns what it opened, as a context manager (``with Home.open(...) as
 home:``), so nothing is closed by hand and nothing is opened twice. Settings are read here,
 once, and passed down from here.
+
+A long-lived process that opens the same home for every flow run (the warm worker) keeps its
+ledgers open between runs (:func:`keep_ledgers`): a ledger opened per run paid its migration
+check, its connections and SQLAlchemy's compilation of every statement each time.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -22,6 +27,35 @@ from hopper.settings import HopperSettings
 if TYPE_CHECKING:
     from hopper.isolate import ReaderPool
     from hopper.prefect_api import PrefectAPI
+
+
+_kept: dict[str, Ledger] | None = None  # ledgers by URL, while this process keeps them
+_kept_lock = threading.Lock()
+
+
+def keep_ledgers() -> None:
+    """From now on, :meth:`Home.open` in this process reuses one open ledger per URL.
+
+    For a process that opens a home per flow run and runs many (the warm worker): a fresh
+    ledger per run cost it about 50 ms (the migration check, new connections, and SQLAlchemy
+    compiling each statement again for the new engine). A kept ledger is never closed by a
+    home; it lives as long as the process. Its engine serves concurrent runs as it serves
+    concurrent threads, one connection each.
+    """
+    global _kept
+    with _kept_lock:
+        if _kept is None:
+            _kept = {}
+
+
+def _ledger(url: str) -> tuple[Ledger, bool]:
+    """The ledger at ``url``, and whether the home that asked owns it (must close it)."""
+    with _kept_lock:
+        if _kept is None:
+            return Ledger(url), True
+        if url not in _kept:
+            _kept[url] = Ledger(url)
+        return _kept[url], False
 
 
 @dataclass
@@ -38,6 +72,7 @@ class Home:
     ledger: Ledger
     settings: HopperSettings = field(default_factory=HopperSettings)
     _api: PrefectAPI | None = field(default=None, repr=False)
+    _owns_ledger: bool = field(default=True, repr=False)
 
     @classmethod
     def open(
@@ -55,7 +90,8 @@ class Home:
         settings = settings or HopperSettings()
         config = load_config(Path(config_path) if config_path else settings.config)
         url = settings.ledger_url or sqlite_url(config.state_dir)
-        return cls(config=config, ledger=Ledger(url), settings=settings)
+        ledger, owned = _ledger(url)
+        return cls(config=config, ledger=ledger, settings=settings, _owns_ledger=owned)
 
     @cached_property
     def s3(self) -> Any:
@@ -96,13 +132,14 @@ class Home:
         return Lease(self.ledger, flow_run_id, self.settings.lease_seconds)
 
     def close(self) -> None:
-        """Close the Prefect client (if one was made) and the ledger."""
+        """Close the Prefect client (if one was made) and the ledger (unless it is kept)."""
         try:
             if self._api is not None:
                 self._api.close()
                 self._api = None
         finally:
-            self.ledger.close()
+            if self._owns_ledger:
+                self.ledger.close()
 
     def __enter__(self) -> Home:
         return self

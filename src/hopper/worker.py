@@ -28,6 +28,7 @@ import anyio
 import anyio.abc
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 
+from hopper.home import keep_ledgers
 from hopper.isolate import shared_pool
 from hopper.prefect_api import prefect_client_for_run, skip_suspension_watch
 from hopper.wake import Wake, poll_when_scheduled
@@ -219,6 +220,7 @@ async def serve(pool: str, *, project_dir: Path, limit: int, readers: int = 0) -
     """
     sys.setswitchinterval(SWITCH_INTERVAL)
     skip_suspension_watch()
+    keep_ledgers()  # every run opens its home: the ledger stays open between them
     async with anyio.create_task_group() as beside:
         async with WarmWorker(
             work_pool_name=pool,
