@@ -5,8 +5,10 @@ their free slots, the deployments marked ready), whether or not a run waits. Pol
 half second, as the latency goal once needed, was a tenth of the server's work in a burst and
 most of it when idle. A run is now taken at once for the reasons a run can become takeable:
 
-- Prefect's event stream announces a run of the pool (``prefect.flow-run.Scheduled``);
-- one of the worker's own runs ends, freeing a slot for a run that found none;
+- Prefect's event stream announces a run of the pool (``prefect.flow-run.Scheduled``),
+  unless every slot of the worker is taken;
+- one of the worker's own runs ends, if the last poll left runs behind for want of a slot
+  (or was skipped for it);
 - and, as the safety net for what the stream missed, the regular poll: every
   :data:`QUIET_POLL_SECONDS` while the stream is up, every poll interval while it is down.
 
@@ -55,6 +57,7 @@ class Wake:
     ) -> None:
         self.quiet_seconds = quiet_seconds
         self.stream_up = False
+        self.runs_waiting = False  # the last poll left runs for want of a free slot
         self._clock = clock
         self._last_poll = float("-inf")
         self._send, self.requests = anyio.create_memory_object_stream[None](1)
@@ -63,6 +66,11 @@ class Wake:
         """Ask for a poll now (from the worker's event loop); one already due covers it."""
         with contextlib.suppress(anyio.WouldBlock):
             self._send.send_nowait(None)
+
+    def slot_freed(self) -> None:
+        """One of the worker's runs ended: poll now if runs were left waiting for a slot."""
+        if self.runs_waiting:
+            self.request()
 
     def polled(self) -> None:
         """Note that the pool was just polled."""

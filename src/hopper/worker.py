@@ -35,6 +35,7 @@ from hopper.wake import Wake, poll_when_scheduled
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
+    from prefect.client.schemas.responses import WorkerFlowRunResponse
     from prefect.flows import Flow
 
 log = logging.getLogger(__name__)
@@ -93,9 +94,23 @@ class WarmWorker(ProcessWorker):
         return await self.poll_now()
 
     async def poll_now(self) -> list[FlowRun]:
-        """Poll the pool and submit the runs it holds, up to the free slots."""
+        """Poll the pool and submit the runs it holds, up to the free slots.
+
+        With every slot taken, a poll could take nothing (and costs the server about 40 ms
+        of CPU): it is left to the end of the next run.
+        """
+        if self._limiter is not None and self._limiter.available_tokens < 1:
+            self.wake.runs_waiting = True
+            return []
         self.wake.polled()
         return await super().get_and_submit_flow_runs()
+
+    async def _submit_scheduled_flow_runs(
+        self, flow_run_response: list[WorkerFlowRunResponse]
+    ) -> list[FlowRun]:
+        submitted = await super()._submit_scheduled_flow_runs(flow_run_response)
+        self.wake.runs_waiting = len(submitted) < len(flow_run_response)
+        return submitted
 
     async def _entrypoint(self, flow_run: FlowRun) -> str | None:
         """The deployment's entrypoint if it is one of Hopper's flows, else None."""
@@ -165,7 +180,7 @@ class WarmWorker(ProcessWorker):
                 _run_in_thread, flow, flow_run, limiter=self._threads
             )
         finally:
-            self.wake.request()  # a slot frees: a run that found none may be waiting
+            self.wake.slot_freed()
         return ProcessWorkerResult(identifier=identifier, status_code=0 if state else 1)
 
 

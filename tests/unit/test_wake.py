@@ -66,3 +66,20 @@ def test_requests_while_a_poll_is_due_fold_into_one() -> None:
         return got
 
     assert anyio.run(main) == 1
+
+
+def test_a_freed_slot_polls_only_if_runs_were_left_waiting_for_one() -> None:
+    wake = Wake()
+
+    async def requested() -> int:
+        got = 0
+        with anyio.move_on_after(0.1):
+            async for _ in wake.requests:
+                got += 1
+        return got
+
+    wake.slot_freed()
+    assert anyio.run(requested) == 0  # every run found a slot: nothing to fetch
+    wake.runs_waiting = True
+    wake.slot_freed()
+    assert anyio.run(requested) == 1
