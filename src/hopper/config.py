@@ -179,10 +179,12 @@ class WatchOptions(BaseModel):
         default=20.0, gt=0, description="Re-dispatch a file if no flow run exists after this."
     )
     batch_max_files: int = Field(
-        default=500,
+        default=2000,
         ge=1,
         le=5000,
-        description="Files due together go to one ingest-batch run, at most this many each.",
+        description="Files due together go to ingest-batch runs of at most this many each; "
+        "a burst is cut into about 8 runs (so that several workers share it) of at least 500 "
+        "files each, within this bound.",
     )
     max_batch_bytes: int = Field(
         default=4 * 1024**3,

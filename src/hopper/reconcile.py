@@ -12,8 +12,8 @@ that runs without a watcher. Both go through :func:`revive_lost`, so one limit
 (:data:`MAX_DISPATCHES`) and one rule (:func:`is_dead`) decide what is sent again and what
 is given up, whoever looks first. Revival only *requeues* the versions in the ledger (due
 for dispatch again, as if just detected); they then go out the way a fresh burst does, in
-``ingest-batch`` runs of ``batch_max_files``: the watcher's normal dispatch emits the batch
-event, and reconciliation creates the batch runs through the API
+``ingest-batch`` runs (:func:`hopper.batching.batch_size`): the watcher's normal dispatch
+emits the batch event, and reconciliation creates the batch runs through the API
 (:func:`~hopper.replay.dispatch_batches`). Sending one run per file was what made recovery
 from a lost 500-file batch take minutes instead of seconds.
 """

@@ -8,11 +8,12 @@ both run, and :func:`report_markdown` is what the deployment's run shows of it.
 
 :func:`dispatch_batches` is the way back in for many files at once (reconciliation after a
 lost worker or a lost watcher): the versions are taken in the ledger under one dispatch id
-per ``batch_max_files`` and one ``ingest-batch`` run is created for each, exactly like the
-watcher sends a fresh burst. One run per file would start hundreds of runs that each pay a
-flow's start-up cost (≈ 2 files/s instead of ≈ 100). Runs are created through the API rather
-than by emitting the batch event: reconciliation runs without a watcher to confirm events,
-and the API answers with the run id (or an error) at once.
+per batch (sized as the watcher sizes a fresh burst's, :func:`hopper.batching.batch_size`) and
+one ``ingest-batch`` run is created for each, exactly like the watcher sends a fresh burst.
+One run per file would start hundreds of runs that each pay a flow's start-up cost
+(≈ 2 files/s instead of ≈ 100). Runs are created through the API rather than by emitting
+the batch event: reconciliation runs without a watcher to confirm events, and the API
+answers with the run id (or an error) at once.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from hopper.batching import cut_batches
+from hopper.batching import batch_size, cut_batches
 from hopper.cleanup import bring_back, lazy_clients
 from hopper.config import HopperConfig
 from hopper.errors import HopperError, SourceGoneError
@@ -185,8 +186,9 @@ def dispatch_batches(
 ) -> list[FileRecord]:
     """Send versions due again as ``ingest-batch`` runs within the batch limits.
 
-    At most ``batch_max_files`` files and ``max_batch_bytes`` bytes each
-    (:func:`hopper.batching.cut_batches`).
+    As many files each as a fresh burst of as many files would get, ``batch_max_files`` at
+    most, and at most ``max_batch_bytes`` bytes (:func:`hopper.batching.batch_size`,
+    :func:`hopper.batching.cut_batches`).
 
     Each chunk is taken in the ledger first (conditional on the state and dispatch id in
     ``records``), so a watcher sharing the ledger cannot send the same versions too; a lone
@@ -199,9 +201,8 @@ def dispatch_batches(
     """
     sent: list[FileRecord] = []
     watch = config.watch
-    for chunk in cut_batches(
-        records, lambda r: r.ref.size, watch.batch_max_files, watch.max_batch_bytes
-    ):
+    size = batch_size(len(records), watch.batch_max_files)
+    for chunk in cut_batches(records, lambda r: r.ref.size, size, watch.max_batch_bytes):
         dispatch_id = uuid.uuid4().hex
         taken = ledger.take_for_dispatch(chunk, dispatch_id)
         if not taken:

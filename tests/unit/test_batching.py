@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hopper.batching import cut_batches, is_full
+from hopper.batching import batch_size, cut_batches, is_full
 
 
 def _cut(sizes: list[int], max_files: int, max_bytes: int) -> list[list[int]]:
@@ -46,3 +46,19 @@ def test_due_files_fill_a_batch_by_count_or_by_bytes() -> None:
     assert is_full([1, 1], max_files=2, max_bytes=100)
     assert is_full([60, 40], max_files=10, max_bytes=100)
     assert not is_full([60, 39], max_files=10, max_bytes=100)
+
+
+@pytest.mark.parametrize(
+    ("burst", "max_files", "size"),
+    [
+        (1, 2000, 500),  # a trickle: up to the floor
+        (2000, 2000, 500),  # 4 runs of 500: the floor beats 8 runs of 250
+        (8000, 2000, 1000),  # 8 runs
+        (100_000, 2000, 2000),  # as many runs as the bound needs
+        (8000, 100, 100),  # a home's own bound wins over the floor
+    ],
+)
+def test_a_bursts_batches_grow_with_it_within_the_bounds(
+    burst: int, max_files: int, size: int
+) -> None:
+    assert batch_size(burst, max_files) == size

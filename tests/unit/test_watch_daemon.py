@@ -154,6 +154,30 @@ def test_files_due_together_are_dispatched_as_batches(home: HopperConfig) -> Non
     assert {r.state.value for r in ledger.records()} == {"dispatched"}
 
 
+def test_while_a_burst_is_still_checked_only_full_batches_go(home: HopperConfig) -> None:
+    ledger = Ledger(sqlite_url(home.state_dir))
+    server = ScriptedServer()
+    server.up = True
+    watch = home.watch.model_copy(update={"batch_max_files": 2})
+    watcher = Watcher(home.model_copy(update={"watch": watch}), ledger, server, server.emit)
+    _drop(home, *(f"{i}.csv" for i in range(5)))
+    _scan(watcher)
+    assert len(watcher.detect()) == 5
+    _drop(home, "late-0.csv", "late-1.csv")
+    for source in watcher.sources:  # the rest of the burst is still being checked
+        source.stable_seconds = 60
+        source.scan()
+    assert sum(source.pending() for source in watcher.sources) == 2
+    assert watcher.dispatch() == 4  # two full batches; the fifth file waits for the rest
+    assert [b.count for b in server.batches()] == [2, 2]
+    _scan(watcher)
+    assert len(watcher.detect()) == 2
+    assert watcher.dispatch() == 3  # nothing pending: all that is due goes
+    assert [b.count for b in server.batches()] == [2, 2, 2]
+    assert sum(isinstance(e, FileDetected) for e in server.emitted) == 1  # the one left over
+    assert {r.state.value for r in ledger.records()} == {"dispatched"}
+
+
 def test_a_burst_is_logged_as_a_tally_and_a_few_files_one_by_one(
     home: HopperConfig, caplog: pytest.LogCaptureFixture
 ) -> None:

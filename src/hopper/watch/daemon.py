@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from hopper import events, metrics
 from hopper.alerts import AlertDispatcher
-from hopper.batching import cut_batches, is_full
+from hopper.batching import batch_size, cut_batches, is_full
 from hopper.cleanup import Cleaner, lazy_clients, source_prefix
 from hopper.config import FolderSource, HopperConfig, S3Source
 from hopper.errors import TransientError
@@ -301,13 +301,19 @@ class Watcher:
         """Emit events for versions due for (re)dispatch, if the server is up.
 
         A file due alone gets its own ``ingest-file`` run (named after it); files due
-        together are grouped into ``ingest-batch`` runs of at most ``batch_max_files`` files
-        and ``max_batch_bytes`` bytes (:func:`hopper.batching.cut_batches`).
+        together are grouped into ``ingest-batch`` runs of at most ``max_batch_bytes`` bytes
+        and as many files as the burst calls for, ``batch_max_files`` at most
+        (:func:`hopper.batching.batch_size`, :func:`hopper.batching.cut_batches`).
         """
         due = self.ledger.due_for_dispatch(
             self.config.watch.confirm_seconds, limit=5000, prefixes=self.prefixes
         )
-        if not due or self._filling_batch(due) or not self.server_up():
+        if not due:
+            return 0
+        watch = self.config.watch
+        pending = sum(s.pending() for s in self.sources if isinstance(s, LocalFolder))
+        size = batch_size(len(due) + pending, watch.batch_max_files)
+        if self._filling_batch(due, pending, size) or not self.server_up():
             return 0
         for record in due:
             if record.dispatch_count:
@@ -316,24 +322,30 @@ class Watcher:
                     record.uri,
                     record.dispatch_count,
                 )
-        watch = self.config.watch
-        for batch in cut_batches(due, _size, watch.batch_max_files, watch.max_batch_bytes):
+        batches = cut_batches(due, _size, size, watch.max_batch_bytes)
+        last = batches[-1]
+        if (
+            pending
+            and len(batches) > 1
+            and not is_full([_size(r) for r in last], size, watch.max_batch_bytes)
+        ):
+            # the rest of the burst fills it; held at most BATCH_WAIT, as any batch
+            batches.pop()
+            self._holding_since = time.monotonic()
+        for batch in batches:
             self._dispatch(batch)
-        return len(due)
+        return sum(len(batch) for batch in batches)
 
-    def _filling_batch(self, due: list[FileRecord]) -> bool:
+    def _filling_batch(self, due: list[FileRecord], pending: int, size: int) -> bool:
         """Whether to hold due files a moment because more of a burst is still being checked.
 
         During a burst the stability checks finish a few hundred files at a time; sending each
-        handful as its own batch would start many small runs. Files are held while other
-        candidates are pending, until a batch is full (by count or bytes), for at most
-        ``BATCH_WAIT`` seconds. A lone file (nothing pending) goes at once.
+        handful as its own batch would start many small runs. Files are held while others
+        (``pending``) are still being checked, until a batch of ``size`` files is full (by
+        count or bytes), for at most ``BATCH_WAIT`` seconds. A lone file (nothing pending)
+        goes at once.
         """
-        pending = sum(s.pending() for s in self.sources if isinstance(s, LocalFolder))
-        watch = self.config.watch
-        if not pending or is_full(
-            [_size(r) for r in due], watch.batch_max_files, watch.max_batch_bytes
-        ):
+        if not pending or is_full([_size(r) for r in due], size, self.config.watch.max_batch_bytes):
             self._holding_since = None
             return False
         now = time.monotonic()
