@@ -30,7 +30,7 @@ from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, Proc
 
 from hopper.home import keep_ledgers
 from hopper.isolate import shared_pool
-from hopper.prefect_api import prefect_client_for_run, skip_suspension_watch
+from hopper.prefect_api import prefect_client_for_run, skip_suspension_watch, warm_run_clients
 from hopper.wake import Wake, poll_when_scheduled
 
 if TYPE_CHECKING:
@@ -244,6 +244,7 @@ async def serve(pool: str, *, project_dir: Path, limit: int, readers: int = 0) -
             prefetch_seconds=5,
         ) as worker:
             loaded = worker.preload()
+            await anyio.to_thread.run_sync(warm_run_clients, max(1, limit))
             reader_pool = shared_pool(readers)
             reader_pool.warm()  # the first files need not wait for the readers' Python
             log.info(

@@ -329,3 +329,8 @@ def test_the_warm_worker_keeps_prefect_clients_for_its_runs(up: Running) -> None
     ):
         assert first is not second
     assert pool.opened == 2
+    with temporary_settings({PREFECT_API_URL: up.api_url}):
+        assert pool.warm(3) == 3  # opened ahead of the runs (as the worker does at start)
+        with pool.lend(), pool.lend(), pool.lend():
+            pass
+    assert pool.opened == 3  # three runs at once found the clients opened ahead
