@@ -27,12 +27,16 @@ def test_dispatch_until_confirmed(tmp_path: Path) -> None:
     ref = _ref()
     ledger.record_detected(ref)
     assert [r.uri for r in ledger.due_for_dispatch(confirm_seconds=60)] == [ref.uri]
+    assert ledger.due_count(confirm_seconds=60) == 1  # counted as the watcher counts a burst
     ledger.mark_dispatched(ref.uri, ref.fingerprint, "d1")
     assert ledger.due_for_dispatch(confirm_seconds=60) == []
+    assert ledger.due_count(confirm_seconds=60) == 0
     # unconfirmed for longer than confirm_seconds: due again
     assert [r.dispatch_id for r in ledger.due_for_dispatch(confirm_seconds=0)] == ["d1"]
+    assert ledger.due_count(confirm_seconds=0) == 1
     ledger.mark_queued(ref.uri, ref.fingerprint, "run-1")
     assert ledger.due_for_dispatch(confirm_seconds=0) == []
+    assert ledger.due_count(confirm_seconds=0) == 0
     assert ledger.get(ref.uri, ref.fingerprint).state == FileState.QUEUED  # type: ignore[union-attr]
 
 

@@ -126,16 +126,12 @@ class Ledger(Queries, AlertBook):
         if prefixes is not None and not prefixes:
             return []
         now = time.time()
-        cutoff = now - confirm_seconds
-        due = sa.or_(
-            files.c.state == FileState.DETECTED.value,
-            sa.and_(
-                files.c.state == FileState.DISPATCHED.value,
-                files.c.dispatched_at < cutoff,
-            ),
+        query = (
+            sa.select(files)
+            .where(self._due(now - confirm_seconds, prefixes))
+            .order_by(files.c.detected_at)
+            .limit(limit)
         )
-        mine = uri_under(prefixes) if prefixes is not None else sa.true()
-        query = sa.select(files).where(due, mine).order_by(files.c.detected_at).limit(limit)
         with self._begin() as conn:
             found = [FileRecord.from_row(r) for r in conn.execute(query)]
         return [
@@ -144,6 +140,31 @@ class Ledger(Queries, AlertBook):
             if r.state == FileState.DETECTED
             or now - (r.dispatched_at or 0) >= confirm_seconds * 2 ** min(r.dispatch_count - 1, 5)
         ]
+
+    def due_count(self, confirm_seconds: float, prefixes: Collection[str] | None = None) -> int:
+        """How many versions :meth:`due_for_dispatch` could return, counted, not read.
+
+        The watcher asks it while a burst is still being checked, to learn whether a batch
+        is full yet. An upper bound: re-dispatches still in their back-off count too.
+        """
+        if prefixes is not None and not prefixes:
+            return 0
+        query = sa.select(sa.func.count()).where(self._due(time.time() - confirm_seconds, prefixes))
+        with self._begin() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    @staticmethod
+    def _due(cutoff: float, prefixes: Collection[str] | None) -> sa.ColumnElement[bool]:
+        """Never dispatched, or dispatched before ``cutoff`` and not confirmed since."""
+        due = sa.or_(
+            files.c.state == FileState.DETECTED.value,
+            sa.and_(
+                files.c.state == FileState.DISPATCHED.value,
+                files.c.dispatched_at < cutoff,
+            ),
+        )
+        mine = uri_under(prefixes) if prefixes is not None else sa.true()
+        return sa.and_(due, mine)
 
     def unconfirmed(self, limit: int = 500) -> list[FileRecord]:
         """Dispatched versions whose flow run has not been seen yet."""

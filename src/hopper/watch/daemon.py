@@ -305,16 +305,22 @@ class Watcher:
         and as many files as the burst calls for, ``batch_max_files`` at most
         (:func:`hopper.batching.batch_size`, :func:`hopper.batching.cut_batches`).
         """
-        due = self.ledger.due_for_dispatch(
-            self.config.watch.confirm_seconds, limit=5000, prefixes=self.prefixes
-        )
-        if not due:
-            return 0
         watch = self.config.watch
         pending = sum(s.pending() for s in self.sources if isinstance(s, LocalFolder))
-        size = batch_size(len(due) + pending, watch.batch_max_files)
-        if self._filling_batch(due, pending, size) or not self.server_up():
+        if pending:  # a burst still being checked: is a batch full yet? (counted, not read)
+            count = self.ledger.due_count(watch.confirm_seconds, prefixes=self.prefixes)
+            if not count or self._filling_batch(
+                count, pending, batch_size(count + pending, watch.batch_max_files)
+            ):
+                return 0
+        else:
+            self._holding_since = None
+        due = self.ledger.due_for_dispatch(
+            watch.confirm_seconds, limit=5000, prefixes=self.prefixes
+        )
+        if not due or not self.server_up():
             return 0
+        size = batch_size(len(due) + pending, watch.batch_max_files)
         for record in due:
             if record.dispatch_count:
                 log.warning(
@@ -336,16 +342,17 @@ class Watcher:
             self._dispatch(batch)
         return sum(len(batch) for batch in batches)
 
-    def _filling_batch(self, due: list[FileRecord], pending: int, size: int) -> bool:
+    def _filling_batch(self, count: int, pending: int, size: int) -> bool:
         """Whether to hold due files a moment because more of a burst is still being checked.
 
         During a burst the stability checks finish a few hundred files at a time; sending each
-        handful as its own batch would start many small runs. Files are held while others
-        (``pending``) are still being checked, until a batch of ``size`` files is full (by
-        count or bytes), for at most ``BATCH_WAIT`` seconds. A lone file (nothing pending)
-        goes at once.
+        handful as its own batch would start many small runs. The ``count`` files due are
+        held while others (``pending``) are still being checked, until a batch of ``size``
+        files is full, for at most ``BATCH_WAIT`` seconds (files are counted, not read, so a
+        batch full by bytes alone waits that long too). A lone file (nothing pending) goes at
+        once.
         """
-        if not pending or is_full([_size(r) for r in due], size, self.config.watch.max_batch_bytes):
+        if not pending or count >= size:
             self._holding_since = None
             return False
         now = time.monotonic()
