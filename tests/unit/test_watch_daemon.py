@@ -134,7 +134,8 @@ def test_restart_does_not_dispatch_known_files_again(tmp_path: Path, home: Hoppe
     assert len(server.emitted) == 1
 
 
-def test_files_due_together_are_dispatched_as_batches(home: HopperConfig) -> None:
+def _five_detected(home: HopperConfig) -> tuple[Ledger, ScriptedServer, Watcher]:
+    """A watcher (batches of at most 2) that has detected five files, and its server."""
     ledger = Ledger(sqlite_url(home.state_dir))
     server = ScriptedServer()
     server.up = True
@@ -143,6 +144,11 @@ def test_files_due_together_are_dispatched_as_batches(home: HopperConfig) -> Non
     _drop(home, *(f"{i}.csv" for i in range(5)))
     _scan(watcher)
     assert len(watcher.detect()) == 5
+    return ledger, server, watcher
+
+
+def test_files_due_together_are_dispatched_as_batches(home: HopperConfig) -> None:
+    ledger, server, watcher = _five_detected(home)
     assert watcher.dispatch() == 5
     kinds = [event.event for event in server.emitted]
     assert sorted(kinds) == ["hopper.batch.detected"] * 2 + ["hopper.file.detected"]
@@ -155,14 +161,7 @@ def test_files_due_together_are_dispatched_as_batches(home: HopperConfig) -> Non
 
 
 def test_while_a_burst_is_still_checked_only_full_batches_go(home: HopperConfig) -> None:
-    ledger = Ledger(sqlite_url(home.state_dir))
-    server = ScriptedServer()
-    server.up = True
-    watch = home.watch.model_copy(update={"batch_max_files": 2})
-    watcher = Watcher(home.model_copy(update={"watch": watch}), ledger, server, server.emit)
-    _drop(home, *(f"{i}.csv" for i in range(5)))
-    _scan(watcher)
-    assert len(watcher.detect()) == 5
+    ledger, server, watcher = _five_detected(home)
     _drop(home, "late-0.csv", "late-1.csv")
     for source in watcher.sources:  # the rest of the burst is still being checked
         source.stable_seconds = 60
