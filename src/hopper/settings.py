@@ -52,8 +52,9 @@ class HopperSettings(BaseSettings):
     )
     worker_poll_seconds: float = Field(
         default=0.5,
-        description="How often the worker started by `hopper up` polls for runs (it also "
-        "takes a run at once when Prefect's event stream announces it).",
+        description="How often the worker started by `hopper up` polls for runs while "
+        "Prefect's event stream is down (while it is up, the worker takes a run as soon as "
+        "the stream announces one, and polls every 5 s besides).",
     )
     worker: Literal["warm", "process"] = Field(
         default="warm",

@@ -236,7 +236,8 @@ def worker(*, pool: str = "hopper", limit: int | None = None) -> None:
     It serves the same process work pool as `prefect worker start --pool hopper` (which also
     works, paying ≈ 2–3 s per run to start Python); start several, on several machines, to
     scale out. It takes a run as soon as Prefect's event stream announces one for its pool,
-    and polls every PREFECT_WORKER_QUERY_SECONDS as well. Stops on Ctrl-C or SIGTERM.
+    or one of its runs ends while others wait for a slot; it polls every 5 s besides (every
+    PREFECT_WORKER_QUERY_SECONDS while the stream is down). Stops on Ctrl-C or SIGTERM.
 
     Files themselves are read and written by its reader processes ($HOPPER_READERS, one per
     core by default), each under the file's contract limits (max_memory_mb, max_seconds):
