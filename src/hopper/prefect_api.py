@@ -353,7 +353,8 @@ class ClientPool:
         # Opened for the process's life (never left, so never closed), in a throwaway copy
         # of the current context: it is a run's context only while lent.
         contextvars.copy_context().run(context.__enter__)
-        self.opened += 1
+        with self._lock:
+            self.opened += 1
         return context
 
     def warm(self, count: int) -> int:

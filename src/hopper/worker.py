@@ -49,6 +49,10 @@ event loops) each such moment waited up to 5 ms, for files a reader converts in 
 """
 
 
+WARM_CLIENTS = 8
+"""At most this many Prefect clients are opened at the worker's start (one per run slot)."""
+
+
 class WarmJobConfiguration(ProcessJobConfiguration):
     """The process job configuration, with Prefect's settings as variables made once.
 
@@ -108,6 +112,7 @@ class WarmWorker(ProcessWorker):
     async def _submit_scheduled_flow_runs(
         self, flow_run_response: list[WorkerFlowRunResponse]
     ) -> list[FlowRun]:
+        """Prefect's submission of the runs a poll found; notes whether any were left."""
         submitted = await super()._submit_scheduled_flow_runs(flow_run_response)
         self.wake.runs_waiting = len(submitted) < len(flow_run_response)
         return submitted
@@ -244,7 +249,8 @@ async def serve(pool: str, *, project_dir: Path, limit: int, readers: int = 0) -
             prefetch_seconds=5,
         ) as worker:
             loaded = worker.preload()
-            await anyio.to_thread.run_sync(warm_run_clients, max(1, limit))
+            # one client per run slot, opened now (a large limit opens the rest when needed)
+            await anyio.to_thread.run_sync(warm_run_clients, min(max(1, limit), WARM_CLIENTS))
             reader_pool = shared_pool(readers)
             reader_pool.warm()  # the first files need not wait for the readers' Python
             log.info(
