@@ -16,7 +16,7 @@ metadata only when it moves.
   own (no Hopper running during either);
 - **commit**: :func:`hopper.tables.commit.land` timed in this process on a table that
   already holds ``small`` and then ``large`` sources. The history is written as a real one
-  would be — one append per batch of ``watch.batch_max_files`` sources, each its own
+  would be — one append per batch of 500 sources (a burst's smallest batch), each its own
   snapshot, data file and manifest, with the batch's landing keys in its summary — but
   from one real batch's rows under new source URIs rather than by ingesting every file.
 """
@@ -602,13 +602,14 @@ def commit_scaling(
     """Median seconds of :func:`hopper.tables.land` for ``batch`` fresh sources, by table size.
 
     Three tables: ``small`` and ``large`` sources written as a real history would be (one
-    snapshot per ``history_batch``, the watcher's ``batch_max_files`` by default), and, to
+    snapshot per ``history_batch``; by default the smallest batch a burst is cut into,
+    :data:`hopper.batching.BATCH_FLOOR`: the longest history), and, to
     tell the cost of sources from that of snapshots, ``large`` sources in two snapshots. The
     commits alternate between the tables; each adds one snapshot to its table.
     """
-    from hopper.config import WatchOptions
+    from hopper.batching import BATCH_FLOOR
 
-    history_batch = history_batch or int(WatchOptions.model_fields["batch_max_files"].default)
+    history_batch = history_batch or BATCH_FLOOR
     first, large_first = min(small, history_batch), min(large, history_batch)
     shapes = {  # sources, the real first batch, then sources per snapshot
         "small": (small, first, history_batch),
