@@ -1,9 +1,10 @@
 """When the warm worker polls its pool: on Prefect's word, when a slot frees, else slowly.
 
-Every poll of a work pool costs the Prefect server about 20 ms of CPU (the pool, its queues,
+Every poll of a work pool costs the Prefect server 20–40 ms of CPU (the pool, its queues,
 their free slots, the deployments marked ready), whether or not a run waits. Polling every
-half second, as the latency goal once needed, was a tenth of the server's work in a burst and
-most of it when idle. A run is now taken at once for the reasons a run can become takeable:
+half second, as the latency goal once needed, was about a sixth of the server's work in a
+burst and most of it when idle. A run is now taken at once for the reasons a run can become
+takeable:
 
 - Prefect's event stream announces a run of the pool (``prefect.flow-run.Scheduled``),
   unless every slot of the worker is taken;
