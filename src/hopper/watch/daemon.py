@@ -309,11 +309,10 @@ class Watcher:
         pending = sum(s.pending() for s in self.sources if isinstance(s, LocalFolder))
         if pending:  # a burst still being checked: is a batch full yet? (counted, not read)
             count = self.ledger.due_count(watch.confirm_seconds, prefixes=self.prefixes)
-            if not count or self._filling_batch(
-                count, pending, batch_size(count + pending, watch.batch_max_files)
-            ):
+            size = batch_size(count + pending, watch.batch_max_files)
+            if not count or self._filling_batch(count, size):
                 return 0
-        else:
+        else:  # a lone file, or the end of a burst: nothing to wait for
             self._holding_since = None
         due = self.ledger.due_for_dispatch(
             watch.confirm_seconds, limit=5000, prefixes=self.prefixes
@@ -342,17 +341,16 @@ class Watcher:
             self._dispatch(batch)
         return sum(len(batch) for batch in batches)
 
-    def _filling_batch(self, count: int, pending: int, size: int) -> bool:
+    def _filling_batch(self, count: int, size: int) -> bool:
         """Whether to hold due files a moment because more of a burst is still being checked.
 
         During a burst the stability checks finish a few hundred files at a time; sending each
-        handful as its own batch would start many small runs. The ``count`` files due are
-        held while others (``pending``) are still being checked, until a batch of ``size``
-        files is full, for at most ``BATCH_WAIT`` seconds (files are counted, not read, so a
-        batch full by bytes alone waits that long too). A lone file (nothing pending) goes at
-        once.
+        handful as its own batch would start many small runs. While others are still being
+        checked, the ``count`` files due are held until a batch of ``size`` files is full,
+        for at most ``BATCH_WAIT`` seconds (files are counted, not read, so a batch full by
+        bytes alone waits that long too).
         """
-        if not pending or count >= size:
+        if count >= size:
             self._holding_since = None
             return False
         now = time.monotonic()
