@@ -10,7 +10,7 @@ start and every ``rescan_seconds`` catches whatever the events missed (those fil
 
 Nothing in the inbox may stop the watcher: the observer's threads only record paths, and one
 that dies anyway (watchdog's own walks recurse) is restarted, with a full scan to cover the gap.
-This is the only module that imports watchdog.
+This module and :mod:`hopper.watch.inotify` are the only ones that import watchdog.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -31,11 +32,11 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers import Observer
 
 from hopper.config import FolderSource, RoutingRule
 from hopper.files import shown
 from hopper.scan import FolderScan
+from hopper.watch.inotify import observer as new_observer
 
 __all__ = ["LocalFolder"]
 
@@ -97,7 +98,7 @@ class LocalFolder(FolderScan):
         super().__init__(source, rules, ignore=ignore, stable_seconds=stable_seconds)
         self._wake = wake
         self._watching = False
-        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._observer: Any = None  # a watchdog observer
         self._restart_at = 0.0
         self._restart_delay = RESTART_DELAYS[0]
 
@@ -116,7 +117,7 @@ class LocalFolder(FolderScan):
         # watchdog warns, with the whole watch table in the message, each time a new folder's
         # watch already exists; in a deep tree that is megabytes of log for nothing.
         warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
-        observer = Observer()
+        observer = new_observer()
         try:
             observer.schedule(
                 _Nominator(
