@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from hopper import batching
 from hopper.config import FolderSource, HopperConfig
 from hopper.events import BatchDetected, FileAlert, FileDetected, HopperEvent
 from hopper.home import Home
@@ -175,6 +176,38 @@ def test_while_a_burst_is_still_checked_only_full_batches_go(home: HopperConfig)
     assert [b.count for b in server.batches()] == [2, 2, 2]
     assert sum(isinstance(e, FileDetected) for e in server.emitted) == 1  # the one left over
     assert {r.state.value for r in ledger.records()} == {"dispatched"}
+
+
+def test_a_bursts_last_batches_are_sized_by_the_whole_burst(
+    home: HopperConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batching, "BATCH_FLOOR", 1)  # a burst of n files: runs of n / 2
+    monkeypatch.setattr(batching, "BURST_RUNS", 2)
+    ledger = Ledger(sqlite_url(home.state_dir))
+    server = ScriptedServer()
+    server.up = True
+    watcher = Watcher(home, ledger, server, server.emit)
+    _drop(home, *(f"{i}.csv" for i in range(4)))
+    _scan(watcher)
+    assert len(watcher.detect()) == 4
+    _drop(home, *(f"late-{i}.csv" for i in range(4)))
+    for source in watcher.sources:  # half the burst is still being checked
+        source.stable_seconds = 60
+        source.scan()
+    assert watcher.dispatch() == 4  # a burst of eight: a full batch of four goes
+    _scan(watcher)
+    assert len(watcher.detect()) == 4
+    # The rest of the burst, four files, goes as one batch of four, not two of two.
+    assert watcher.dispatch() == 4
+    assert [b.count for b in server.batches()] == [4, 4]
+    # Once nothing is due, the burst is over: the next files make a burst of their own.
+    assert watcher.dispatch() == 0
+    _drop(home, "next-0.csv", "next-1.csv")
+    _scan(watcher)
+    assert len(watcher.detect()) == 2
+    assert watcher.dispatch() == 2
+    assert [b.count for b in server.batches()] == [4, 4]
+    assert sum(isinstance(e, FileDetected) for e in server.emitted) == 2  # runs of one each
 
 
 def test_a_burst_is_logged_as_a_tally_and_a_few_files_one_by_one(

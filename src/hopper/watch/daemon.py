@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 
 BATCH_WAIT = 1.0  # seconds a burst's first files may wait for the rest of their batch
+DISPATCH_READ = 5000  # due versions read from the ledger per dispatch
 REVIVE_SECONDS = 5.0  # longest period of the revival clock (a quarter of the lease if shorter)
 ALERT_SECONDS = 2.0  # period of the alert clock (holds and digest windows are in seconds)
 CLEANUP_SECONDS = 5.0  # period of the source clean-up clock (after_ingest: delete | archive)
@@ -199,6 +200,7 @@ class Watcher:
         self.stopping = threading.Event()
         self._server_up: bool | None = None
         self._holding_since: float | None = None
+        self._burst_sent = 0  # files the current burst has dispatched so far (see _batch_for)
         watch = config.watch
         self.clocks = {
             "rescan": Every(watch.rescan_seconds),
@@ -309,17 +311,23 @@ class Watcher:
         pending = sum(s.pending() for s in self.sources if isinstance(s, LocalFolder))
         if pending:  # a burst still being checked: is a batch full yet? (counted, not read)
             count = self.ledger.due_count(watch.confirm_seconds, prefixes=self.prefixes)
-            size = batch_size(count + pending, watch.batch_max_files)
-            if not count or self._filling_batch(count, size):
+            if not count or self._filling_batch(count, self._batch_for(count + pending)):
                 return 0
         else:  # a lone file, or the end of a burst: nothing to wait for
             self._holding_since = None
         due = self.ledger.due_for_dispatch(
-            watch.confirm_seconds, limit=5000, prefixes=self.prefixes
+            watch.confirm_seconds, limit=DISPATCH_READ, prefixes=self.prefixes
         )
-        if not due or not self.server_up():
+        if not due:
+            if not pending:
+                self._burst_sent = 0  # the burst is over
             return 0
-        size = batch_size(len(due) + pending, watch.batch_max_files)
+        if not self.server_up():
+            return 0
+        waiting = len(due)
+        if waiting == DISPATCH_READ:  # more are due than were read: count them all
+            waiting = self.ledger.due_count(watch.confirm_seconds, prefixes=self.prefixes)
+        size = self._batch_for(waiting + pending)
         for record in due:
             if record.dispatch_count:
                 log.warning(
@@ -330,7 +338,7 @@ class Watcher:
         batches = cut_batches(due, _size, size, watch.max_batch_bytes)
         last = batches[-1]
         if (
-            pending
+            (pending or waiting > len(due))
             and len(batches) > 1
             and not is_full([_size(r) for r in last], size, watch.max_batch_bytes)
         ):
@@ -339,7 +347,18 @@ class Watcher:
             self._holding_since = time.monotonic()
         for batch in batches:
             self._dispatch(batch)
-        return sum(len(batch) for batch in batches)
+        sent = sum(len(batch) for batch in batches)
+        self._burst_sent += sent
+        return sent
+
+    def _batch_for(self, waiting: int) -> int:
+        """How many files a batch holds, with ``waiting`` files of a burst not yet sent.
+
+        The burst's files already sent count too (:func:`hopper.batching.batch_size` sizes
+        batches by the whole burst): as a burst drains, its last batches are not cut ever
+        smaller, each an extra run to pay for.
+        """
+        return batch_size(self._burst_sent + waiting, self.config.watch.batch_max_files)
 
     def _filling_batch(self, count: int, size: int) -> bool:
         """Whether to hold due files a moment because more of a burst is still being checked.
