@@ -22,6 +22,7 @@ from hopper.home import Home
 from hopper.ledger import Lease, Ledger, sqlite_url
 from hopper.models import FileRef, FileState, IngestBatch, IngestOutcome
 from hopper.prefect_api import RunState
+from hopper.watch import daemon
 from hopper.watch.daemon import DETECTED_ONE_BY_ONE, Watcher
 
 
@@ -208,6 +209,19 @@ def test_a_bursts_last_batches_are_sized_by_the_whole_burst(
     assert watcher.dispatch() == 2
     assert [b.count for b in server.batches()] == [4, 4]
     assert sum(isinstance(e, FileDetected) for e in server.emitted) == 2  # runs of one each
+
+
+def test_a_dispatch_that_left_due_files_unread_goes_on_at_the_next_step(
+    home: HopperConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daemon, "DISPATCH_READ", 4)
+    ledger, server, watcher = _five_detected(home)  # batches of at most two
+    watcher.step()  # the dispatch clock is due at once: four of the five are read, and go
+    assert [b.count for b in server.batches()] == [2, 2]
+    assert {r.state.value for r in ledger.records()} == {"dispatched", "detected"}
+    watcher.step()  # no clock due, no new file: it goes on because more were due
+    assert {r.state.value for r in ledger.records()} == {"dispatched"}
+    assert sum(isinstance(e, FileDetected) for e in server.emitted) == 1
 
 
 def test_a_burst_is_logged_as_a_tally_and_a_few_files_one_by_one(

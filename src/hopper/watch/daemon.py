@@ -201,6 +201,7 @@ class Watcher:
         self._server_up: bool | None = None
         self._holding_since: float | None = None
         self._burst_sent = 0  # files the current burst has dispatched so far (see _batch_for)
+        self._more_due = False  # the last dispatch left due files unread: dispatch again
         watch = config.watch
         self.clocks = {
             "rescan": Every(watch.rescan_seconds),
@@ -250,7 +251,8 @@ class Watcher:
                 if isinstance(source, LocalFolder):  # S3 sources list on their own
                     source.rescan()
         # Idle, the ledger is asked only every few seconds.
-        if clocks["dispatch"].due(now) or new or self._holding_since is not None:
+        again = self._more_due or self._holding_since is not None
+        if clocks["dispatch"].due(now) or new or again:
             self._duty("dispatch", self.dispatch)
         if clocks["confirm"].due(now):
             self._duty("confirm", self.confirm)
@@ -308,6 +310,7 @@ class Watcher:
         (:func:`hopper.batching.batch_size`, :func:`hopper.batching.cut_batches`).
         """
         watch = self.config.watch
+        self._more_due = False
         pending = sum(s.pending() for s in self.sources if isinstance(s, LocalFolder))
         if pending:  # a burst still being checked: is a batch full yet? (counted, not read)
             count = self.ledger.due_count(watch.confirm_seconds, prefixes=self.prefixes)
@@ -327,6 +330,7 @@ class Watcher:
         waiting = len(due)
         if waiting == DISPATCH_READ:  # more are due than were read: count them all
             waiting = self.ledger.due_count(watch.confirm_seconds, prefixes=self.prefixes)
+        self._more_due = waiting > len(due)  # the rest is read at the next step
         size = self._batch_for(waiting + pending)
         for record in due:
             if record.dispatch_count:
