@@ -183,7 +183,7 @@ class WatchOptions(BaseModel):
         ge=1,
         le=5000,
         description="Files due together go to ingest-batch runs of at most this many each; "
-        "a burst is cut into about 8 runs (so that several workers share it) of at least 500 "
+        "a burst is cut into about 4 runs (so that several workers share it) of at least 500 "
         "files each, within this bound.",
     )
     max_batch_bytes: int = Field(

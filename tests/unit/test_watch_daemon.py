@@ -211,6 +211,29 @@ def test_a_bursts_last_batches_are_sized_by_the_whole_burst(
     assert sum(isinstance(e, FileDetected) for e in server.emitted) == 2  # runs of one each
 
 
+def test_a_bursts_first_files_go_at_once_and_later_ones_wait_for_a_full_batch(
+    home: HopperConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batching, "BATCH_FLOOR", 1)  # a burst of n files: runs of n / 2
+    monkeypatch.setattr(batching, "BURST_RUNS", 2)
+    server = ScriptedServer()
+    server.up = True
+    watcher = Watcher(home, Ledger(sqlite_url(home.state_dir)), server, server.emit)
+    _drop(home, "first.csv")
+    _scan(watcher)
+    assert len(watcher.detect()) == 1
+    _drop(home, *(f"late-{i}.csv" for i in range(5)))
+    for source in watcher.sources:  # the rest of the burst is still being checked
+        source.stable_seconds = 60
+        source.scan()
+    assert watcher.dispatch() == 1  # its first run starts while the rest is checked
+    assert [e.event for e in server.emitted] == ["hopper.file.detected"]
+    _scan(watcher)
+    assert len(watcher.detect()) == 5
+    assert watcher.dispatch() == 5  # nothing pending: the rest goes, sized by the burst of six
+    assert [b.count for b in server.batches()] == [3, 2]
+
+
 def test_a_dispatch_that_left_due_files_unread_goes_on_at_the_next_step(
     home: HopperConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:

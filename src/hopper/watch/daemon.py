@@ -314,7 +314,11 @@ class Watcher:
         pending = sum(s.pending() for s in self.sources if isinstance(s, LocalFolder))
         if pending:  # a burst still being checked: is a batch full yet? (counted, not read)
             count = self.ledger.due_count(watch.confirm_seconds, prefixes=self.prefixes)
-            if not count or self._filling_batch(count, self._batch_for(count + pending)):
+            if not count:
+                return 0
+            # Its first files go at once, so that its first run starts while the rest is
+            # checked; then only full batches go.
+            if self._burst_sent and self._filling_batch(count, self._batch_for(count + pending)):
                 return 0
         else:  # a lone file, or the end of a burst: nothing to wait for
             self._holding_since = None
