@@ -26,7 +26,7 @@ from bench.procs import HopperUp, Profile
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
-FILES = 300
+FILES = 600
 LEASE = 10.0
 STALL = 20.0
 DATASETS = {
