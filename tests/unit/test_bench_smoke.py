@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import time
 from pathlib import Path
 
@@ -105,6 +106,17 @@ def test_lake_names_map_back_to_sources(tmp_path: Path) -> None:
     (tmp_path / "day=2024-01-01" / "a-0123456789.parquet").write_bytes(b"")
     (tmp_path / ".b-0123456789.parquet.tmp").write_bytes(b"")
     assert cases.lake_outputs(tmp_path) == ["a-0123456789.parquet"]
+
+
+def test_the_last_output_is_timed_by_its_modification_time(tmp_path: Path) -> None:
+    assert cases.last_output_at(tmp_path) is None
+    (tmp_path / "day=2024-01-01").mkdir()
+    for name, when in (("a-01.parquet", 1000.0), ("day=2024-01-01/b-02.parquet", 2000.0)):
+        (tmp_path / name).write_bytes(b"")
+        os.utime(tmp_path / name, (when, when))
+    (tmp_path / ".c-03.parquet").write_bytes(b"")  # still staged: not an output
+    os.utime(tmp_path / ".c-03.parquet", (3000.0, 3000.0))
+    assert cases.last_output_at(tmp_path) == 2000.0
 
 
 def test_bench_home_has_a_contract_per_dataset(tmp_path: Path) -> None:
