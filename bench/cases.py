@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,12 +66,17 @@ def source_stem(output_name: str) -> str:
     return output_name.removesuffix(".parquet").rsplit("-", 1)[0]
 
 
+def _outputs(folder: Path) -> Iterator[tuple[str, str]]:
+    """``(folder, name)`` of each finished Parquet file under ``folder`` (no hidden temps)."""
+    for dirpath, _dirs, names in os.walk(folder):
+        for name in names:
+            if name.endswith(".parquet") and not name.startswith("."):
+                yield dirpath, name
+
+
 def lake_outputs(folder: Path) -> list[str]:
     """Names of the finished Parquet files under ``folder`` (any depth; no hidden temps)."""
-    found: list[str] = []
-    for _dirpath, _dirs, names in os.walk(folder):
-        found.extend(n for n in names if n.endswith(".parquet") and not n.startswith("."))
-    return found
+    return [name for _, name in _outputs(folder)]
 
 
 def last_output_at(folder: Path) -> float | None:
@@ -80,13 +85,8 @@ def last_output_at(folder: Path) -> float | None:
     Hopper writes each output under a staged name and renames it into place at once: its
     modification time is when it became visible, to within the rename.
     """
-    latest: float | None = None
-    for dirpath, _dirs, names in os.walk(folder):
-        for name in names:
-            if name.endswith(".parquet") and not name.startswith("."):
-                mtime = os.stat(os.path.join(dirpath, name)).st_mtime
-                latest = mtime if latest is None else max(latest, mtime)
-    return latest
+    times = [os.stat(os.path.join(where, name)).st_mtime for where, name in _outputs(folder)]
+    return max(times, default=None)
 
 
 def quarantined(folder: Path) -> list[str]:

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 class _Queued:
-    """One event in the queue; ``live`` is False once it left it out of order (paired)."""
+    """One event in the queue; ``live`` turns False when its move-to takes it (a pair)."""
 
     __slots__ = ("at", "delayed", "event", "live")
 
