@@ -312,6 +312,7 @@ class Watcher:
         watch = self.config.watch
         self._more_due = False
         pending = sum(s.pending() for s in self.sources if isinstance(s, LocalFolder))
+        count: int | None = None  # due versions, where counted
         if pending:  # a burst still being checked: is a batch full yet? (counted, not read)
             count = self.ledger.due_count(watch.confirm_seconds, prefixes=self.prefixes)
             if not count:
@@ -333,7 +334,9 @@ class Watcher:
             return 0
         waiting = len(due)
         if waiting == DISPATCH_READ:  # more are due than were read: count them all
-            waiting = self.ledger.due_count(watch.confirm_seconds, prefixes=self.prefixes)
+            if count is None:
+                count = self.ledger.due_count(watch.confirm_seconds, prefixes=self.prefixes)
+            waiting = max(count, waiting)
         self._more_due = waiting > len(due)  # the rest is read at the next step
         size = self._batch_for(waiting + pending)
         for record in due:
@@ -346,7 +349,7 @@ class Watcher:
         batches = cut_batches(due, _size, size, watch.max_batch_bytes)
         last = batches[-1]
         if (
-            (pending or waiting > len(due))
+            (pending or self._more_due)
             and len(batches) > 1
             and not is_full([_size(r) for r in last], size, watch.max_batch_bytes)
         ):
