@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hopper.ledger import Ledger
+from hopper.models import FileState
 from tests.conftest import make_home
 from tests.integration.conftest import CLICKS_CONTRACT, free_port, hopper, wait_for
 
@@ -189,18 +190,22 @@ def test_two_workers_two_watchers_lose_one_of_each_and_land_every_file_once(
             # Halfway: wait until the first worker is in the middle of a run, then lose it
             # and the first watcher, as a machine lost would.
             victim = procs.procs["worker-1"].pid
-            lost_run = wait_for(
-                lambda: next(
+
+            def in_flight() -> str | None:
+                """A run of the first worker whose files are claimed and not done yet (a run still
+                Running in Prefect may have finished its files: killing it would test nothing)."""
+                claimed = {r.flow_run_id for r in ledger.records(states=[FileState.RUNNING])}
+                return next(
                     (
                         r["id"]
                         for r in _running_runs(api_url)
                         if str(r.get("infrastructure_pid") or "").endswith(f":{victim}")
+                        and r["id"] in claimed
                     ),
                     None,
-                ),
-                180,
-                "the first worker to run a flow",
-            )
+                )
+
+            lost_run = wait_for(in_flight, 180, "the first worker to run a flow with files in hand")
             procs.kill("worker-1")
             procs.kill("watcher-1")
             list(pool.map(upload, range(FILES // 2, FILES)))
