@@ -249,6 +249,29 @@ def test_a_batch_abandoned_part_way_leaves_no_child_behind(pool: ReaderPool) -> 
     assert pool.call(add, 2, 2, limits=EASY, what="x") == 4
 
 
+def test_a_batch_gives_its_child_back_before_its_last_reply_is_handled(pool: ReaderPool) -> None:
+    calls = [Call(("ok",), EASY, f"file:///{i}") for i in range(3)]
+    results = pool.call_each(kind_of, calls)
+    (_, first, _), (_, second, _) = next(results), next(results)
+    assert first == second and first not in pool.pids()  # still reading the batch
+    _, last, error = next(results)
+    assert error is None and last == first
+    assert first in pool.pids()  # idle already, while this caller handles the last reply
+    assert next(results, None) is None
+    assert pool.pids().count(first) == 1  # given back once, not twice
+    assert pool.call(pid, limits=EASY, what="x") == first  # and taken again
+
+
+def test_a_batch_abandoned_at_its_last_reply_keeps_its_child(pool: ReaderPool) -> None:
+    calls = [Call(("ok",), EASY, f"file:///{i}") for i in range(2)]
+    results = pool.call_each(kind_of, calls)
+    next(results)
+    _, child, _ = next(results)
+    results.close()  # every reply was read: the child is whole and stays in the pool
+    assert pool.pids() == [child]
+    assert _alive(child)
+
+
 def test_children_end_with_the_pool(pool: ReaderPool) -> None:
     pool.warm()
     pids = pool.pids()

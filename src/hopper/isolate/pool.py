@@ -225,12 +225,12 @@ class ReaderPool:
             payload = pickle.dumps(
                 (func, [(c.args, c.limits) for c in todo]), protocol=pickle.HIGHEST_PROTOCOL
             )
-            child = self._acquire()
-            keep = False
+            child: _Child | None = self._acquire()
             resume = len(calls)
             try:
                 for offset, call in enumerate(todo):
                     index = start + offset
+                    assert child is not None
                     try:
                         if offset == 0:
                             child.send(payload, call.limits)
@@ -240,16 +240,20 @@ class ReaderPool:
                         resume = index + 1
                         yield index, None, ReaderCrashedError(f"{call.what}: {died.reason}")
                         break
-                    finished = offset == len(todo) - 1 or child.retiring
-                    if finished:  # every reply read: the child is idle (or exiting)
-                        keep = not child.retiring
-                        resume = index + 1
                     result, error = _result(kind, value, call)
-                    yield index, result, error
-                    if finished:
+                    if offset == len(todo) - 1 or child.retiring:
+                        # Every reply read: the child is idle (or exiting), so it goes back
+                        # before the caller handles this last reply; another thread's files
+                        # need not wait for that.
+                        resume = index + 1
+                        self._release(child, keep=not child.retiring)
+                        child = None
+                        yield index, result, error
                         break
+                    yield index, result, error
             finally:
-                self._release(child, keep)
+                if child is not None:  # died, or abandoned part way: never reused
+                    self._release(child, keep=False)
             start = resume
 
     def warm(self) -> None:
