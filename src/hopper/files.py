@@ -130,9 +130,7 @@ def relative_to_source(path: Path, sources: list[FolderSource]) -> str | None:
     return None
 
 
-def is_watched(
-    config: HopperConfig, ref: FileRef, resolved: dict[Path, Path] | None = None
-) -> bool:
+def is_watched(config: HopperConfig, ref: FileRef, resolved: dict[str, str] | None = None) -> bool:
     """Whether ``ref`` lies under one of the configured sources (flows read nothing else).
 
     A local path counts if its folder, resolved, lies in a source. Its last component is not
@@ -143,8 +141,8 @@ def is_watched(
     Args:
         config: the home's configuration.
         ref: the file.
-        resolved: folders already resolved, kept by a caller that checks many files at
-            once (the files of one batch share their folders).
+        resolved: folders already resolved (as text), kept by a caller that checks many
+            files at once (the files of one batch share their folders).
     """
     if ref.is_local:
         path = ref.local_path()
@@ -152,14 +150,16 @@ def is_watched(
             return False
         cache = {} if resolved is None else resolved
 
-        def real(folder: Path) -> Path:
-            if folder not in cache:
-                cache[folder] = folder.resolve()
-            return cache[folder]
+        def real(folder: Path) -> str:
+            key = str(folder)
+            found = cache.get(key)
+            if found is None:
+                found = cache[key] = str(folder.resolve())
+            return found
 
         try:
-            where = real(path.parent) / path.name
-            return any(where.is_relative_to(real(s.path)) for s in config.folders)
+            where = os.path.join(real(path.parent), path.name)
+            return any(_within(where, real(s.path)) for s in config.folders)
         except (OSError, RuntimeError):  # a folder too deep to resolve, or a loop
             return False
     bucket, _, key = ref.uri.removeprefix("s3://").partition("/")
@@ -167,6 +167,11 @@ def is_watched(
         isinstance(s, S3Source) and s.bucket == bucket and key.startswith(s.prefix)
         for s in config.sources
     )
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether the absolute, resolved ``path`` is ``folder`` or lies under it (pure)."""
+    return path == folder or path.startswith(folder if folder.endswith(os.sep) else folder + os.sep)
 
 
 def replay_target(ref: FileRef) -> str:

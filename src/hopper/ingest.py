@@ -135,7 +135,8 @@ def ingest_each(
     from hopper.storage import fetch_to_local
 
     now = datetime.now(UTC)
-    folders: dict[Path, Path] = {}  # resolved folders, for is_watched
+    folders: dict[str, str] = {}  # resolved folders, for is_watched
+    contracts: dict[str, Contract] = {}  # by dataset: one look at each contract file
     jobs: list[_Job] = []
     with ExitStack() as local_copies:  # each file's local path lives until the batch ends
         for index, request in enumerate(requests):
@@ -151,9 +152,11 @@ def ingest_each(
                 log.error("%s", refused)
                 yield index, _timed(failed_outcome(ref, refused), began)
                 continue
-            contract: Contract | None = None
+            contract = contracts.get(ref.dataset or "")
             try:
-                contract = load_dataset_contract(config, ref)
+                if contract is None:
+                    contract = load_dataset_contract(config, ref)
+                    contracts[ref.dataset or ""] = contract
                 local = local_copies.enter_context(
                     fetch_to_local(
                         ref.uri,

@@ -16,10 +16,12 @@ connections become :class:`~hopper.errors.TransientError` (retry), a missing obj
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -229,6 +231,19 @@ def local_name(key: str, limit: int = 200) -> str:
     return stem.decode(errors="ignore") + suffix
 
 
+def _lmode(path: Path) -> int:
+    """The mode of ``path`` itself (a link is not followed); 0 where ``Path.is_file`` would
+    say False (missing, not a folder on the way, a loop); other errors propagate."""
+    try:
+        return os.lstat(path).st_mode
+    except ValueError:  # a NUL in the name
+        return 0
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+            return 0
+        raise
+
+
 def _is_text(path: str) -> bool:
     """Whether a path is valid UTF-8 text (no undecodable bytes kept as surrogates)."""
     try:
@@ -277,14 +292,16 @@ def fetch_to_local(
     """
     if not uri.startswith("s3://"):
         path = path_of_file_uri(uri) if uri.startswith("file://") else Path(uri)
-        if path.is_symlink() and follow is not None and follow(path):
+        mode = _lmode(path)
+        if stat.S_ISLNK(mode) and follow is not None and follow(path):
             path = path.resolve(strict=True)  # a link its source follows (inside the source)
-        if path.is_symlink():  # swapped in after detection: never read through it
+            mode = _lmode(path)
+        if stat.S_ISLNK(mode):  # swapped in after detection: never read through it
             raise UnreadableFileError(
                 f"{uri}: is a symbolic link; links are not followed. Fix: copy the file "
                 "itself into the inbox"
             )
-        if not path.is_file():
+        if not stat.S_ISREG(mode):
             raise SourceGoneError(f"{uri}: the file is gone (deleted before it could be read)")
         if _is_text(str(path)):
             yield path

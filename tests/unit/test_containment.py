@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 
 from hopper.config import DATASET_NAME, HopperConfig, RoutingRule, S3Source
-from hopper.errors import UnreadableFileError
+from hopper.errors import SourceGoneError, UnreadableFileError
 from hopper.ingest import ingest
 from hopper.models import FileRef, FileState, IngestRequest
 from hopper.routing import route
@@ -248,6 +248,26 @@ def test_a_symlink_swapped_in_is_not_read_or_copied(tmp_path: Path) -> None:
     assert not Path(copy).exists()
     assert "symbolic link" in Path(copy + ".error.json").read_text()
     assert not any("TOP-SECRET" in p.read_text() for p in quarantine.rglob("*") if p.is_file())
+
+
+def test_a_fetch_reads_only_a_regular_file_or_a_link_its_source_follows(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "folder.csv").mkdir(parents=True)
+    real = inbox / "real.csv"
+    real.write_text("id\n1\n")
+    link = inbox / "link.csv"
+    link.symlink_to(real)
+    with fetch_to_local(real.as_uri(), None) as path:
+        assert path == real
+    with fetch_to_local(link.as_uri(), None, follow=lambda _link: True) as path:
+        assert path == real.resolve()
+    refused = fetch_to_local(link.as_uri(), None, follow=lambda _link: False)
+    with pytest.raises(UnreadableFileError, match="symbolic link"), refused:
+        pass
+    gone = [inbox / "gone.csv", inbox / "folder.csv", real / "under-a-file.csv"]
+    for uri in [p.as_uri() for p in gone]:
+        with pytest.raises(SourceGoneError, match="is gone"), fetch_to_local(uri, None):
+            pass
 
 
 @pytest.mark.parametrize(

@@ -2,12 +2,15 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 
+import hopper.ingest as ingest_module
 from hopper.config import HopperConfig
-from hopper.ingest import ingest
+from hopper.files import is_watched
+from hopper.ingest import ingest, ingest_each
 from hopper.models import FileRef, FileState, IngestRequest
 
 
@@ -153,6 +156,46 @@ def test_a_file_outside_every_source_is_refused_unread(home: HopperConfig, tmp_p
     foreign = FileRef(uri="s3://someone-else/people/x.csv", size=1, mtime=1.0, dataset="people")
     outcome = ingest(IngestRequest(ref=foreign, dispatch_id="d"), home)
     assert outcome.state == FileState.FAILED and "not under any source" in (outcome.reason or "")
+
+
+def test_a_neighbour_of_a_source_whose_name_begins_like_it_is_not_watched(
+    home: HopperConfig,
+) -> None:
+    inbox = home.sources[0].path
+    neighbour = inbox.with_name(inbox.name + "2") / "people" / "p.csv"  # inbox2/, not inbox/
+    neighbour.parent.mkdir(parents=True)
+    neighbour.write_text("id,full name,score\n1,Ada,1\n")
+    inside = _write(home, "p.csv", "id,full name,score\n1,Ada,1\n")
+    folders: dict[str, str] = {}
+    assert not is_watched(home, _request(neighbour).ref, folders)
+    assert is_watched(home, _request(inside).ref, folders)
+    assert is_watched(home, _request(inside).ref, folders)  # the folder resolved once, kept
+    assert str(inside.parent) in folders
+
+
+def test_a_group_reads_each_dataset_contract_once(
+    home: HopperConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = [_write(home, f"p{i}.csv", f"id,full name,score\n{i},Ada,1\n") for i in range(3)]
+    looked: list[str | None] = []
+    real = ingest_module.load_dataset_contract
+
+    def counted(config: HopperConfig, ref: FileRef) -> Any:
+        looked.append(ref.dataset)
+        return real(config, ref)
+
+    monkeypatch.setattr(ingest_module, "load_dataset_contract", counted)
+    requests = [_request(p) for p in paths] + [_request(paths[0], dataset="nobody")] * 2
+    results = dict(
+        ingest_each(requests, home, flow_run_id="r", s3s=[None] * len(requests), isolate=False)
+    )
+    assert [results[i].state for i in range(5)] == [FileState.INGESTED] * 3 + [
+        FileState.QUARANTINED
+    ] * 2
+    # one look for the group's dataset; a dataset without a contract is looked for each time,
+    # and each of its files is quarantined saying so
+    assert looked == ["people", "nobody", "nobody"]
+    assert all("has no contract" in (results[i].reason or "") for i in (3, 4))
 
 
 def test_a_partition_value_too_long_for_a_folder_is_quarantined(home: HopperConfig) -> None:
