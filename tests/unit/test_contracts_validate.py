@@ -16,12 +16,13 @@ import pytest
 
 from hopper.contracts import (
     Contract,
+    ReaderOptions,
     detect_format,
     format_violations,
     read_and_conform,
     validate_file,
 )
-from hopper.contracts.read import sniff_delimiter
+from hopper.contracts.read import csv_delimiter, sniff_delimiter
 from hopper.errors import ContractViolation, UnreadableFileError
 
 
@@ -81,11 +82,20 @@ def test_detect_format_by_content(tmp_path: Path) -> None:
         ("a\tb\n1\t2\n", "\t"),
         ("a|b\n1|2\n", "|"),
         ('name;note\n"x";"a,b,c"\n', ";"),
+        ('a,b\n"1;2;3",4\n5,6\n', ","),  # a quoted field's delimiters do not count
         ("single\n1\n", ","),
+        ("a;b\n1;2\n3;4;5", ";"),  # a last line without its end is not held against it
     ],
 )
 def test_sniff_delimiter(text: str, expected: str) -> None:
     assert sniff_delimiter(text) == expected
+
+
+def test_the_delimiter_is_sniffed_after_the_rows_skipped() -> None:
+    head = b"exported 2026-12-05, by a tool; with a title line\nid|name\n1|x\n2|y\n"
+    assert csv_delimiter(head, ReaderOptions(skip_rows=1)) == "|"
+    assert csv_delimiter(head, ReaderOptions(delimiter=";")) == ";"
+    assert csv_delimiter(b"id\tname\n", ReaderOptions(), "tsv") == "\t"
 
 
 # --------------------------------------------------------------------------- happy paths

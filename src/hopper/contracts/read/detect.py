@@ -44,8 +44,27 @@ def compression_of(path: Path) -> str | None:
     codec = _codec_by_name(path)
     if codec:
         return codec
-    with open(path, "rb") as handle:
-        return _codec_of(handle.read(4))
+    return _codec_of(_first_bytes(path, 4))
+
+
+def _first_bytes(path: Path, size: int) -> bytes:
+    """Up to ``size`` bytes from the start of a file (fewer only at its end).
+
+    Plain ``os`` calls: no buffered file object for a read done once per file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks: list[bytes] = []
+        got = 0
+        while got < size:
+            chunk = os.read(fd, size - got)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _codec_by_name(path: Path) -> str | None:
@@ -77,8 +96,7 @@ def read_head(path: Path, size: int = HEAD_BYTES, *, source: str | None = None) 
     try:
         codec = _codec_by_name(path)
         if codec is None:  # one open for a plain file: its first bytes say it is plain
-            with open(path, "rb") as handle:
-                head = handle.read(size)
+            head = _first_bytes(path, size)
             codec = _codec_of(head)
             if codec is None:
                 return head
@@ -126,7 +144,7 @@ def sniff_delimiter(text: str) -> str:
     A candidate that gives the same non-zero count on every complete line wins, the highest
     count first; otherwise the one most frequent in the header line; otherwise a comma.
     """
-    lines = [_QUOTED.sub("", line) for line in text.splitlines()[:21]]
+    lines = [_QUOTED.sub("", line) if '"' in line else line for line in text.splitlines()[:21]]
     if len(lines) > 1 and not text.endswith(("\n", "\r")):
         lines = lines[:-1]  # the last line of a head sample is usually cut short
     lines = [line for line in lines if line.strip()]
@@ -147,5 +165,6 @@ def csv_delimiter(head: bytes, reader: ReaderOptions, kind: str = "csv") -> str:
     if kind == "tsv":
         return "\t"
     text = head.decode(reader.encoding, errors="replace")
-    lines = text.splitlines(keepends=True)[reader.skip_rows :]
-    return sniff_delimiter("".join(lines))
+    if reader.skip_rows:
+        text = "".join(text.splitlines(keepends=True)[reader.skip_rows :])
+    return sniff_delimiter(text)
