@@ -10,7 +10,6 @@ the table of allowed moves. Reads and alert bookkeeping live in the base classes
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Collection
 from dataclasses import replace
@@ -434,7 +433,7 @@ def _finished(outcome: IngestOutcome, flow_run_id: str | None) -> Move:
             "b_alert": "pending" if outcome.state in ALERTING else None,
             "b_dataset": outcome.dataset,
             "b_reason": outcome.reason,
-            "b_outcome": json.dumps(outcome.model_dump(mode="json", by_alias=True)),
+            "b_outcome": outcome.model_dump_json(by_alias=True),
             "b_run": flow_run_id,
         },
     )
