@@ -6,9 +6,20 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from sqlalchemy.dialects import sqlite
 
 from hopper.ledger import TRANSITIONS, IllegalTransition, Ledger, sqlite_url
-from hopper.ledger.transitions import CLAIMABLE, Move, Step, check, move, sources
+from hopper.ledger.tables import files
+from hopper.ledger.transitions import (
+    CLAIMABLE,
+    Move,
+    Step,
+    check,
+    constant,
+    move,
+    one_of,
+    sources,
+)
 from hopper.models import FileRef, FileState, IngestOutcome
 
 S = FileState
@@ -181,3 +192,18 @@ def test_a_version_twice_in_one_batch_moves_once(tmp_path: Path) -> None:
     ref = _ref()
     assert ledger.claim_many([ref, ref], "run-1") == [True, True]  # the same run holds it
     assert [h["event"] for h in ledger.history(ref.uri)] == ["detected", "running", "running"]
+
+
+def test_the_states_a_move_goes_from_and_to_are_written_into_its_statement() -> None:
+    # Run for many rows at once, a statement's fixed values would be rebuilt for every row
+    # if they were bound parameters; only the row's own values are.
+    statement = Step(guard=[one_of(files.c.alert, ["sent", "digested"])]).statement(
+        None, FileState.RUNNING
+    )
+    compiled = statement.compile(dialect=sqlite.dialect())
+    assert set(compiled.params) == {"u", "f", "b_now"}
+    assert "'running'" in str(compiled) and "'sent'" in str(compiled)
+    assert str(constant("").compile()) == "''"
+    for word in ("x'; DROP TABLE files; --", "a b", "état"):
+        with pytest.raises(ValueError, match="not a word"):
+            constant(word)

@@ -28,6 +28,7 @@ from hopper.ledger.transitions import (
     IllegalTransition,
     Move,
     Step,
+    constant,
     enter,
     history_row,
     move,
@@ -47,7 +48,7 @@ _DISPATCH = Step(values=_DISPATCHED)
 _REPLAY = Step(values={**_DISPATCHED, "cleaned_at": None})
 # Only if nobody took it meanwhile: the same state (in the move) and dispatch id as read.
 _TAKE = Step(
-    guard=[sa.func.coalesce(files.c.dispatch_id, "") == sa.bindparam("g_dispatch")],
+    guard=[sa.func.coalesce(files.c.dispatch_id, constant("")) == sa.bindparam("g_dispatch")],
     values=_DISPATCHED,
 )
 _QUEUE = Step(values={"flow_run_id": sa.bindparam("b_run")})
@@ -65,7 +66,7 @@ _CLAIM_REPLAY = Step(values={"flow_run_id": sa.bindparam("b_run")}, refused="ski
 # Only if it did not move on since it was read: same state (in the move), run and update time.
 _REQUEUE = Step(
     guard=[
-        sa.func.coalesce(files.c.flow_run_id, "") == sa.bindparam("g_run"),
+        sa.func.coalesce(files.c.flow_run_id, constant("")) == sa.bindparam("g_run"),
         files.c.updated_at == sa.bindparam("g_updated"),
     ]
 )

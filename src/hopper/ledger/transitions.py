@@ -128,10 +128,23 @@ class Move:
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
-def one_of(column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
-    """``column IN (values)`` with each value bound on its own: unlike ``in_`` on a list
-    (one "expanding" parameter), it can be run for many rows at once (``executemany``)."""
-    return column.in_([sa.literal(value) for value in values])
+def constant(value: str) -> sa.ColumnElement[str]:
+    """A fixed text value written into the statement itself, not bound as a parameter.
+
+    A statement run for many rows at once (``executemany``) has each row's parameters built
+    by SQLAlchemy in Python, fixed ones included: the states a move goes from and to are the
+    same for every row, so they cost nothing per row when written in the SQL. Only Hopper's
+    own words (states, alert marks) are written so, never data.
+    """
+    if value and not (value.isascii() and value.replace("_", "").isalnum()):
+        raise ValueError(f"{value!r} is not a word to write into SQL")
+    return sa.literal_column(f"'{value}'", sa.String)
+
+
+def one_of(column: sa.ColumnElement[Any], values: Sequence[str]) -> sa.ColumnElement[bool]:
+    """``column IN (values)`` for fixed words (see :func:`constant`): unlike ``in_`` on a
+    list (one "expanding" parameter), it can be run for many rows at once (``executemany``)."""
+    return column.in_([constant(value) for value in values])
 
 
 class Step:
@@ -166,13 +179,13 @@ class Step:
             return found
         where = [files.c.uri == sa.bindparam("u"), files.c.fingerprint == sa.bindparam("f")]
         if was is not None:
-            where.append(files.c.state == was.value)
+            where.append(files.c.state == constant(was.value))
         elif (froms := sources(to)) != frozenset(FileState):
             where.append(one_of(files.c.state, sorted(s.value for s in froms)))
         stmt = (
             files.update()
             .where(*where, *self.guard)
-            .values(state=to.value, updated_at=sa.bindparam("b_now"), **self.values)
+            .values(state=constant(to.value), updated_at=sa.bindparam("b_now"), **self.values)
         )
         self._statements[(was, to)] = stmt
         return stmt
