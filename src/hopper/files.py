@@ -41,33 +41,23 @@ def is_stable(first: Stat | None, second: Stat, mtime_age: float, stable_seconds
     return first is not None and first == second and mtime_age >= stable_seconds
 
 
-def no_writer(path: Path, *, follow_symlinks: bool = False) -> bool:
-    """Whether no process holds ``path`` open for writing; False when that cannot be told.
+def _no_writer_on(fd: int) -> bool:
+    """Whether no process holds the regular file open as ``fd`` for writing (False: unknown).
 
     Linux grants a read lease on a file only while nobody has it open for writing, so taking
     one and dropping it at once answers without scanning every process's open files. Only
     the file's owner (or a process with ``CAP_LEASE``) may take a lease, and not every file
-    system grants them: then the answer is False and the caller waits as for any file. The
-    file is opened without blocking (a FIFO swapped in answers False, never hangs).
+    system grants them: then the answer is False and the caller waits as for any file.
     """
     lease = getattr(fcntl, "F_SETLEASE", None)
     if lease is None:
         return False
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, flags)
-    except OSError:
-        return False
-    try:
-        if not stat_.S_ISREG(os.fstat(fd).st_mode):
-            return False
         fcntl.fcntl(fd, lease, fcntl.F_RDLCK)
         fcntl.fcntl(fd, lease, fcntl.F_UNLCK)
         return True
     except OSError:  # EAGAIN: open for writing somewhere; EACCES: not ours; EINVAL: no leases
         return False
-    finally:
-        os.close(fd)
 
 
 def describe_file(
@@ -77,6 +67,7 @@ def describe_file(
     *,
     follow_symlinks: bool = True,
     folder: str | None = None,
+    unless_written: bool = False,
 ) -> FileRef | None:
     """A ``FileRef`` for a local file, or None if it changed while being hashed or is not one.
 
@@ -90,23 +81,29 @@ def describe_file(
         rules: explicit routing rules.
         follow_symlinks: whether ``path`` may be a symbolic link to read through.
         folder: ``path``'s folder, resolved already (by a caller that resolves many).
+        unless_written: None, not a reference, if a process may hold the file open for
+            writing (see :func:`_no_writer_on`): checked on the same opening as the hash.
 
     Raises:
         OSError: the file cannot be opened or read.
     """
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     fd = os.open(path, flags if follow_symlinks else flags | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as fh:
+    try:
         before = os.fstat(fd)
         if not stat_.S_ISREG(before.st_mode):
             return None  # a FIFO, socket or device: never read
+        if unless_written and not _no_writer_on(fd):
+            return None
         digest: str | None = None
         if before.st_size <= HASH_LIMIT:
             hasher = hashlib.sha256()
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
+            while chunk := os.read(fd, 1 << 20):
                 hasher.update(chunk)
             digest = hasher.hexdigest()
         after = os.fstat(fd)
+    finally:
+        os.close(fd)
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
         return None
     return FileRef(

@@ -8,8 +8,8 @@ folder that vanishes mid-scan, a FIFO, a name in no encoding), so a path that ca
 is logged once (:class:`_Reported` remembers, within a bound, what it already said) and
 skipped. A file is complete once its size and mtime have stayed the same for
 ``stable_seconds`` — or at once, for a file a file-system event reported (closed after writing,
-moved in, created), when no process holds it open for writing
-(:func:`~hopper.files.no_writer`).
+moved in, created), when no process holds it open for writing (checked on the opening
+that hashes it: :func:`~hopper.files.describe_file`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hopper.config import FolderSource, RoutingRule
-from hopper.files import Stat, describe_file, is_stable, no_writer, shown
+from hopper.files import Stat, describe_file, is_stable, shown
 from hopper.models import FileRef
 from hopper.routing import is_ignored
 
@@ -277,15 +277,22 @@ class FolderScan:
             age = now - st.st_mtime
             if age < 0:  # stamped in the future (a skewed clock): count from the first look
                 age = now - self._future.setdefault(path, now)
-            if (
-                self.stable_seconds > 0
-                and not is_stable(first, stat, age, self.stable_seconds)
-                and not (path in by_event and no_writer(path, follow_symlinks=linked))
-            ):
+            quiet = self.stable_seconds <= 0 or is_stable(first, stat, age, self.stable_seconds)
+            if not quiet and path not in by_event:
                 with self._lock:
                     self._candidates.add(path)  # look again on a later poll
                 continue
-            ref = self._ref(path, rel, st.st_size, st.st_mtime, linked=linked, folder=real)
+            # Not quiet yet but reported by an event: taken now unless a writer holds it
+            # (then it is looked at again on a later poll, as above).
+            ref = self._ref(
+                path,
+                rel,
+                st.st_size,
+                st.st_mtime,
+                linked=linked,
+                folder=real,
+                unless_written=not quiet,
+            )
             if ref is not None:
                 self._first_look.pop(path, None)
                 self._future.pop(path, None)
@@ -294,10 +301,25 @@ class FolderScan:
         return ready
 
     def _ref(
-        self, path: Path, rel: str, size: int, mtime: float, *, linked: bool, folder: str
+        self,
+        path: Path,
+        rel: str,
+        size: int,
+        mtime: float,
+        *,
+        linked: bool,
+        folder: str,
+        unless_written: bool = False,
     ) -> FileRef | None:
         try:
-            ref = describe_file(path, rel, self.rules, follow_symlinks=linked, folder=folder)
+            ref = describe_file(
+                path,
+                rel,
+                self.rules,
+                follow_symlinks=linked,
+                folder=folder,
+                unless_written=unless_written,
+            )
         except RuntimeError as exc:  # a link loop in the folders above the file
             self._reported(str(path), OSError(errno.ELOOP, str(exc)))
             return None

@@ -3,9 +3,12 @@
 import os
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from hopper.config import FolderSource
-from hopper.files import Stat, is_stable, no_writer
+from hopper.files import Stat, describe_file, is_stable
 from hopper.models import FileRef
 from hopper.watch.local import LocalFolder
 
@@ -181,20 +184,29 @@ def test_a_file_reached_through_a_link_out_of_the_source_is_never_read(tmp_path:
     assert all("elsewhere" not in r.uri for r in found)
 
 
-def test_no_writer_tells_a_file_still_open_for_writing(tmp_path: Path) -> None:
+def test_a_file_still_open_for_writing_is_not_described_unless_asked(tmp_path: Path) -> None:
     path = tmp_path / "f.csv"
     path.write_text("x\n1\n")
-    assert no_writer(path)
+
+    def described(target: Path, **kwargs: Any) -> FileRef | None:
+        return describe_file(target, "sales/f.csv", [], unless_written=True, **kwargs)
+
+    assert described(path) is not None
     with path.open("a") as fh:
         fh.write("2\n")
-        assert not no_writer(path)
-    assert no_writer(path)
+        fh.flush()
+        assert described(path) is None  # a writer holds it: looked at again later
+        assert describe_file(path, "sales/f.csv", []) is not None  # unless not asked
+    ref = described(path)
+    assert ref is not None and ref.size == len("x\n1\n2\n") and ref.sha256
     (tmp_path / "link.csv").symlink_to(path)
-    assert not no_writer(tmp_path / "link.csv")  # a link is not read through unless asked
-    assert no_writer(tmp_path / "link.csv", follow_symlinks=True)
+    with pytest.raises(OSError):  # a link is not read through unless asked
+        described(tmp_path / "link.csv", follow_symlinks=False)
+    assert described(tmp_path / "link.csv", follow_symlinks=True) is not None
     os.mkfifo(tmp_path / "fifo.csv")
-    assert not no_writer(tmp_path / "fifo.csv")  # answers at once, never blocks
-    assert not no_writer(tmp_path / "missing.csv")
+    assert described(tmp_path / "fifo.csv") is None  # answers at once, never blocks
+    with pytest.raises(FileNotFoundError):
+        described(tmp_path / "missing.csv")
 
 
 def test_a_file_its_writer_finished_skips_the_stability_wait(tmp_path: Path) -> None:
