@@ -156,7 +156,7 @@ def is_watched(config: HopperConfig, ref: FileRef, resolved: dict[str, str] | No
 
         try:
             where = os.path.join(real(path.parent), path.name)
-            return any(_within(where, real(s.path)) for s in config.folders)
+            return any(within(where, real(s.path)) for s in config.folders)
         except (OSError, RuntimeError):  # a folder too deep to resolve, or a loop
             return False
     bucket, _, key = ref.uri.removeprefix("s3://").partition("/")
@@ -166,7 +166,7 @@ def is_watched(config: HopperConfig, ref: FileRef, resolved: dict[str, str] | No
     )
 
 
-def _within(path: str, folder: str) -> bool:
+def within(path: str, folder: str) -> bool:
     """Whether the absolute, resolved ``path`` is ``folder`` or lies under it (pure)."""
     return path == folder or path.startswith(folder if folder.endswith(os.sep) else folder + os.sep)
 

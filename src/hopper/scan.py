@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hopper.config import FolderSource, RoutingRule
-from hopper.files import Stat, describe_file, is_stable, shown
+from hopper.files import Stat, describe_file, is_stable, shown, within
 from hopper.models import FileRef
 from hopper.routing import is_ignored
 
@@ -213,9 +213,7 @@ class FolderScan:
             except (OSError, RuntimeError):
                 folders[folder] = None
                 return None
-            root = self._real_root
-            inside = real == root or real.startswith(root.rstrip(os.sep) + os.sep)
-            folders[folder] = real if inside else None
+            folders[folder] = real if within(real, self._real_root) else None
         return folders[folder]
 
     def _relative(self, path: Path) -> str | None:
