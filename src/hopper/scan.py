@@ -307,7 +307,7 @@ class FolderScan:
         *,
         linked: bool,
         folder: str,
-        unless_written: bool = False,
+        unless_written: bool,
     ) -> FileRef | None:
         try:
             ref = describe_file(
