@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -135,17 +136,23 @@ def _labels(ref: FileRef) -> tuple[str, str]:
 
 def detected(refs: Iterable[FileRef]) -> None:
     """Count file versions the watcher has just recorded."""
-    for ref in refs:
-        DETECTED.labels(*_labels(ref)).inc()
+    for labels, count in Tally(_labels(ref) for ref in refs).items():
+        DETECTED.labels(*labels).inc(count)
 
 
 def dispatched(records: Iterable[FileRecord]) -> None:
     """Count versions sent to Prefect, and among them those sent before (retries)."""
+    sent: Tally[tuple[str, str]] = Tally()
+    again: Tally[tuple[str, str]] = Tally()
     for record in records:
         labels = _labels(record.ref)
-        DISPATCHED.labels(*labels).inc()
+        sent[labels] += 1
         if record.dispatch_count:
-            DISPATCH_RETRIES.labels(*labels).inc()
+            again[labels] += 1
+    for labels, count in sent.items():
+        DISPATCHED.labels(*labels).inc(count)
+    for labels, count in again.items():
+        DISPATCH_RETRIES.labels(*labels).inc(count)
 
 
 def queue_name(queue_url: str) -> str:
@@ -187,26 +194,49 @@ def observe(
 ) -> None:
     """Count a run's outcomes once they are in the ledger (one call per file or batch run).
 
+    The counts are summed per label set first (a batch's thousands of files share a few),
+    so each counter is touched once per label set, not once per file.
+
     Args:
         outcomes: the settled outcomes.
         refs: each outcome's file by URI (for its size and modification time).
         now: when they were recorded (default: now).
     """
     now = time.time() if now is None else now
+    settled: Tally[tuple[str, str, str]] = Tally()
+    sums: dict[tuple[str, str], list[int]] = {}  # rows in, rows out, bytes out, bytes in
+    durations: dict[tuple[str, str], list[float]] = {}
+    latencies: dict[str, list[float]] = {}
     for outcome in outcomes:
         ref = refs.get(outcome.uri)
         dataset = outcome.dataset or (ref.dataset if ref else None) or "unrouted"
         labels = (dataset, source_of(outcome.uri))
         state = outcome.state.value
-        OUTCOMES.labels(*labels, state).inc()
-        ROWS_IN.labels(*labels).inc(outcome.rows_in)
-        ROWS_OUT.labels(*labels).inc(outcome.rows_out)
-        BYTES_OUT.labels(*labels).inc(outcome.bytes_out)
-        DURATION.labels(dataset, state).observe(outcome.seconds)
+        settled[(*labels, state)] += 1
+        totals = sums.setdefault(labels, [0, 0, 0, 0])
+        totals[0] += outcome.rows_in
+        totals[1] += outcome.rows_out
+        totals[2] += outcome.bytes_out
+        durations.setdefault((dataset, state), []).append(outcome.seconds)
         if ref is not None:
-            BYTES_IN.labels(*labels).inc(ref.size)
+            totals[3] += ref.size
             if outcome.state is FileState.INGESTED:
-                LATENCY.labels(dataset).observe(max(0.0, now - ref.mtime))
+                latencies.setdefault(dataset, []).append(max(0.0, now - ref.mtime))
+    for settled_as, count in settled.items():
+        OUTCOMES.labels(*settled_as).inc(count)
+    for labels, (rows_in, rows_out, bytes_out, bytes_in) in sums.items():
+        ROWS_IN.labels(*labels).inc(rows_in)
+        ROWS_OUT.labels(*labels).inc(rows_out)
+        BYTES_OUT.labels(*labels).inc(bytes_out)
+        BYTES_IN.labels(*labels).inc(bytes_in)
+    for took_as, seconds in durations.items():
+        histogram = DURATION.labels(*took_as)
+        for value in seconds:
+            histogram.observe(value)
+    for dataset, ages in latencies.items():
+        histogram = LATENCY.labels(dataset)
+        for value in ages:
+            histogram.observe(value)
 
 
 def _size_column(dialect: str) -> sa.ColumnElement[int]:

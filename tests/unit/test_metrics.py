@@ -59,6 +59,42 @@ def test_observe_counts_outcomes_rows_bytes_and_latency() -> None:
     )
 
 
+def test_observe_sums_a_batch_per_label_set_exactly_as_file_by_file() -> None:
+    a = [_ref(f"a{i}.csv", "m_sum_a", size=10 + i, mtime=1000.0 + i) for i in range(3)]
+    b = [_ref(f"b{i}.csv", "m_sum_b", size=5) for i in range(2)]
+    outcomes = [
+        *(
+            IngestOutcome.of(r, FileState.INGESTED, rows_in=4, rows_out=3, bytes_out=7, seconds=0.5)
+            for r in a
+        ),
+        *(IngestOutcome.of(r, FileState.QUARANTINED, rows_in=2, seconds=2.0) for r in b),
+        IngestOutcome.of(_ref("gone.csv", "m_sum_a"), FileState.FAILED, seconds=0.0),
+    ]
+    metrics.observe(outcomes, {r.uri: r for r in [*a, *b]}, now=1010.0)
+    in_a = {"dataset": "m_sum_a", "source": "file"}
+    in_b = {"dataset": "m_sum_b", "source": "file"}
+    assert _value("hopper_files_processed_total", **in_a, outcome="ingested") == 3
+    assert _value("hopper_files_processed_total", **in_a, outcome="failed") == 1
+    assert _value("hopper_files_processed_total", **in_b, outcome="quarantined") == 2
+    assert (_value("hopper_rows_in_total", **in_a), _value("hopper_rows_in_total", **in_b)) == (
+        12,
+        4,
+    )
+    assert _value("hopper_rows_out_total", **in_a) == 9
+    assert _value("hopper_bytes_out_total", **in_a) == 21
+    # the file without a ref (not in the mapping) adds no bytes in and no latency
+    assert (_value("hopper_bytes_in_total", **in_a), _value("hopper_bytes_in_total", **in_b)) == (
+        33,
+        10,
+    )
+    assert _value("hopper_drop_to_lake_seconds_count", dataset="m_sum_a") == 3
+    assert _value("hopper_drop_to_lake_seconds_sum", dataset="m_sum_a") == 10 + 9 + 8
+    duration = {"dataset": "m_sum_b", "outcome": "quarantined"}
+    assert _value("hopper_ingest_duration_seconds_count", **duration) == 2
+    assert _value("hopper_ingest_duration_seconds_bucket", **duration, le="1.0") == 0
+    assert _value("hopper_ingest_duration_seconds_bucket", **duration, le="2.5") == 2
+
+
 def _record(ref: FileRef, dispatch_count: int) -> FileRecord:
     return FileRecord(
         ref.uri, ref.fingerprint, ref.dataset, FileState.DISPATCHED, ref, "d", 1.0,
@@ -71,12 +107,19 @@ def test_detected_dispatched_retries_and_alerts() -> None:
     metrics.detected([ref])
     metrics.dispatched([_record(ref, 0)])
     metrics.dispatched([_record(ref, 1)])  # sent before, no run seen: a retry
+    other = _ref("b.csv", "m_watch_2")
+    metrics.detected([other, other])
+    metrics.dispatched([_record(other, 0), _record(other, 2), _record(ref, 0)])
     metrics.alerts_sent(2, 1)
     metrics.alerted(None)  # the alert duty met a transient fault
     labels = {"dataset": "m_watch", "source": "file"}
     assert _value("hopper_files_detected_total", **labels) == 1
-    assert _value("hopper_files_dispatched_total", **labels) == 2
+    assert _value("hopper_files_dispatched_total", **labels) == 3
     assert _value("hopper_dispatch_retries_total", **labels) == 1
+    labels_2 = {"dataset": "m_watch_2", "source": "file"}
+    assert _value("hopper_files_detected_total", **labels_2) == 2
+    assert _value("hopper_files_dispatched_total", **labels_2) == 2
+    assert _value("hopper_dispatch_retries_total", **labels_2) == 1
     assert _value("hopper_alerts_sent_total", kind="file") >= 2
     assert _value("hopper_alerts_sent_total", kind="digest") >= 1
 
