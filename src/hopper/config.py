@@ -179,11 +179,11 @@ class WatchOptions(BaseModel):
         default=20.0, gt=0, description="Re-dispatch a file if no flow run exists after this."
     )
     batch_max_files: int = Field(
-        default=2000,
+        default=4000,
         ge=1,
         le=5000,
         description="Files due together go to ingest-batch runs of at most this many each; "
-        "a burst is cut into about 4 runs (so that several workers share it) of at least 500 "
+        "a burst is cut into at least 2 runs (so that two workers share it) of at least 500 "
         "files each, within this bound.",
     )
     max_batch_bytes: int = Field(

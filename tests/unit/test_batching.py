@@ -51,11 +51,12 @@ def test_due_files_fill_a_batch_by_count_or_by_bytes() -> None:
 @pytest.mark.parametrize(
     ("burst", "max_files", "size"),
     [
-        (1, 2000, 500),  # a trickle: up to the floor
-        (2000, 2000, 500),  # 4 runs of 500
-        (3000, 2000, 750),  # 4 runs
-        (8000, 2000, 2000),  # 4 runs of the bound
-        (100_000, 2000, 2000),  # as many runs as the bound needs
+        (1, 4000, 500),  # a trickle: up to the floor
+        (1000, 4000, 500),  # 2 runs of 500
+        (3000, 4000, 1500),  # 2 runs
+        (8000, 4000, 4000),  # 2 runs of the bound
+        (8000, 2000, 2000),  # 4 runs of a lower bound
+        (100_000, 4000, 4000),  # as many runs as the bound needs
         (8000, 100, 100),  # a home's own bound wins over the floor
     ],
 )
