@@ -28,6 +28,7 @@ import anyio
 import anyio.abc
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 
+from hopper.heap import set_aside_startup
 from hopper.home import keep_ledgers
 from hopper.isolate import shared_pool
 from hopper.prefect_api import prefect_client_for_run, skip_suspension_watch, warm_run_clients
@@ -261,6 +262,7 @@ async def serve(pool: str, *, project_dir: Path, limit: int, readers: int = 0) -
                 loaded,
                 reader_pool.size,
             )
+            set_aside_startup()  # what was loaded is kept: full collections need not walk it
             beside.start_soon(poll_when_scheduled, pool, worker.poll_now, worker.wake)
             try:
                 await worker.start(

@@ -134,6 +134,7 @@ def watch(*, config: ConfigOption = None, ready_file: Path | None = None) -> Non
     """
     _default_api_url(config)
     from hopper import metrics
+    from hopper.heap import set_aside_startup
     from hopper.home import Home
     from hopper.watch.daemon import Watcher, check_sources
 
@@ -152,8 +153,14 @@ def watch(*, config: ConfigOption = None, ready_file: Path | None = None) -> Non
         log.info("watcher dispatching to %s", api.api_url)
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)
+
+        def ready() -> None:
+            set_aside_startup()  # imports and the startup scan: kept, never walked again
+            if ready_file is not None:
+                _write_ready(ready_file)
+
         try:
-            watcher.run(on_ready=None if ready_file is None else lambda: _write_ready(ready_file))
+            watcher.run(on_ready=ready)
         finally:
             if ready_file is not None:
                 ready_file.unlink(missing_ok=True)
