@@ -650,7 +650,7 @@ from pathlib import Path
 from hopper.config import load_config
 from hopper.ingest import ingest
 from hopper.models import FileRef, IngestRequest
-from hopper.storage import LazyS3Client
+from hopper.lazy_s3 import LazyS3Client
 
 config = load_config(Path(sys.argv[1]))
 path = Path(sys.argv[2])

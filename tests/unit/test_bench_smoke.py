@@ -322,3 +322,25 @@ def test_the_bare_baseline_is_the_fastest_of_the_passes_around_the_burst(tmp_pat
     assert chosen["pass_seconds"] == [*slow["pass_seconds"], *before["pass_seconds"]]
     with pytest.raises(ValueError):
         bare.fastest([])
+
+
+def test_the_s3_rss_driver_script_ingests_a_file(tmp_path: Path) -> None:
+    """The driver ``rss-s3`` runs in a process of its own: its imports and calls stay current
+    (here against a folder lake, where its S3 client is never made)."""
+    import json
+    import subprocess
+    import sys
+
+    config = make_home(tmp_path, ["bench"])
+    source = tmp_path / "inbox" / "bench" / "one.csv"
+    source.write_bytes(data.small_csv(1))
+    done = subprocess.run(
+        [sys.executable, "-c", cases.INGEST_ONE, str(config), str(source), "bench"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["state"] == "ingested", outcome
