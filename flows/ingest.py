@@ -172,7 +172,7 @@ def ingest_batch(batch: IngestBatch) -> State[Any]:
     run_id = str(flow_run.id)
     outcomes: list[IngestOutcome] = []
     with Home.open(batch.config_path) as home:
-        refs = batch.refs or [r.ref for r in home.ledger.dispatched_under(batch.dispatch_id)]
+        refs = batch.refs or home.ledger.refs_under(batch.dispatch_id)
         if not refs:
             logger.info(
                 "dispatch %s has no files left (re-sent under a newer one)", batch.dispatch_id

@@ -113,6 +113,25 @@ def test_batch_operations_accept_nothing(tmp_path: Path) -> None:
     assert ledger.dispatched_under("nope") == []
 
 
+def test_refs_under_a_dispatch_are_those_of_its_unclaimed_records_in_order(
+    tmp_path: Path,
+) -> None:
+    ledger = _ledger(tmp_path)
+    refs = [_ref(f"{name}.csv", sha) for name, sha in (("c", "03"), ("a", "01"), ("b", "02"))]
+    ledger.record_many(refs)
+    for ref in refs:
+        ledger.mark_dispatched(ref.uri, ref.fingerprint, "d1")
+    other = _ref("other.csv", "04")
+    ledger.record_many([other])
+    ledger.mark_dispatched(other.uri, other.fingerprint, "d2")
+    assert ledger.claim_many([refs[1]], "run-1") == [True]  # claimed: no longer under d1
+    expected = [r.ref for r in ledger.dispatched_under("d1")]
+    assert [r.uri for r in expected] == [refs[0].uri, refs[2].uri]  # in detection order
+    assert ledger.refs_under("d1") == expected
+    assert ledger.refs_under("d2") == [other]
+    assert ledger.refs_under("nope") == []
+
+
 def test_a_lease_is_renewed_while_held_and_a_lapsed_one_is_requeued(tmp_path: Path) -> None:
     ledger = _ledger(tmp_path)
     held, lost = _ref("held.csv"), _ref("lost.csv")

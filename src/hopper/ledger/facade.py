@@ -271,16 +271,23 @@ class Ledger(Queries, AlertBook):
 
     def dispatched_under(self, dispatch_id: str) -> list[FileRecord]:
         """The versions a dispatch took and that no run has claimed since."""
+        query = sa.select(files).where(*_unclaimed_under(dispatch_id)).order_by(files.c.detected_at)
+        with self._begin() as conn:
+            return [FileRecord.from_row(r) for r in conn.execute(query)]
+
+    def refs_under(self, dispatch_id: str) -> list[FileRef]:
+        """The files of :meth:`dispatched_under`, in its order: what a batch run ingests.
+
+        Only their refs are read and parsed, not whole records (a third of the cost, for a
+        batch of thousands).
+        """
         query = (
-            sa.select(files)
-            .where(
-                files.c.dispatch_id == dispatch_id,
-                files.c.state.in_([FileState.DISPATCHED.value, FileState.QUEUED.value]),
-            )
+            sa.select(files.c.ref)
+            .where(*_unclaimed_under(dispatch_id))
             .order_by(files.c.detected_at)
         )
         with self._begin() as conn:
-            return [FileRecord.from_row(r) for r in conn.execute(query)]
+            return [FileRef.model_validate_json(ref) for (ref,) in conn.execute(query)]
 
     def mark_queued(self, uri: str, fp: str, flow_run_id: str) -> None:
         """A flow run exists for this version's dispatch: stop re-dispatching it."""
@@ -437,4 +444,12 @@ def _finished(outcome: IngestOutcome, flow_run_id: str | None) -> Move:
             "b_outcome": outcome.model_dump_json(by_alias=True),
             "b_run": flow_run_id,
         },
+    )
+
+
+def _unclaimed_under(dispatch_id: str) -> tuple[sa.ColumnElement[bool], ...]:
+    """The versions a dispatch took that no run has claimed since (a query's conditions)."""
+    return (
+        files.c.dispatch_id == dispatch_id,
+        files.c.state.in_([FileState.DISPATCHED.value, FileState.QUEUED.value]),
     )
