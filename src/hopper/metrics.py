@@ -134,25 +134,41 @@ def _labels(ref: FileRef) -> tuple[str, str]:
     return ref.dataset or "unrouted", source_of(ref.uri)
 
 
+_Totals = Tally[tuple[Counter, tuple[str, ...]]]
+"""Amounts to add, by counter and label values."""
+_Samples = dict[tuple[Histogram, tuple[str, ...]], list[float]]
+"""Values to observe, by histogram and label values."""
+
+
+def _add(totals: _Totals) -> None:
+    """Add each summed amount to its counter: one label lookup per counter and label set (a
+    batch's thousands of files share a few sets), not one per file."""
+    for (counter, labels), amount in totals.items():
+        counter.labels(*labels).inc(amount)
+
+
+def _observe(samples: _Samples) -> None:
+    """Observe each value in its histogram, looking each label set up once."""
+    for (histogram, labels), values in samples.items():
+        child = histogram.labels(*labels)
+        for value in values:
+            child.observe(value)
+
+
 def detected(refs: Iterable[FileRef]) -> None:
     """Count file versions the watcher has just recorded."""
-    for labels, count in Tally(_labels(ref) for ref in refs).items():
-        DETECTED.labels(*labels).inc(count)
+    _add(Tally((DETECTED, _labels(ref)) for ref in refs))
 
 
 def dispatched(records: Iterable[FileRecord]) -> None:
     """Count versions sent to Prefect, and among them those sent before (retries)."""
-    sent: Tally[tuple[str, str]] = Tally()
-    again: Tally[tuple[str, str]] = Tally()
+    totals: _Totals = Tally()
     for record in records:
         labels = _labels(record.ref)
-        sent[labels] += 1
+        totals[DISPATCHED, labels] += 1
         if record.dispatch_count:
-            again[labels] += 1
-    for labels, count in sent.items():
-        DISPATCHED.labels(*labels).inc(count)
-    for labels, count in again.items():
-        DISPATCH_RETRIES.labels(*labels).inc(count)
+            totals[DISPATCH_RETRIES, labels] += 1
+    _add(totals)
 
 
 def queue_name(queue_url: str) -> str:
@@ -194,8 +210,7 @@ def observe(
 ) -> None:
     """Count a run's outcomes once they are in the ledger (one call per file or batch run).
 
-    The counts are summed per label set first (a batch's thousands of files share a few),
-    so each counter is touched once per label set, not once per file.
+    The counts are summed per label set first (see :func:`_add`).
 
     Args:
         outcomes: the settled outcomes.
@@ -203,40 +218,24 @@ def observe(
         now: when they were recorded (default: now).
     """
     now = time.time() if now is None else now
-    settled: Tally[tuple[str, str, str]] = Tally()
-    sums: dict[tuple[str, str], list[int]] = {}  # rows in, rows out, bytes out, bytes in
-    durations: dict[tuple[str, str], list[float]] = {}
-    latencies: dict[str, list[float]] = {}
+    totals: _Totals = Tally()
+    samples: _Samples = {}
     for outcome in outcomes:
         ref = refs.get(outcome.uri)
         dataset = outcome.dataset or (ref.dataset if ref else None) or "unrouted"
         labels = (dataset, source_of(outcome.uri))
         state = outcome.state.value
-        settled[(*labels, state)] += 1
-        totals = sums.setdefault(labels, [0, 0, 0, 0])
-        totals[0] += outcome.rows_in
-        totals[1] += outcome.rows_out
-        totals[2] += outcome.bytes_out
-        durations.setdefault((dataset, state), []).append(outcome.seconds)
+        totals[OUTCOMES, (*labels, state)] += 1
+        totals[ROWS_IN, labels] += outcome.rows_in
+        totals[ROWS_OUT, labels] += outcome.rows_out
+        totals[BYTES_OUT, labels] += outcome.bytes_out
+        samples.setdefault((DURATION, (dataset, state)), []).append(outcome.seconds)
         if ref is not None:
-            totals[3] += ref.size
+            totals[BYTES_IN, labels] += ref.size
             if outcome.state is FileState.INGESTED:
-                latencies.setdefault(dataset, []).append(max(0.0, now - ref.mtime))
-    for settled_as, count in settled.items():
-        OUTCOMES.labels(*settled_as).inc(count)
-    for labels, (rows_in, rows_out, bytes_out, bytes_in) in sums.items():
-        ROWS_IN.labels(*labels).inc(rows_in)
-        ROWS_OUT.labels(*labels).inc(rows_out)
-        BYTES_OUT.labels(*labels).inc(bytes_out)
-        BYTES_IN.labels(*labels).inc(bytes_in)
-    for took_as, seconds in durations.items():
-        histogram = DURATION.labels(*took_as)
-        for value in seconds:
-            histogram.observe(value)
-    for dataset, ages in latencies.items():
-        histogram = LATENCY.labels(dataset)
-        for value in ages:
-            histogram.observe(value)
+                samples.setdefault((LATENCY, (dataset,)), []).append(max(0.0, now - ref.mtime))
+    _add(totals)
+    _observe(samples)
 
 
 def _size_column(dialect: str) -> sa.ColumnElement[int]:
