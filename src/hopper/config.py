@@ -183,8 +183,8 @@ class WatchOptions(BaseModel):
         ge=1,
         le=5000,
         description="Files due together go to ingest-batch runs of at most this many each; "
-        "a burst is cut into at least 2 runs (so that two workers share it) of at least 500 "
-        "files each, within this bound.",
+        "a burst is cut into about 2 runs (so that two workers share it), of at least 500 "
+        "files each and at most this many.",
     )
     max_batch_bytes: int = Field(
         default=4 * 1024**3,

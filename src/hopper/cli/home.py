@@ -67,7 +67,7 @@ def watch_block(watch: WatchOptions | None = None) -> str:
         ("stable_seconds", w.stable_seconds, "a file is complete once unchanged this long"),
         ("rescan_seconds", w.rescan_seconds, "full rescan that catches events the OS dropped"),
         ("confirm_seconds", w.confirm_seconds, "re-dispatch if Prefect shows no run by then"),
-        ("batch_max_files", w.batch_max_files, "most files in one run (a burst: 2 runs or more)"),
+        ("batch_max_files", w.batch_max_files, "most files in one run (a burst: ~2 runs)"),
     ]
     lines = [f"  {f'{key}: {value:g}'.ljust(22)} # {why}\n" for key, value, why in rows]
     return "watch:\n" + "".join(lines)
