@@ -124,7 +124,8 @@ def chaos_burst(
     Returns:
         ``fault``, ``files``, ``landed``, ``injected_after`` (seconds into the burst),
         ``landed_at_fault``, ``landed_at_fault_end``, ``fault_seconds`` (its duration),
-        ``settle_seconds`` (fault end → last output), ``budget_seconds`` (lease + 60),
+        ``settle_seconds`` (fault end → the last output, or the ledger holding every file
+        ingested if that comes later), ``budget_seconds`` (lease + 60),
         ``within_budget``, ``quarantined``, ``duplicates``, ``exactly_once``, ``ledger`` (the
         dataset's versions per state) and ``timed_out``.
     """
@@ -158,17 +159,23 @@ def chaos_burst(
         time.sleep(0.2 if injected else 0.03)
     end = injected[1] if injected else started
     timed_out = landed + bad < count
-    settle = (deadline if timed_out else last_change) - end
+    budget = lease_seconds + GRACE
+    # The lake can be whole before the ledger is: a run killed after writing its outputs but
+    # before recording them leaves its files running until the lease lapses and they are
+    # sent and ingested again (their outputs replaced). Settled means both, within budget.
+    settled_at = last_change
+    ledger = ledger_states(up.root, dataset)
+    while not timed_out and ledger.get("ingested", 0) < count:
+        if time.monotonic() > max(end + budget, last_change + 10.0):
+            settled_at = deadline  # never settled: beyond any budget
+            break
+        time.sleep(0.25)
+        ledger = ledger_states(up.root, dataset)
+        settled_at = time.monotonic()
+    settle = (deadline if timed_out else settled_at) - end
     names = lake_outputs(lake)
     per_source = Counter(source_stem(n) for n in names)
     duplicates = sorted(stem for stem, n in per_source.items() if n > 1)
-    ledger: dict[str, int] = {}
-    for _ in range(40):  # outcomes reach the ledger just after their output
-        ledger = ledger_states(up.root, dataset)
-        if ledger.get("ingested", 0) >= count or timed_out:
-            break
-        time.sleep(0.25)
-    budget = lease_seconds + GRACE
     result = {
         "fault": fault.kind,
         "files": count,
